@@ -1,0 +1,1 @@
+//! `quorate bench`. SKELETON.

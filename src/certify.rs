@@ -1,0 +1,1 @@
+//! Certification: first committer wins. SKELETON.

@@ -1,0 +1,1 @@
+//! The `quorate` admin CLI. SKELETON.

@@ -1,0 +1,1 @@
+//! The node: wires store, order, API and admin. SKELETON.

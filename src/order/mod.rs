@@ -1,0 +1,1 @@
+//! Ordering: openraft behind one module. SKELETON.
