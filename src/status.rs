@@ -50,3 +50,19 @@ pub struct ClusterStatus {
     pub leader: Option<String>,
     pub safe_to_bootstrap: bool,
 }
+
+/// Printed (exit status 3) when `--bootstrap-node` is refused.
+pub const BOOTSTRAP_REFUSED_BANNER: &str = "\
+**********************************************************************
+* Warning: It is not safe to bootstrap this node. Please bootstrap   *
+* the node that was last removed from the cluster. To force          *
+* bootstrapping this node, use the command --force-safe-to-bootstrap *
+* before bootstrapping this node.                                    *
+**********************************************************************";
+
+impl ClusterStatus {
+    /// The `--show-cluster-status` table (DESIGN.md §6). SKELETON.
+    pub fn render_table(&self) -> String {
+        unimplemented!("skeleton")
+    }
+}
