@@ -1,1 +1,280 @@
-//! The node: wires store, order, API and admin. SKELETON.
+//! The node: opens the store and the sequencer, keeps `grastate.dat` true,
+//! serves the client API and the admin socket, and stops gracefully.
+//!
+//! `backend.rs` answers client requests (the write path of DESIGN.md §2),
+//! `admin.rs` answers the CLI, `status.rs` computes the wsrep status.
+
+mod admin;
+mod backend;
+mod run;
+mod status;
+
+pub use run::run;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Mutex as AsyncMutex};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::grastate::GrastateFile;
+use crate::order::{NodeInfo, Sequencer, SequencerOptions};
+use crate::store::{Store, StoreOptions};
+
+/// Why the node could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Grastate(#[from] crate::grastate::GrastateError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Order(#[from] crate::order::OrderError),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// How the daemon was asked to start.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// `quorated --bootstrap` (or the CLI's bootstrap request file).
+    pub bootstrap: bool,
+}
+
+/// Marker the CLI leaves when systemd starts the daemon for a bootstrap.
+pub const BOOTSTRAP_REQUEST_FILE: &str = "bootstrap.request";
+
+pub struct Node {
+    config: Config,
+    store: Arc<Store>,
+    seq: Sequencer,
+    started: Instant,
+    next_trx: AtomicU64,
+    /// Set by `--force-safe-to-bootstrap` while running.
+    forced_safe: AtomicBool,
+    /// Serialises bootstrap and grastate updates.
+    control: AsyncMutex<()>,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl Node {
+    /// Open everything in `data_dir`. Does not serve yet.
+    pub async fn open(config: Config) -> Result<Arc<Node>, NodeError> {
+        let io = |context: String| move |source| NodeError::Io { context, source };
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(io(format!("cannot create data_dir {}", config.data_dir.display())))?;
+        // A damaged grastate.dat stops the node: it does not guess.
+        let grastate = GrastateFile::read(&config.grastate_path())?;
+        let store = Arc::new(Store::open(
+            &config.data_dir,
+            StoreOptions {
+                read_connections: config.storage.read_connections,
+                max_writeset_bytes: config.replication.max_writeset_bytes,
+                cert_window: config.replication.cert_window,
+            },
+        )?);
+        let info = NodeInfo {
+            name: config.node_name.clone(),
+            repl_addr: config.replication.advertise.unwrap_or(config.replication.listen).to_string(),
+            api_addr: api_url(&config),
+        };
+        let seq = Sequencer::open(
+            &config.data_dir,
+            info,
+            &SequencerOptions {
+                cluster_name: config.cluster_name.clone(),
+                heartbeat_ms: config.replication.heartbeat_ms,
+                election_timeout_ms: config.replication.election_timeout_ms,
+                snapshot_every_entries: config.storage.snapshot_every_entries,
+                log_retain_entries: config.storage.log_retain_entries,
+            },
+            store.clone(),
+        )
+        .await?;
+        let (shutdown_tx, _) = watch::channel(false);
+        let node = Arc::new(Node {
+            forced_safe: AtomicBool::new(false),
+            config,
+            store,
+            seq,
+            started: Instant::now(),
+            next_trx: AtomicU64::new(rand::random::<u64>() >> 1),
+            control: AsyncMutex::new(()),
+            shutdown_tx,
+        });
+        let position = node.store.position();
+        tracing::info!(
+            node = %node.config.node_name,
+            node_id = node.seq.node_id(),
+            %position,
+            "opened data_dir {}",
+            node.config.data_dir.display()
+        );
+        if let Some(g) = &grastate {
+            if g.seqno >= 0 && g.seqno != position.seqno {
+                tracing::warn!(
+                    "grastate.dat says seqno {} but the database holds seqno {}; trusting the database",
+                    g.seqno,
+                    position.seqno
+                );
+            }
+        }
+        Ok(node)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Become ready: bootstrap if asked, else wait for the cluster.
+    pub async fn start(self: &Arc<Self>, opts: StartOptions) -> Result<(), NodeError> {
+        let request_file = self.config.data_dir.join(BOOTSTRAP_REQUEST_FILE);
+        let requested = opts.bootstrap || request_file.exists();
+        if request_file.exists() {
+            let _ = std::fs::remove_file(&request_file);
+        }
+        if self.seq.is_initialized().await {
+            tracing::info!("rejoining the primary component this node belonged to");
+        } else if requested {
+            match self.bootstrap().await {
+                Ok(uuid) => tracing::info!(state_uuid = %uuid, "bootstrapped a new primary component"),
+                Err(e) => {
+                    self.write_grastate_running().await?;
+                    return Err(e);
+                }
+            }
+        } else {
+            tracing::warn!(
+                "this node is not part of a cluster and no peers answered; it waits non-Primary. \
+                 To create a new cluster from this node run `quorate --bootstrap-node`"
+            );
+        }
+        self.write_grastate_running().await?;
+        Ok(())
+    }
+
+    /// Start a new primary component from this node (guarded).
+    pub async fn bootstrap(&self) -> Result<Uuid, NodeError> {
+        let _guard = self.control.lock().await;
+        if self.seq.is_initialized().await {
+            return Err(NodeError::Refused(
+                "this node is already a member of a cluster; nothing to bootstrap".into(),
+            ));
+        }
+        let grastate = GrastateFile::read(&self.config.grastate_path())?;
+        let safe = self.forced_safe.load(Ordering::SeqCst) || grastate.as_ref().is_none_or(|g| g.safe_to_bootstrap);
+        if !safe {
+            // A refused bootstrap changes nothing in grastate.dat.
+            tracing::warn!("bootstrap refused: safe_to_bootstrap is 0 in {}", self.config.grastate_path().display());
+            return Err(NodeError::Refused(format!(
+                "safe_to_bootstrap is 0 in {}",
+                self.config.grastate_path().display()
+            )));
+        }
+        let position = self.store.position();
+        let uuid = if position.state_uuid.is_nil() { Uuid::new_v4() } else { position.state_uuid };
+        self.seq.bootstrap(uuid, position.incarnation).await?;
+        Ok(uuid)
+    }
+
+    pub fn force_safe_to_bootstrap(&self) {
+        self.forced_safe.store(true, Ordering::SeqCst);
+    }
+
+    /// Galera's rule: 1 exactly while this node is the only member.
+    pub fn safe_to_bootstrap(&self) -> bool {
+        if self.forced_safe.load(Ordering::SeqCst) {
+            return true;
+        }
+        let voters = self.seq.voters();
+        voters.len() == 1 && voters.contains(&self.seq.node_id())
+    }
+
+    /// Keep grastate.dat true while running: seqno -1, the state UUID, safe_to_bootstrap.
+    async fn write_grastate_running(&self) -> Result<(), NodeError> {
+        let file = GrastateFile {
+            uuid: self.store.position().state_uuid,
+            seqno: -1,
+            safe_to_bootstrap: self.safe_to_bootstrap() || self.grastate_safe_when_not_member()?,
+        };
+        file.write_atomic(&self.config.grastate_path())?;
+        Ok(())
+    }
+
+    /// A node that never joined keeps what its file says (nothing to lose).
+    fn grastate_safe_when_not_member(&self) -> Result<bool, NodeError> {
+        if !self.seq.voters().is_empty() {
+            return Ok(false);
+        }
+        Ok(GrastateFile::read(&self.config.grastate_path())?.is_some_and(|g| g.safe_to_bootstrap))
+    }
+
+    /// Watch membership and keep grastate.dat in step with it.
+    pub fn spawn_grastate_keeper(self: &Arc<Self>) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            let mut last: Option<(Uuid, bool)> = None;
+            let mut shutdown = node.shutdown_tx.subscribe();
+            loop {
+                let now = (node.store.position().state_uuid, node.safe_to_bootstrap());
+                if last != Some(now) && !node.seq.voters().is_empty() {
+                    match node.write_grastate_running().await {
+                        Ok(()) => last = Some(now),
+                        Err(e) => tracing::error!("cannot update grastate.dat: {e}"),
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = shutdown.changed() => break,
+                }
+            }
+        });
+    }
+
+    /// Graceful stop: order stops, grastate.dat records the last committed seqno.
+    pub async fn stop(&self) -> Result<(), NodeError> {
+        let _ = self.shutdown_tx.send(true);
+        let safe = self.safe_to_bootstrap();
+        self.seq.shutdown().await;
+        let position = self.store.position();
+        let file = GrastateFile {
+            uuid: position.state_uuid,
+            seqno: position.seqno,
+            safe_to_bootstrap: safe || self.grastate_safe_when_not_member()?,
+        };
+        file.write_atomic(&self.config.grastate_path())?;
+        tracing::info!(%position, safe_to_bootstrap = file.safe_to_bootstrap, "stopped gracefully; grastate.dat written");
+        Ok(())
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown_tx.subscribe()
+    }
+
+    fn primary_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.replication.primary_timeout_ms)
+    }
+
+    pub fn is_primary(&self) -> bool {
+        self.seq.is_primary(self.primary_timeout())
+    }
+}
+
+/// The client API base URL peers and clients are told about.
+pub fn api_url(config: &Config) -> String {
+    match &config.api.advertise {
+        Some(a) if a.starts_with("http://") || a.starts_with("https://") => a.clone(),
+        Some(a) => format!("http://{a}"),
+        None => format!("http://{}", config.api.listen),
+    }
+}
+
+/// Where the daemon logs go when the CLI starts it without systemd.
+pub fn daemon_log_path(config: &Config) -> PathBuf {
+    config.data_dir.join("quorated.log")
+}

@@ -1,1 +1,248 @@
-//! Ordering: openraft behind one module. SKELETON.
+//! Ordering: the total order of write-sets, sequenced by openraft.
+//!
+//! openraft is pinned exactly (`=0.10.0-alpha.37`) and used only inside this
+//! module: `types` (what the log carries), `log_store` (the gcache),
+//! `state_machine` (certify + apply into SQLite), `network` (RPCs). The rest
+//! of quorate sees [`Sequencer`].
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+pub mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::async_runtime::WatchReceiver;
+use openraft::Instant as _;
+use openraft::{Config as RaftConfig, ServerState, SnapshotPolicy};
+
+use crate::store::Store;
+use crate::writeset::{ApplyOutcome, WriteSet};
+pub use log_store::LogStore;
+pub use state_machine::{ApplyWaiters, StateMachine};
+pub use types::{NodeId, NodeInfo, Raft, Request, Response};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    #[error("cannot open the write-set log in {path}: {source}")]
+    Log { path: String, source: std::io::Error },
+    #[error("cannot start the Raft sequencer: {0}")]
+    Start(String),
+    #[error("bootstrap failed: {0}")]
+    Bootstrap(String),
+}
+
+/// Why a submitted write-set has no verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// Certainly not ordered: nothing was appended.
+    #[error("{0}")]
+    NotPrimary(String),
+    /// Submitted, but no verdict arrived: it may or may not commit.
+    #[error("{0}")]
+    Unknown(String),
+}
+
+/// Tunables of the sequencer, from the config.
+#[derive(Debug, Clone)]
+pub struct SequencerOptions {
+    pub cluster_name: String,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
+    pub snapshot_every_entries: u64,
+    pub log_retain_entries: u64,
+}
+
+/// The node's handle on the total order.
+pub struct Sequencer {
+    raft: Raft,
+    node_id: NodeId,
+    node_info: NodeInfo,
+    waiters: Arc<ApplyWaiters>,
+    log: LogStore,
+}
+
+/// Node ids are made once per data directory and never reused.
+fn load_or_make_node_id(raft_dir: &Path) -> std::io::Result<NodeId> {
+    let path = raft_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse::<NodeId>().map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is damaged: {e}", path.display()))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Zero is avoided so that it can never be confused with "unset".
+            let id = rand::random::<u64>().max(1);
+            log_store::write_file_durably(&path, format!("{id}\n").as_bytes())?;
+            Ok(id)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl Sequencer {
+    pub async fn open(
+        data_dir: &Path,
+        node_info: NodeInfo,
+        opts: &SequencerOptions,
+        store: Arc<Store>,
+    ) -> Result<Sequencer, OrderError> {
+        let raft_dir = data_dir.join("log");
+        let io_err = |source| OrderError::Log { path: raft_dir.display().to_string(), source };
+        std::fs::create_dir_all(&raft_dir).map_err(io_err)?;
+        let node_id = load_or_make_node_id(&raft_dir).map_err(io_err)?;
+        let log = LogStore::open(&raft_dir).map_err(io_err)?;
+        let waiters = Arc::new(ApplyWaiters::new(&node_info.name));
+        let sm = StateMachine::open(store, &data_dir.join("snapshots"), waiters.clone()).map_err(io_err)?;
+        let config = RaftConfig {
+            cluster_name: opts.cluster_name.clone(),
+            heartbeat_interval: opts.heartbeat_ms,
+            election_timeout_min: opts.election_timeout_ms,
+            election_timeout_max: opts.election_timeout_ms * 2,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: opts.log_retain_entries,
+            ..Default::default()
+        };
+        let config = Arc::new(config.validate().map_err(|e| OrderError::Start(e.to_string()))?);
+        let raft = Raft::new(node_id, config, network::NoNetwork, log.clone(), sm)
+            .await
+            .map_err(|e| OrderError::Start(e.to_string()))?;
+        Ok(Sequencer { raft, node_id, node_info, waiters, log })
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn waiters(&self) -> &ApplyWaiters {
+        &self.waiters
+    }
+
+    pub fn log(&self) -> &LogStore {
+        &self.log
+    }
+
+    /// Whether this node has ever been part of a cluster (it has a vote or a membership).
+    pub async fn is_initialized(&self) -> bool {
+        self.raft.is_initialized().await.unwrap_or(false)
+    }
+
+    /// Start a new primary component with this node as its only member, and
+    /// order the entry that fixes the cluster state UUID.
+    pub async fn bootstrap(&self, state_uuid: uuid::Uuid, incarnation: u64) -> Result<(), OrderError> {
+        let members: BTreeMap<NodeId, NodeInfo> = [(self.node_id, self.node_info.clone())].into_iter().collect();
+        self.raft.initialize(members).await.map_err(|e| OrderError::Bootstrap(e.to_string()))?;
+        // initialize() returns before this node has won its (single-voter) election.
+        let mut m = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if m.borrow_watched().current_leader == Some(self.node_id) {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, m.changed()).await.is_err() {
+                return Err(OrderError::Bootstrap("this node did not become leader within 30 s".into()));
+            }
+        }
+        self.raft
+            .client_write(Request::Bootstrap { state_uuid, incarnation })
+            .await
+            .map_err(|e| OrderError::Bootstrap(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Order a write-set and wait until this node applied it.
+    pub async fn submit(&self, ws: WriteSet, timeout: Duration) -> Result<ApplyOutcome, SubmitError> {
+        let trx_id = ws.trx_id;
+        let verdict = self.waiters.register(trx_id);
+        let submitted = tokio::time::timeout(timeout, self.raft.client_write(Request::WriteSet(ws))).await;
+        match submitted {
+            Err(_) => {
+                self.waiters.forget(trx_id);
+                return Err(SubmitError::Unknown(format!(
+                    "no verdict within {} ms: the transaction may or may not have committed",
+                    timeout.as_millis()
+                )));
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                self.waiters.forget(trx_id);
+                let leader = f.leader_id.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
+                return Err(SubmitError::NotPrimary(format!(
+                    "this node is not in the primary component (leader: {leader}); nothing was applied"
+                )));
+            }
+            Ok(Err(e)) => {
+                self.waiters.forget(trx_id);
+                return Err(SubmitError::Unknown(format!("ordering failed after submission: {e}")));
+            }
+            Ok(Ok(_)) => {}
+        }
+        match tokio::time::timeout(timeout, verdict).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(_)) | Err(_) => {
+                self.waiters.forget(trx_id);
+                Err(SubmitError::Unknown("ordered, but this node did not apply it in time".into()))
+            }
+        }
+    }
+
+    /// Whether this node is in a primary component right now.
+    pub fn is_primary(&self, primary_timeout: Duration) -> bool {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.running_state.is_err() {
+            return false;
+        }
+        match m.state {
+            ServerState::Leader => {
+                let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+                if voters.len() <= 1 {
+                    return true;
+                }
+                m.last_quorum_acked.as_ref().is_some_and(|acked| acked.elapsed() <= primary_timeout)
+            }
+            ServerState::Follower => m.current_leader.is_some(),
+            _ => false,
+        }
+    }
+
+    pub fn metrics(&self) -> openraft::RaftMetrics<types::TypeConfig> {
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    /// Voting members of the current membership.
+    pub fn voters(&self) -> BTreeSet<NodeId> {
+        self.metrics().membership_config.membership().voter_ids().collect()
+    }
+
+    /// Every member (voters and learners) with what it advertises, and whether it votes.
+    pub fn members(&self) -> Vec<(NodeId, NodeInfo, bool)> {
+        let m = self.metrics();
+        let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, info)| (*id, info.clone(), voters.contains(id)))
+            .collect()
+    }
+
+    /// Wait until the local database reflects everything committed before now.
+    pub async fn linearizable_barrier(&self) -> Result<(), SubmitError> {
+        self.raft
+            .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
+            .await
+            .map(|_| ())
+            .map_err(|e| SubmitError::NotPrimary(format!("cannot confirm a linearizable read: {e}")))
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!("Raft shutdown: {e}");
+        }
+    }
+}

@@ -77,3 +77,8 @@ impl Store {
 pub fn read_position(_db_path: &Path) -> Result<Option<Position>, StoreError> {
     unimplemented!("skeleton")
 }
+
+/// The raft_state blob stored in a database file (e.g. a snapshot copy).
+pub fn read_raft_state(_db_path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    unimplemented!("skeleton")
+}

@@ -1,0 +1,38 @@
+//! The node's side of the admin socket.
+
+use super::{Node, NodeError};
+use crate::admin::{AdminHandler, Command, Response};
+
+impl AdminHandler for Node {
+    async fn handle(&self, cmd: Command) -> Response {
+        match cmd {
+            Command::Status => Response::Status(Box::new(self.cluster_status())),
+            Command::Bootstrap => {
+                if self.is_primary() {
+                    return Response::Error("this node is already Primary; nothing to bootstrap".into());
+                }
+                match self.bootstrap().await {
+                    Ok(state_uuid) => {
+                        if let Err(e) = self.write_grastate_running().await {
+                            return Response::Error(format!("bootstrapped, but grastate.dat: {e}"));
+                        }
+                        Response::Bootstrapped { state_uuid }
+                    }
+                    Err(NodeError::Refused(reason)) if reason.contains("safe_to_bootstrap") => {
+                        Response::BootstrapRefused { reason }
+                    }
+                    Err(e) => Response::Error(e.to_string()),
+                }
+            }
+            Command::SafeToBootstrap => Response::SafeToBootstrap(self.safe_to_bootstrap()),
+            Command::ForceSafeToBootstrap => {
+                self.force_safe_to_bootstrap();
+                match self.write_grastate_running().await {
+                    Ok(()) => Response::Done,
+                    Err(e) => Response::Error(e.to_string()),
+                }
+            }
+            Command::Recover => Response::Position(self.store.position()),
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The client write and read paths (DESIGN.md §2) behind the HTTP API.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::Node;
+use crate::api::{ApiError, Backend, ExecuteRequest, ExecuteResponse, NodeDescription, QueryRequest, ReadLevel};
+use crate::order::SubmitError;
+use crate::sql::{ExecResult, QueryResult};
+use crate::writeset::{Verdict, WriteSet};
+
+/// Galera's wording, so operators recognise it, plus what to do.
+const NOT_PRIMARY: &str = "WSREP has not yet prepared node for application use: this node is not part of \
+the primary component (see `quorate --show-cluster-status`)";
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+impl Node {
+    async fn execute_once(&self, req: &ExecuteRequest) -> Result<Attempt, ApiError> {
+        let store = self.store.clone();
+        let stmts = req.statements.clone();
+        let transaction = req.transaction;
+        let captured = tokio::task::spawn_blocking(move || store.capture(&stmts, transaction))
+            .await
+            .map_err(internal)?
+            .map_err(|e| match e {
+                crate::store::StoreError::Refused(msg) => ApiError::BadRequest(msg),
+                other => ApiError::Internal(other.to_string()),
+            })?;
+        let Some(ws) = captured.writeset else {
+            return Ok(Attempt::Done(ExecuteResponse { results: captured.results, seqno: None }));
+        };
+        let writeset = WriteSet {
+            origin: self.config.node_name.clone(),
+            trx_id: self.next_trx.fetch_add(1, Ordering::Relaxed),
+            snapshot_seqno: ws.snapshot_seqno,
+            keys: ws.keys,
+            payload: ws.payload,
+        };
+        let outcome = self.seq.submit(writeset, self.config.commit_timeout()).await.map_err(|e| match e {
+            SubmitError::NotPrimary(m) => ApiError::NotPrimary(format!("{NOT_PRIMARY}; {m}")),
+            SubmitError::Unknown(m) => ApiError::OutcomeUnknown(m),
+        })?;
+        match outcome.verdict {
+            Verdict::Committed { toi_results } => Ok(Attempt::Done(ExecuteResponse {
+                results: toi_results.unwrap_or(captured.results),
+                seqno: Some(outcome.seqno),
+            })),
+            Verdict::Failed(reason) if reason.is_certification_failure() => {
+                Ok(Attempt::CertificationFailed(format!("seqno {}: {reason}", outcome.seqno)))
+            }
+            Verdict::Failed(reason) => {
+                let message = reason.to_string();
+                let results =
+                    req.statements.iter().map(|_| ExecResult { error: Some(message.clone()), ..Default::default() }).collect();
+                Ok(Attempt::Done(ExecuteResponse { results, seqno: Some(outcome.seqno) }))
+            }
+        }
+    }
+}
+
+enum Attempt {
+    Done(ExecuteResponse),
+    CertificationFailed(String),
+}
+
+impl Backend for Node {
+    async fn execute(&self, req: ExecuteRequest) -> Result<ExecuteResponse, ApiError> {
+        if !self.is_primary() {
+            return Err(ApiError::NotPrimary(NOT_PRIMARY.into()));
+        }
+        // Galera's wsrep_retry_autocommit: only a lone statement is retried,
+        // a multi-statement transaction goes back to the client.
+        let retries = if req.statements.len() == 1 { self.config.replication.retry_autocommit } else { 0 };
+        let mut attempt = 0;
+        loop {
+            match self.execute_once(&req).await? {
+                Attempt::Done(resp) => return Ok(resp),
+                Attempt::CertificationFailed(msg) if attempt >= retries => {
+                    return Err(ApiError::CertificationFailed(format!(
+                        "{msg} (tried {} time{})",
+                        attempt + 1,
+                        if attempt == 0 { "" } else { "s" }
+                    )));
+                }
+                Attempt::CertificationFailed(msg) => {
+                    tracing::debug!("certification failed, retrying autocommit: {msg}");
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn query(&self, req: QueryRequest) -> Result<Vec<QueryResult>, ApiError> {
+        match req.level {
+            ReadLevel::None => {}
+            ReadLevel::Weak => {
+                if !self.is_primary() {
+                    return Err(ApiError::NotPrimary(NOT_PRIMARY.into()));
+                }
+            }
+            ReadLevel::Linearizable | ReadLevel::Strong => {
+                if !self.is_primary() {
+                    return Err(ApiError::NotPrimary(NOT_PRIMARY.into()));
+                }
+                self.seq.linearizable_barrier().await.map_err(|e| ApiError::NotPrimary(e.to_string()))?;
+            }
+        }
+        let store = self.store.clone();
+        let timings = req.timings;
+        tokio::task::spawn_blocking(move || store.query(&req.statements, timings))
+            .await
+            .map_err(internal)?
+            .map_err(internal)
+    }
+
+    async fn status(&self) -> serde_json::Value {
+        self.status_document()
+    }
+
+    async fn nodes(&self) -> Vec<NodeDescription> {
+        let leader = self.seq.metrics().current_leader;
+        let me = self.seq.node_id();
+        let primary = self.is_primary();
+        self.seq
+            .members()
+            .into_iter()
+            .map(|(id, info, voter)| NodeDescription {
+                id: info.name.clone(),
+                api_addr: info.api_addr.clone(),
+                addr: info.repl_addr.clone(),
+                reachable: if id == me { true } else { primary },
+                leader: leader == Some(id),
+                voter,
+            })
+            .collect()
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        if self.is_primary() {
+            Ok(())
+        } else {
+            Err(NOT_PRIMARY.to_string())
+        }
+    }
+}
+

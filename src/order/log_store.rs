@@ -1,0 +1,454 @@
+//! The write-set log (Galera's *gcache*): openraft's durable log store.
+//!
+//! Segment files `log-<first index>.seg` under `data_dir/log/` hold records
+//! `[u32 length][u32 crc32][bincode entry]`. Appends are written at once (so
+//! they are readable when `append` returns) and made durable by one syncer
+//! thread that fsyncs once for every batch waiting — group commit of the
+//! log. A torn record at the tail (power cut during a write) is detected by
+//! its length or checksum and cut off on open; damage anywhere else is an
+//! error, never silently skipped.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::{Bound, RangeBounds};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::{LogState, OptionalSend, RaftLogReader};
+use serde::{Deserialize, Serialize};
+
+use super::types::{Entry, LogId, TypeConfig, Vote};
+
+/// Start a new segment once the active one grows past this.
+const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// A record longer than this is damage, not data (write-sets are far smaller).
+const MAX_RECORD_BYTES: u32 = 1 << 30;
+const HEADER_BYTES: u64 = 8;
+const META_FILE: &str = "raft-meta.json";
+
+/// Durable Raft state kept beside the log.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct LogMeta {
+    vote: Option<Vote>,
+    last_purged: Option<LogId>,
+    committed: Option<LogId>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Location {
+    segment: u64,
+    offset: u64,
+    len: u32,
+}
+
+struct Segment {
+    file: Arc<File>,
+    len: u64,
+}
+
+struct Inner {
+    dir: PathBuf,
+    /// Keyed by the first log index the segment holds.
+    segments: BTreeMap<u64, Segment>,
+    locations: BTreeMap<u64, Location>,
+    last_log_id: Option<LogId>,
+    meta: LogMeta,
+}
+
+/// A log store handle; clones share the same files.
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Mutex<Inner>>,
+    syncer: mpsc::Sender<SyncJob>,
+}
+
+struct SyncJob {
+    file: Arc<File>,
+    done: IOFlushed<TypeConfig>,
+}
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+fn segment_path(dir: &Path, first_index: u64) -> PathBuf {
+    dir.join(format!("log-{first_index:020}.seg"))
+}
+
+impl LogStore {
+    /// Open (or create) the log in `dir`, repairing a torn tail.
+    pub fn open(dir: &Path) -> io::Result<LogStore> {
+        fs::create_dir_all(dir)?;
+        let meta = read_meta(dir)?;
+        let mut inner = Inner {
+            dir: dir.to_path_buf(),
+            segments: BTreeMap::new(),
+            locations: BTreeMap::new(),
+            last_log_id: None,
+            meta,
+        };
+        let mut firsts: Vec<u64> = Vec::new();
+        for dirent in fs::read_dir(dir)? {
+            let name = dirent?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(num) = name.strip_prefix("log-").and_then(|n| n.strip_suffix(".seg")) {
+                let first = num
+                    .parse::<u64>()
+                    .map_err(|_| invalid(format!("unexpected file {name} in log directory {}", dir.display())))?;
+                firsts.push(first);
+            }
+        }
+        firsts.sort_unstable();
+        let count = firsts.len();
+        for (i, first) in firsts.into_iter().enumerate() {
+            let is_last = i + 1 == count;
+            inner.load_segment(first, is_last)?;
+        }
+        if inner.segments.is_empty() {
+            let next = inner.meta.last_purged.as_ref().map(|l| l.index + 1).unwrap_or(0);
+            inner.create_segment(next)?;
+        }
+        let (tx, rx) = mpsc::channel::<SyncJob>();
+        std::thread::Builder::new().name("quorate-log-sync".into()).spawn(move || sync_loop(rx))?;
+        Ok(LogStore { inner: Arc::new(Mutex::new(inner)), syncer: tx })
+    }
+
+    fn lock(&self) -> io::Result<MutexGuard<'_, Inner>> {
+        self.inner.lock().map_err(|_| io::Error::other("log store lock poisoned by an earlier panic"))
+    }
+
+    /// Index range currently held (for IST decisions and status).
+    pub fn bounds(&self) -> io::Result<(Option<u64>, Option<u64>)> {
+        let inner = self.lock()?;
+        let purged = inner.meta.last_purged.as_ref().map(|l| l.index);
+        let first = inner.locations.keys().find(|i| Some(**i) > purged).copied();
+        Ok((first, inner.last_log_id.as_ref().map(|l| l.index)))
+    }
+}
+
+/// fsync once for everything queued, then acknowledge it all.
+fn sync_loop(rx: mpsc::Receiver<SyncJob>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            jobs.push(more);
+        }
+        let mut result: Result<(), String> = Ok(());
+        let mut synced: Vec<*const File> = Vec::new();
+        for job in &jobs {
+            let ptr = Arc::as_ptr(&job.file);
+            if synced.contains(&ptr) {
+                continue;
+            }
+            synced.push(ptr);
+            if let Err(e) = job.file.sync_data() {
+                result = Err(e.to_string());
+                break;
+            }
+        }
+        for job in jobs {
+            job.done.io_completed(result.clone().map_err(|e| io::Error::other(format!("fsync of the log failed: {e}"))));
+        }
+    }
+}
+
+fn read_meta(dir: &Path) -> io::Result<LogMeta> {
+    let path = dir.join(META_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| invalid(format!("{} is damaged: {e}; it holds the Raft vote and cannot be guessed", path.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(LogMeta::default()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Atomic, durable replacement of a small file.
+pub(crate) fn write_file_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent directory"))?;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
+impl Inner {
+    fn write_meta(&self) -> io::Result<()> {
+        let bytes = serde_json::to_vec(&self.meta).map_err(io::Error::other)?;
+        write_file_durably(&self.dir.join(META_FILE), &bytes)
+    }
+
+    fn create_segment(&mut self, first: u64) -> io::Result<()> {
+        let path = segment_path(&self.dir, first);
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+        File::open(&self.dir)?.sync_all()?;
+        self.segments.insert(first, Segment { file: Arc::new(file), len: 0 });
+        Ok(())
+    }
+
+    /// Scan one segment, indexing its records. A bad record in the last
+    /// segment is a torn write: cut it off. Elsewhere it is corruption.
+    fn load_segment(&mut self, first: u64, is_last: bool) -> io::Result<()> {
+        let path = segment_path(&self.dir, first);
+        let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let file_len = file.metadata()?.len();
+        let mut offset = 0u64;
+        let mut reader = io::BufReader::new(&mut file);
+        let mut expected = first;
+        let mut torn: Option<String> = None;
+        loop {
+            if offset == file_len {
+                break;
+            }
+            let mut header = [0u8; 8];
+            if offset + HEADER_BYTES > file_len || reader.read_exact(&mut header).is_err() {
+                torn = Some(format!("incomplete record header at byte {offset}"));
+                break;
+            }
+            let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+            let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+            if len > MAX_RECORD_BYTES || offset + HEADER_BYTES + u64::from(len) > file_len {
+                torn = Some(format!("record at byte {offset} runs past the end of the file"));
+                break;
+            }
+            let mut body = vec![0u8; len as usize];
+            reader.read_exact(&mut body)?;
+            if crc32fast::hash(&body) != crc {
+                torn = Some(format!("checksum mismatch in record at byte {offset}"));
+                break;
+            }
+            let entry: Entry = bincode::deserialize(&body)
+                .map_err(|e| invalid(format!("{}: undecodable record at byte {offset}: {e}", path.display())))?;
+            let index = entry.index();
+            if index != expected {
+                return Err(invalid(format!(
+                    "{}: record at byte {offset} has log index {index}, expected {expected}: the log has a hole",
+                    path.display()
+                )));
+            }
+            self.locations.insert(index, Location { segment: first, offset, len });
+            self.last_log_id = Some(entry.log_id());
+            expected += 1;
+            offset += HEADER_BYTES + u64::from(len);
+        }
+        drop(reader);
+        if let Some(what) = torn {
+            if !is_last {
+                return Err(invalid(format!(
+                    "{}: {what}, and later segments exist: the log is damaged in the middle",
+                    path.display()
+                )));
+            }
+            tracing::warn!(
+                "write-set log {}: {what}; cutting the torn tail at byte {offset} (a write interrupted by a crash was never acknowledged)",
+                path.display()
+            );
+            file.set_len(offset)?;
+            file.sync_all()?;
+        }
+        file.seek(SeekFrom::Start(offset))?;
+        self.segments.insert(first, Segment { file: Arc::new(file), len: offset });
+        Ok(())
+    }
+
+    fn read_entry(&self, index: u64) -> io::Result<Option<Entry>> {
+        let Some(loc) = self.locations.get(&index) else { return Ok(None) };
+        let seg = self
+            .segments
+            .get(&loc.segment)
+            .ok_or_else(|| io::Error::other(format!("log index {index} points at a missing segment")))?;
+        let mut buf = vec![0u8; loc.len as usize + HEADER_BYTES as usize];
+        seg.file.read_exact_at(&mut buf, loc.offset)?;
+        let body = &buf[HEADER_BYTES as usize..];
+        let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        if crc32fast::hash(body) != crc {
+            return Err(invalid(format!("log record {index} fails its checksum: the log file was changed on disk")));
+        }
+        bincode::deserialize(body).map(Some).map_err(|e| invalid(format!("log record {index}: {e}")))
+    }
+
+    fn active(&mut self) -> io::Result<(u64, &mut Segment)> {
+        let (first, seg) = self.segments.iter_mut().next_back().ok_or_else(|| io::Error::other("log has no segment"))?;
+        Ok((*first, seg))
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let inner = self.lock()?;
+        let purged = inner.meta.last_purged.as_ref().map(|l| l.index);
+        let start = match range.start_bound() {
+            Bound::Included(x) => *x,
+            Bound::Excluded(x) => x.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let mut out = Vec::new();
+        for (&index, _) in inner.locations.range((Bound::Included(start), range.end_bound().cloned())) {
+            if Some(index) <= purged {
+                continue;
+            }
+            match inner.read_entry(index)? {
+                Some(e) => out.push(e),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.lock()?.meta.vote.clone())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let inner = self.lock()?;
+        let last_purged = inner.meta.last_purged.clone();
+        let last = match (&inner.last_log_id, &last_purged) {
+            (Some(l), Some(p)) if l.index > p.index => Some(l.clone()),
+            (Some(_), Some(p)) => Some(p.clone()),
+            (Some(l), None) => Some(l.clone()),
+            (None, p) => p.clone(),
+        };
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        let mut inner = self.lock()?;
+        inner.meta.vote = Some(vote.clone());
+        inner.write_meta()
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        // Kept in memory only: the state machine (SQLite) records what it
+        // applied, and a restarted node re-learns the commit from the leader.
+        let mut inner = self.lock()?;
+        inner.meta.committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.lock()?.meta.committed.clone())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut inner = self.lock()?;
+        let mut buf = Vec::new();
+        let mut pending: Vec<(u64, u64, u32, LogId)> = Vec::new();
+        let (mut seg_first, seg) = inner.active()?;
+        let mut seg_len = seg.len;
+        let mut old_file: Option<Arc<File>> = None;
+        for entry in entries {
+            let index = entry.index();
+            if seg_len + buf.len() as u64 > SEGMENT_BYTES {
+                // Rotate: flush what we have to the old segment, make it durable, start a new one.
+                let seg = inner.active()?.1;
+                seg.file.write_all_at(&buf, seg.len)?;
+                seg.len += buf.len() as u64;
+                seg.file.sync_data()?;
+                old_file = Some(seg.file.clone());
+                for (i, off, len, log_id) in pending.drain(..) {
+                    inner.locations.insert(i, Location { segment: seg_first, offset: off, len });
+                    inner.last_log_id = Some(log_id);
+                }
+                buf.clear();
+                inner.create_segment(index)?;
+                seg_first = index;
+                seg_len = 0;
+            }
+            let body = bincode::serialize(&entry).map_err(io::Error::other)?;
+            let len = u32::try_from(body.len()).map_err(|_| invalid("log entry larger than 4 GiB"))?;
+            let offset = seg_len + buf.len() as u64;
+            buf.extend_from_slice(&len.to_le_bytes());
+            buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+            buf.extend_from_slice(&body);
+            pending.push((index, offset, len, entry.log_id()));
+        }
+        let _ = old_file;
+        let seg = inner.active()?.1;
+        seg.file.write_all_at(&buf, seg.len)?;
+        seg.len += buf.len() as u64;
+        let file = seg.file.clone();
+        for (i, off, len, log_id) in pending {
+            inner.locations.insert(i, Location { segment: seg_first, offset: off, len });
+            inner.last_log_id = Some(log_id);
+        }
+        drop(inner);
+        self.syncer
+            .send(SyncJob { file, done: callback })
+            .map_err(|_| io::Error::other("log sync thread has stopped"))
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let mut inner = self.lock()?;
+        let keep_until = last_log_id.as_ref().map(|l| l.index);
+        let first_dropped = keep_until.map(|i| i + 1).unwrap_or(0);
+        let Some(loc) = inner.locations.get(&first_dropped).copied() else {
+            return Ok(());
+        };
+        // Later segments go entirely; the one holding the first dropped record is cut.
+        let later: Vec<u64> = inner.segments.range(loc.segment + 1..).map(|(k, _)| *k).collect();
+        for first in later {
+            inner.segments.remove(&first);
+            fs::remove_file(segment_path(&inner.dir, first))?;
+        }
+        if let Some(seg) = inner.segments.get_mut(&loc.segment) {
+            seg.file.set_len(loc.offset)?;
+            seg.file.sync_all()?;
+            seg.len = loc.offset;
+        }
+        let _ = inner.locations.split_off(&first_dropped);
+        inner.last_log_id = match keep_until {
+            Some(i) if inner.locations.contains_key(&i) => last_log_id,
+            _ => inner.meta.last_purged.clone(),
+        };
+        if inner.segments.is_empty() {
+            inner.create_segment(first_dropped)?;
+        }
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        let mut inner = self.lock()?;
+        inner.meta.last_purged = Some(log_id.clone());
+        inner.write_meta()?;
+        // Delete whole segments whose every record is purged, never the active one.
+        let firsts: Vec<u64> = inner.segments.keys().copied().collect();
+        for pair in firsts.windows(2) {
+            let (first, next_first) = (pair[0], pair[1]);
+            if next_first <= log_id.index + 1 {
+                inner.segments.remove(&first);
+                fs::remove_file(segment_path(&inner.dir, first))?;
+            }
+        }
+        let _ = {
+            let keep = inner.locations.split_off(&(log_id.index + 1));
+            inner.locations = keep;
+        };
+        if inner.last_log_id.as_ref().map(|l| l.index) < Some(log_id.index) {
+            inner.last_log_id = Some(log_id);
+        }
+        Ok(())
+    }
+}

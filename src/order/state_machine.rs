@@ -1,0 +1,320 @@
+//! openraft's state machine over the SQLite store: certification and apply
+//! in log order, many entries per SQLite transaction (group commit).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::types::{LogId, Request, Response, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::store::Store;
+use crate::writeset::{ApplyOutcome, Verdict, WriteSet};
+
+/// Entries applied per SQLite transaction at most.
+const MAX_GROUP: usize = 512;
+
+/// What the state machine records about Raft inside the database, in the
+/// same SQLite transaction as the data it describes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RaftState {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+impl RaftState {
+    pub fn decode(bytes: &[u8]) -> io::Result<RaftState> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("stored Raft state is damaged: {e}")))
+    }
+    fn encode(&self) -> io::Result<Vec<u8>> {
+        serde_json::to_vec(self).map_err(io::Error::other)
+    }
+}
+
+/// A consistent copy of the database, as a file.
+#[derive(Debug)]
+pub struct SnapshotFile {
+    pub path: PathBuf,
+}
+
+/// Lets the origin of a write-set learn its verdict when its own database
+/// applied it, whichever node sequenced it.
+#[derive(Default)]
+pub struct ApplyWaiters {
+    origin: String,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<ApplyOutcome>>>,
+    pub cert_failures: AtomicU64,
+    pub applied_writesets: AtomicU64,
+}
+
+impl ApplyWaiters {
+    pub fn new(origin: &str) -> ApplyWaiters {
+        ApplyWaiters { origin: origin.to_string(), ..Default::default() }
+    }
+
+    /// Register before submitting, so the verdict cannot be missed.
+    pub fn register(&self, trx_id: u64) -> oneshot::Receiver<ApplyOutcome> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut w) = self.waiting.lock() {
+            w.insert(trx_id, tx);
+        }
+        rx
+    }
+
+    pub fn forget(&self, trx_id: u64) {
+        if let Ok(mut w) = self.waiting.lock() {
+            w.remove(&trx_id);
+        }
+    }
+
+    fn resolve(&self, ws: &WriteSet, outcome: &ApplyOutcome) {
+        self.applied_writesets.fetch_add(1, Ordering::Relaxed);
+        if ws.origin != self.origin {
+            return;
+        }
+        if let Verdict::Failed(reason) = &outcome.verdict {
+            if reason.is_certification_failure() {
+                self.cert_failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let waiter = self.waiting.lock().ok().and_then(|mut w| w.remove(&ws.trx_id));
+        if let Some(tx) = waiter {
+            let _ = tx.send(outcome.clone());
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct StateMachine {
+    store: Arc<Store>,
+    snapshot_dir: PathBuf,
+    waiters: Arc<ApplyWaiters>,
+    /// Cached so that membership entries need no read of the database.
+    state: Arc<Mutex<RaftState>>,
+}
+
+fn blocking_err(e: tokio::task::JoinError) -> io::Error {
+    io::Error::other(format!("apply task failed: {e}"))
+}
+
+fn store_err(e: crate::store::StoreError) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+impl StateMachine {
+    pub fn open(store: Arc<Store>, snapshot_dir: &Path, waiters: Arc<ApplyWaiters>) -> io::Result<StateMachine> {
+        fs::create_dir_all(snapshot_dir)?;
+        let state = match store.raft_state().map_err(store_err)? {
+            Some(bytes) => RaftState::decode(&bytes)?,
+            None => RaftState::default(),
+        };
+        Ok(StateMachine {
+            store,
+            snapshot_dir: snapshot_dir.to_path_buf(),
+            waiters,
+            state: Arc::new(Mutex::new(state)),
+        })
+    }
+
+    fn state(&self) -> io::Result<RaftState> {
+        self.state.lock().map(|s| s.clone()).map_err(|_| io::Error::other("state machine lock poisoned"))
+    }
+
+    fn set_state(&self, st: RaftState) -> io::Result<()> {
+        *self.state.lock().map_err(|_| io::Error::other("state machine lock poisoned"))? = st;
+        Ok(())
+    }
+
+    /// Apply one group: write-sets in one SQLite transaction, then answer.
+    async fn apply_group(&self, group: Vec<EntryResponder<TypeConfig>>) -> io::Result<()> {
+        let mut st = self.state()?;
+        let mut writesets: Vec<WriteSet> = Vec::new();
+        let mut identity: Option<(uuid::Uuid, u64)> = None;
+        for (entry, _) in &group {
+            st.last_applied = Some(entry.log_id.clone());
+            match &entry.payload {
+                EntryPayload::Normal(Request::WriteSet(ws)) => writesets.push(ws.clone()),
+                EntryPayload::Normal(Request::Bootstrap { state_uuid, incarnation }) => {
+                    identity = Some((*state_uuid, *incarnation));
+                }
+                EntryPayload::Membership(m) => {
+                    st.membership = StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                }
+                EntryPayload::Blank => {}
+            }
+        }
+        let raft_state = st.encode()?;
+        let store = self.store.clone();
+        let outcomes = tokio::task::spawn_blocking(move || -> Result<Vec<ApplyOutcome>, crate::store::StoreError> {
+            if let Some((uuid, incarnation)) = identity {
+                // A bootstrap entry starts a group of its own (see apply()).
+                store.set_identity(uuid, incarnation, &raft_state)?;
+                return Ok(Vec::new());
+            }
+            if writesets.is_empty() {
+                store.set_raft_state(&raft_state)?;
+                return Ok(Vec::new());
+            }
+            store.apply_batch(&writesets, &raft_state)
+        })
+        .await
+        .map_err(blocking_err)?
+        .map_err(store_err)?;
+        self.set_state(st)?;
+
+        let mut outcomes = outcomes.into_iter();
+        for (entry, responder) in group {
+            let response = match &entry.payload {
+                EntryPayload::Normal(Request::WriteSet(ws)) => match outcomes.next() {
+                    Some(outcome) => {
+                        self.waiters.resolve(ws, &outcome);
+                        Response::WriteSet(outcome)
+                    }
+                    None => return Err(io::Error::other("store returned fewer outcomes than write-sets")),
+                },
+                _ => Response::Done,
+            };
+            if let Some(r) = responder {
+                r.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot_paths(&self, index: u64) -> (PathBuf, PathBuf) {
+        (
+            self.snapshot_dir.join(format!("snapshot-{index:020}.sqlite")),
+            self.snapshot_dir.join(format!("snapshot-{index:020}.meta")),
+        )
+    }
+
+    /// The newest complete snapshot: its meta file is written last.
+    fn newest_snapshot(&self) -> io::Result<Option<(SnapshotMeta, PathBuf)>> {
+        let mut metas: Vec<PathBuf> = fs::read_dir(&self.snapshot_dir)?
+            .filter_map(|d| d.ok().map(|d| d.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "meta"))
+            .collect();
+        metas.sort();
+        let Some(meta_path) = metas.pop() else { return Ok(None) };
+        let meta: SnapshotMeta = serde_json::from_slice(&fs::read(&meta_path)?)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", meta_path.display())))?;
+        Ok(Some((meta, meta_path.with_extension("sqlite"))))
+    }
+
+    fn remove_snapshots_except(&self, keep: &Path) {
+        let keep_meta = keep.with_extension("meta");
+        if let Ok(rd) = fs::read_dir(&self.snapshot_dir) {
+            for p in rd.filter_map(|d| d.ok().map(|d| d.path())) {
+                if p != keep && p != keep_meta {
+                    let _ = fs::remove_file(&p);
+                }
+            }
+        }
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(&mut self) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
+        let tmp = self.snapshot_dir.join("building.sqlite.tmp");
+        let store = self.store.clone();
+        let tmp2 = tmp.clone();
+        let raft_state = tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+            let _ = fs::remove_file(&tmp2);
+            store.snapshot_into(&tmp2)?;
+            crate::store::read_raft_state(&tmp2)
+        })
+        .await
+        .map_err(blocking_err)?
+        .map_err(store_err)?;
+        let st = match raft_state {
+            Some(b) => RaftState::decode(&b)?,
+            None => RaftState::default(),
+        };
+        let meta = SnapshotMeta { last_log_id: st.last_applied.clone(), last_membership: st.membership.clone() };
+        let index = st.last_applied.as_ref().map(|l| l.index).unwrap_or(0);
+        let (db_path, meta_path) = self.snapshot_paths(index);
+        fs::rename(&tmp, &db_path)?;
+        super::log_store::write_file_durably(&meta_path, &serde_json::to_vec(&meta).map_err(io::Error::other)?)?;
+        self.remove_snapshots_except(&db_path);
+        tracing::info!(index, "snapshot built: {}", db_path.display());
+        Ok(openraft::alias::SnapshotOf::<TypeConfig, SnapshotFile> { meta, snapshot: SnapshotFile { path: db_path } })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let st = self.state()?;
+        Ok((st.last_applied, st.membership))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut group: Vec<EntryResponder<TypeConfig>> = Vec::new();
+        while let Some(item) = entries.try_next().await? {
+            // A bootstrap entry changes the identity: apply it alone.
+            let is_bootstrap = matches!(item.0.payload, EntryPayload::Normal(Request::Bootstrap { .. }));
+            if is_bootstrap && !group.is_empty() {
+                self.apply_group(std::mem::take(&mut group)).await?;
+            }
+            group.push(item);
+            if is_bootstrap || group.len() >= MAX_GROUP {
+                self.apply_group(std::mem::take(&mut group)).await?;
+            }
+        }
+        if !group.is_empty() {
+            self.apply_group(group).await?;
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotFile) -> Result<(), io::Error> {
+        let index = meta.last_log_id.as_ref().map(|l| l.index).unwrap_or(0);
+        let (db_path, meta_path) = self.snapshot_paths(index);
+        if snapshot.path != db_path {
+            fs::rename(&snapshot.path, &db_path)?;
+        }
+        let store = self.store.clone();
+        let src = db_path.clone();
+        let position = tokio::task::spawn_blocking(move || store.install_snapshot(&src))
+            .await
+            .map_err(blocking_err)?
+            .map_err(store_err)?;
+        let st = match self.store.raft_state().map_err(store_err)? {
+            Some(b) => RaftState::decode(&b)?,
+            None => RaftState::default(),
+        };
+        self.set_state(st)?;
+        super::log_store::write_file_durably(&meta_path, &serde_json::to_vec(meta).map_err(io::Error::other)?)?;
+        self.remove_snapshots_except(&db_path);
+        tracing::info!(index, %position, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>>, io::Error> {
+        Ok(self.newest_snapshot()?.map(|(meta, path)| openraft::alias::SnapshotOf::<TypeConfig, SnapshotFile> {
+            meta,
+            snapshot: SnapshotFile { path },
+        }))
+    }
+}
