@@ -84,6 +84,7 @@ impl Node {
             "node": {
                 "uptime": format!("{:.3}s", self.started.elapsed().as_secs_f64()),
                 "version": env!("CARGO_PKG_VERSION"),
+                "pid": std::process::id(),
             },
             "cluster": status,
         })
