@@ -61,8 +61,354 @@ pub const BOOTSTRAP_REFUSED_BANNER: &str = "\
 **********************************************************************";
 
 impl ClusterStatus {
-    /// The `--show-cluster-status` table (DESIGN.md §6). SKELETON.
+    /// Every status row, sorted by name like MariaDB's
+    /// `SHOW STATUS LIKE 'wsrep%'`. Values are as the table shows them:
+    /// booleans as `ON`/`OFF`, `quorate_safe_to_bootstrap` as `0`/`1` (as in
+    /// grastate.dat), no leader as an empty value.
+    pub fn wsrep_rows(&self) -> Vec<(&'static str, String)> {
+        let mut rows = vec![
+            ("wsrep_cluster_conf_id", self.cluster_conf_id.to_string()),
+            ("wsrep_cluster_size", self.cluster_size.to_string()),
+            (
+                "wsrep_cluster_state_uuid",
+                self.cluster_state_uuid.hyphenated().to_string(),
+            ),
+            ("wsrep_cluster_status", self.cluster_status.to_string()),
+            ("wsrep_connected", on_off(self.connected).to_string()),
+            ("wsrep_gcomm_uuid", self.gcomm_uuid.hyphenated().to_string()),
+            ("wsrep_last_committed", self.last_committed.to_string()),
+            (
+                "wsrep_local_state_uuid",
+                self.local_state_uuid.hyphenated().to_string(),
+            ),
+            ("wsrep_ready", on_off(self.ready).to_string()),
+            ("wsrep_local_state_comment", self.local_state.to_string()),
+            (
+                "wsrep_local_cert_failures",
+                self.local_cert_failures.to_string(),
+            ),
+            (
+                "wsrep_incoming_addresses",
+                self.incoming_addresses.join(","),
+            ),
+            (
+                "wsrep_flow_control_paused",
+                format!("{:.6}", self.flow_control_fraction()),
+            ),
+            ("quorate_incarnation", self.incarnation.to_string()),
+            ("quorate_leader", self.leader.clone().unwrap_or_default()),
+            (
+                "quorate_safe_to_bootstrap",
+                u8::from(self.safe_to_bootstrap).to_string(),
+            ),
+            ("quorate_node_name", self.node_name.clone()),
+        ];
+        rows.sort_by(|a, b| a.0.cmp(b.0));
+        rows
+    }
+
+    /// The `--show-cluster-status` table (DESIGN.md §6).
     pub fn render_table(&self) -> String {
-        unimplemented!("skeleton")
+        render_status_table(&self.wsrep_rows())
+    }
+
+    /// The rows of [`ClusterStatus::wsrep_rows`] as one JSON object for
+    /// `--show-cluster-status --json` and scripts: the same names; counters,
+    /// seqnos, `wsrep_flow_control_paused` and `quorate_safe_to_bootstrap`
+    /// (0/1) as JSON numbers; `wsrep_connected` and `wsrep_ready` as the
+    /// strings `"ON"`/`"OFF"` exactly as the table prints them, so a script
+    /// can compare against what an operator sees; `quorate_leader` is `null`
+    /// when there is no leader.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "wsrep_cluster_conf_id": self.cluster_conf_id,
+            "wsrep_cluster_size": self.cluster_size,
+            "wsrep_cluster_state_uuid": self.cluster_state_uuid.hyphenated().to_string(),
+            "wsrep_cluster_status": self.cluster_status.to_string(),
+            "wsrep_connected": on_off(self.connected),
+            "wsrep_gcomm_uuid": self.gcomm_uuid.hyphenated().to_string(),
+            "wsrep_last_committed": self.last_committed,
+            "wsrep_local_state_uuid": self.local_state_uuid.hyphenated().to_string(),
+            "wsrep_ready": on_off(self.ready),
+            "wsrep_local_state_comment": self.local_state.to_string(),
+            "wsrep_local_cert_failures": self.local_cert_failures,
+            "wsrep_incoming_addresses": self.incoming_addresses.join(","),
+            "wsrep_flow_control_paused": self.flow_control_fraction(),
+            "quorate_incarnation": self.incarnation,
+            "quorate_leader": self.leader,
+            "quorate_safe_to_bootstrap": u8::from(self.safe_to_bootstrap),
+            "quorate_node_name": self.node_name,
+        })
+    }
+
+    /// A fraction computed as 0/0 over an idle interval would print as NaN,
+    /// which is neither valid JSON nor what Galera shows for "never paused".
+    fn flow_control_fraction(&self) -> f64 {
+        if self.flow_control_paused.is_finite() {
+            self.flow_control_paused
+        } else {
+            0.0
+        }
+    }
+}
+
+/// A MySQL-client-style two-column table of `(Variable_name, Value)` rows.
+/// Columns are as wide as their widest cell, never narrower than the header.
+pub fn render_status_table(rows: &[(&str, String)]) -> String {
+    const NAME: &str = "Variable_name";
+    const VALUE: &str = "Value";
+    let name_width = rows
+        .iter()
+        .map(|(n, _)| n.chars().count())
+        .chain([NAME.len()])
+        .max();
+    let value_width = rows
+        .iter()
+        .map(|(_, v)| v.chars().count())
+        .chain([VALUE.len()])
+        .max();
+    // `chain` guarantees at least one element; the fallbacks are unreachable.
+    let (nw, vw) = (
+        name_width.unwrap_or(NAME.len()),
+        value_width.unwrap_or(VALUE.len()),
+    );
+
+    let rule = format!("+{}+{}+\n", "-".repeat(nw + 2), "-".repeat(vw + 2));
+    let line = |n: &str, v: &str| format!("| {n:<nw$} | {v:<vw$} |\n");
+    let mut out = String::new();
+    out.push_str(&rule);
+    out.push_str(&line(NAME, VALUE));
+    out.push_str(&rule);
+    for (n, v) in rows {
+        out.push_str(&line(n, v));
+    }
+    out.push_str(&rule);
+    out
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "ON"
+    } else {
+        "OFF"
+    }
+}
+
+impl std::fmt::Display for ComponentStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ComponentStatus::Primary => "Primary",
+            ComponentStatus::NonPrimary => "non-Primary",
+            ComponentStatus::Disconnected => "Disconnected",
+        })
+    }
+}
+
+impl std::fmt::Display for LocalState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LocalState::Initialized => "Initialized",
+            LocalState::Joining => "Joining",
+            LocalState::Joiner => "Joiner",
+            LocalState::Joined => "Joined",
+            LocalState::Synced => "Synced",
+            LocalState::Donor => "Donor",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DESIGN_TABLE: &str = "\
++--------------------------+--------------------------------------+
+| Variable_name            | Value                                |
++--------------------------+--------------------------------------+
+| wsrep_cluster_conf_id    | 2                                    |
+| wsrep_cluster_size       | 2                                    |
+| wsrep_cluster_state_uuid | 8348d5ea-5664-11e7-8628-262d8bf5ad3d |
+| wsrep_cluster_status     | Primary                              |
+| wsrep_connected          | ON                                   |
+| wsrep_gcomm_uuid         | ea4e26e9-5678-11e7-bc53-3e334c415aa8 |
+| wsrep_last_committed     | 4                                    |
+| wsrep_local_state_uuid   | 8348d5ea-5664-11e7-8628-262d8bf5ad3d |
+| wsrep_ready              | ON                                   |
++--------------------------+--------------------------------------+
+";
+
+    fn example() -> ClusterStatus {
+        ClusterStatus {
+            node_name: "node-a".into(),
+            cluster_name: "mail-gw".into(),
+            cluster_conf_id: 2,
+            cluster_size: 2,
+            cluster_state_uuid: Uuid::parse_str("8348d5ea-5664-11e7-8628-262d8bf5ad3d").unwrap(),
+            cluster_status: ComponentStatus::Primary,
+            connected: true,
+            gcomm_uuid: Uuid::parse_str("ea4e26e9-5678-11e7-bc53-3e334c415aa8").unwrap(),
+            last_committed: 4,
+            local_state_uuid: Uuid::parse_str("8348d5ea-5664-11e7-8628-262d8bf5ad3d").unwrap(),
+            ready: true,
+            local_state: LocalState::Synced,
+            local_cert_failures: 3,
+            incoming_addresses: vec!["192.168.1.11:4001".into(), "192.168.1.12:4001".into()],
+            flow_control_paused: 0.0,
+            incarnation: 1,
+            leader: Some("node-b".into()),
+            safe_to_bootstrap: false,
+        }
+    }
+
+    #[test]
+    fn design_example_layout_is_reproduced_exactly() {
+        let rows: Vec<_> = example()
+            .wsrep_rows()
+            .into_iter()
+            .filter(|(n, _)| DESIGN_TABLE.contains(&format!("| {n} ")))
+            .collect();
+        assert_eq!(rows.len(), 9);
+        assert_eq!(render_status_table(&rows), DESIGN_TABLE);
+    }
+
+    #[test]
+    fn empty_table_keeps_header_widths() {
+        assert_eq!(
+            render_status_table(&[]),
+            "+---------------+-------+\n| Variable_name | Value |\n+---------------+-------+\n\
+             +---------------+-------+\n"
+        );
+    }
+
+    #[test]
+    fn full_table_has_every_row_sorted_and_aligned() {
+        let table = example().render_table();
+        let lines: Vec<&str> = table.lines().collect();
+        let width = lines[0].len();
+        assert!(
+            lines.iter().all(|l| l.chars().count() == width),
+            "ragged table:\n{table}"
+        );
+        let names: Vec<&str> = lines[3..lines.len() - 1]
+            .iter()
+            .map(|l| l.trim_start_matches("| ").split(' ').next().unwrap())
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        assert_eq!(
+            names,
+            [
+                "quorate_incarnation",
+                "quorate_leader",
+                "quorate_node_name",
+                "quorate_safe_to_bootstrap",
+                "wsrep_cluster_conf_id",
+                "wsrep_cluster_size",
+                "wsrep_cluster_state_uuid",
+                "wsrep_cluster_status",
+                "wsrep_connected",
+                "wsrep_flow_control_paused",
+                "wsrep_gcomm_uuid",
+                "wsrep_incoming_addresses",
+                "wsrep_last_committed",
+                "wsrep_local_cert_failures",
+                "wsrep_local_state_comment",
+                "wsrep_local_state_uuid",
+                "wsrep_ready",
+            ]
+        );
+        assert!(
+            table.contains("| wsrep_incoming_addresses  | 192.168.1.11:4001,192.168.1.12:4001 ")
+        );
+        assert!(table.contains("| wsrep_flow_control_paused | 0.000000 "));
+        assert!(table.contains("| wsrep_local_state_comment | Synced "));
+        assert!(table.contains("| quorate_leader            | "));
+        assert!(table.contains("| quorate_safe_to_bootstrap | 0 "));
+    }
+
+    #[test]
+    fn rows_reflect_state() {
+        let mut s = example();
+        s.cluster_status = ComponentStatus::NonPrimary;
+        s.connected = false;
+        s.ready = false;
+        s.leader = None;
+        s.safe_to_bootstrap = true;
+        s.flow_control_paused = 0.25;
+        s.local_state = LocalState::Joiner;
+        let rows: std::collections::BTreeMap<_, _> = s.wsrep_rows().into_iter().collect();
+        assert_eq!(rows["wsrep_cluster_status"], "non-Primary");
+        assert_eq!(rows["wsrep_connected"], "OFF");
+        assert_eq!(rows["wsrep_ready"], "OFF");
+        assert_eq!(rows["quorate_leader"], "");
+        assert_eq!(rows["quorate_safe_to_bootstrap"], "1");
+        assert_eq!(rows["wsrep_flow_control_paused"], "0.250000");
+        assert_eq!(rows["wsrep_local_state_comment"], "Joiner");
+        assert_eq!(rows["quorate_node_name"], "node-a");
+
+        s.flow_control_paused = f64::NAN;
+        let rows: std::collections::BTreeMap<_, _> = s.wsrep_rows().into_iter().collect();
+        assert_eq!(rows["wsrep_flow_control_paused"], "0.000000");
+    }
+
+    #[test]
+    fn json_has_the_table_names_with_typed_values() {
+        let s = example();
+        let json = s.to_json();
+        let obj = json.as_object().unwrap();
+        let row_names: Vec<_> = s
+            .wsrep_rows()
+            .into_iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let json_names: Vec<_> = obj.keys().cloned().collect();
+        assert_eq!(json_names, row_names);
+        assert_eq!(json["wsrep_cluster_size"], 2);
+        assert_eq!(json["wsrep_last_committed"], 4);
+        assert_eq!(json["wsrep_connected"], "ON");
+        assert_eq!(json["wsrep_cluster_status"], "Primary");
+        assert_eq!(json["wsrep_flow_control_paused"], 0.0);
+        assert_eq!(json["quorate_safe_to_bootstrap"], 0);
+        assert_eq!(json["quorate_leader"], "node-b");
+
+        let mut none = s.clone();
+        none.leader = None;
+        none.flow_control_paused = f64::INFINITY;
+        let json = none.to_json();
+        assert!(json["quorate_leader"].is_null());
+        assert_eq!(json["wsrep_flow_control_paused"], 0.0);
+    }
+
+    #[test]
+    fn display_matches_galera_spelling() {
+        assert_eq!(ComponentStatus::Primary.to_string(), "Primary");
+        assert_eq!(ComponentStatus::NonPrimary.to_string(), "non-Primary");
+        assert_eq!(ComponentStatus::Disconnected.to_string(), "Disconnected");
+        let states = [
+            (LocalState::Initialized, "Initialized"),
+            (LocalState::Joining, "Joining"),
+            (LocalState::Joiner, "Joiner"),
+            (LocalState::Joined, "Joined"),
+            (LocalState::Synced, "Synced"),
+            (LocalState::Donor, "Donor"),
+        ];
+        for (state, text) in states {
+            assert_eq!(state.to_string(), text);
+            // Display and the serde name agree, so JSON and table never differ.
+            assert_eq!(serde_json::to_value(state).unwrap(), text);
+        }
+        assert_eq!(
+            serde_json::to_value(ComponentStatus::NonPrimary).unwrap(),
+            "non-Primary"
+        );
+    }
+
+    #[test]
+    fn banner_is_unchanged() {
+        let lines: Vec<&str> = BOOTSTRAP_REFUSED_BANNER.lines().collect();
+        assert_eq!(lines.len(), 6);
+        assert!(lines.iter().all(|l| l.len() == 70), "box not rectangular");
+        assert!(BOOTSTRAP_REFUSED_BANNER.contains("--force-safe-to-bootstrap"));
     }
 }
