@@ -1,7 +1,6 @@
 //! The client write and read paths (DESIGN.md §2) behind the HTTP API.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use super::Node;
 use crate::api::{ApiError, Backend, ExecuteRequest, ExecuteResponse, NodeDescription, QueryRequest, ReadLevel};

@@ -80,8 +80,8 @@ impl Node {
         )?);
         let info = NodeInfo {
             name: config.node_name.clone(),
-            repl_addr: config.replication.advertise.unwrap_or(config.replication.listen).to_string(),
-            api_addr: api_url(&config),
+            repl_addr: config.advertise_addr().to_string(),
+            api_addr: config.api_advertise(),
         };
         let seq = Sequencer::open(
             &config.data_dir,
@@ -167,8 +167,8 @@ impl Node {
             ));
         }
         let grastate = GrastateFile::read(&self.config.grastate_path())?;
-        let safe = self.forced_safe.load(Ordering::SeqCst) || grastate.as_ref().is_none_or(|g| g.safe_to_bootstrap);
-        if !safe {
+        let guard = crate::grastate::check_bootstrap(grastate.as_ref());
+        if guard.is_err() && !self.forced_safe.load(Ordering::SeqCst) {
             // A refused bootstrap changes nothing in grastate.dat.
             tracing::warn!("bootstrap refused: safe_to_bootstrap is 0 in {}", self.config.grastate_path().display());
             return Err(NodeError::Refused(format!(
@@ -262,15 +262,6 @@ impl Node {
 
     pub fn is_primary(&self) -> bool {
         self.seq.is_primary(self.primary_timeout())
-    }
-}
-
-/// The client API base URL peers and clients are told about.
-pub fn api_url(config: &Config) -> String {
-    match &config.api.advertise {
-        Some(a) if a.starts_with("http://") || a.starts_with("https://") => a.clone(),
-        Some(a) => format!("http://{a}"),
-        None => format!("http://{}", config.api.listen),
     }
 }
 

@@ -16,7 +16,7 @@ pub async fn run(config: Config, opts: StartOptions) -> Result<(), NodeError> {
     let listener = tokio::net::TcpListener::bind(cfg.api.listen)
         .await
         .map_err(|source| NodeError::Io { context: format!("cannot listen on api.listen {}", cfg.api.listen), source })?;
-    let api_opts = crate::api::ApiOptions { max_body_bytes: cfg.api.max_body_bytes, advertise: super::api_url(&cfg) };
+    let api_opts = crate::api::ApiOptions { max_body_bytes: cfg.api.max_body_bytes, advertise: cfg.api_advertise() };
     let mut stop_api = node.shutdown_signal();
     let api = tokio::spawn(crate::api::serve(listener, node.clone(), api_opts, async move {
         let _ = stop_api.changed().await;

@@ -80,7 +80,7 @@ impl Node {
                     "snapshot_index": m.snapshot.as_ref().map(|l| l.index),
                 },
             },
-            "http": { "addr": super::api_url(&self.config) },
+            "http": { "addr": self.config.api_advertise() },
             "node": {
                 "uptime": format!("{:.3}s", self.started.elapsed().as_secs_f64()),
                 "version": env!("CARGO_PKG_VERSION"),
