@@ -305,6 +305,25 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn body_limit_holds_without_content_length() {
+        let headers = HeaderMap::new();
+        let err = read_body(&headers, Body::from(vec![b'x'; 100]), 10)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, HttpError::Api(ApiError::TooLarge(_))),
+            "{err}"
+        );
+        let ok = read_body(&headers, Body::from("[\"SELECT 1\"]"), 100)
+            .await
+            .unwrap();
+        assert_eq!(&ok[..], b"[\"SELECT 1\"]");
+        let mut announced = HeaderMap::new();
+        announced.insert(header::CONTENT_LENGTH, 1_000.into());
+        assert!(read_body(&announced, Body::empty(), 10).await.is_err());
+    }
+
     #[test]
     fn plain_text_body_is_one_statement() {
         assert_eq!(
