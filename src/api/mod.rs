@@ -1,11 +1,131 @@
-//! rqlite-compatible HTTP client API. SKELETON: the contract between the
-//! HTTP layer and the node.
+//! rqlite-compatible HTTP client API.
+//!
+//! quorate speaks rqlite's HTTP/JSON API so that existing rqlite clients
+//! (pyrqlite, gorqlite, rqlite-js, the `rqlite` shell, `curl` scripts) work
+//! unchanged. Where rqlite's behaviour depends on Raft leadership, quorate
+//! answers as a multi-master node: every node in the primary component takes
+//! writes, so nothing is ever redirected.
+//!
+//! # Endpoints
+//!
+//! | method | path | what |
+//! | --- | --- | --- |
+//! | `POST` | `/db/execute` | run write statements as one write-set |
+//! | `GET`, `POST` | `/db/query` | run read statements on the local database |
+//! | `POST` | `/db/request` | mixed body: all read-only → a query, else an execute |
+//! | `GET` | `/status` | the node's status document |
+//! | `GET` | `/nodes` | cluster members |
+//! | `GET` | `/readyz` | readiness probe (text) |
+//! | `GET` | `/metrics` | Prometheus text exposition (`text/plain; version=0.0.4`) |
+//!
+//! Any other path is 404; a known path with another method is 405 (with an
+//! `Allow` header); `OPTIONS` on a known path is 200 with `Allow`.
+//!
+//! # Request bodies (`/db/execute`, `/db/query` POST, `/db/request`)
+//!
+//! A JSON array with one element per statement. An element is either a SQL
+//! string, or an array `[sql, p1, p2, ...]` of positional parameters, or
+//! `[sql, {"name": v, ...}]` of named parameters (the name may carry its
+//! `:`/`@`/`$` prefix or not). Mixing positional and named parameters in one
+//! statement is refused. Parameter values, as rqlite converts them:
+//!
+//! | JSON | SQLite value |
+//! | --- | --- |
+//! | integer that fits i64 | INTEGER |
+//! | any other number | REAL |
+//! | `true` / `false` | INTEGER 1 / 0 |
+//! | string | TEXT, except a SQLite blob literal `"X'0A0B'"`, which is a BLOB |
+//! | array of integers 0..=255 | BLOB |
+//! | `null` | NULL |
+//! | anything else | 400 `bad_request` naming the statement and parameter |
+//!
+//! With `Content-Type: text/plain` the whole body is one SQL statement
+//! (rqlite accepts this too). GET `/db/query` takes its one statement from
+//! `q=`.
+//!
+//! # Query parameters
+//!
+//! Flags count when present, whatever their value (as in rqlite).
+//!
+//! | param | endpoints | effect |
+//! | --- | --- | --- |
+//! | `transaction` | execute, request | run all statements in one transaction |
+//! | `timings` | all `/db/*` | add `time` (seconds) to each result and to the response |
+//! | `pretty` | all JSON | indent the JSON with four spaces |
+//! | `associative` | all `/db/*` | rows as objects: `{"types":{..},"rows":[{..}]}`; execute results gain `"rows":null` |
+//! | `blob_array` | all `/db/*` | BLOBs as arrays of byte values instead of base64 |
+//! | `level` | query, request | `none`, `weak` (default; also for unknown values and `auto`), `linearizable`, `strong` |
+//! | `raft_index` | all `/db/*` | add `raft_index`: the write-set's seqno, when one was replicated |
+//! | `redirect` | all `/db/*` | accepted, ignored: any node takes writes |
+//! | `queue`, `wait` | execute | accepted; the write is run synchronously and the answer also carries `sequence_number` (the seqno) when a write-set was replicated |
+//! | `timeout`, `db_timeout`, `freshness`, `linearizable_timeout` | all | accepted; must be Go durations (`1s`, `500ms`) or the request is 400 |
+//! | `retries` | all | accepted; must be an integer |
+//! | `freshness_strict` | query | accepted; requires `freshness` |
+//! | `nonvoters` | `/nodes` | include non-voting members (learners) |
+//! | `ver=2` | `/nodes` | `{"nodes":[...]}` instead of an object keyed by node id |
+//! | `noleader` | `/readyz` | answer 200 `[+]node ok` without checking the cluster |
+//!
+//! # Responses
+//!
+//! `/db/execute`: `{"results":[{"last_insert_id":1,"rows_affected":1}]}`.
+//! Zero-valued keys are omitted, as rqlite (Go's `omitempty`) does. A failed
+//! statement is `{"error":"..."}` in its slot with HTTP 200. When a write-set
+//! was replicated the header `X-Quorate-Seqno: N` carries its seqno.
+//!
+//! `/db/query`: `{"results":[{"columns":["id"],"types":["integer"],"values":[[1]]}]}`;
+//! a query with no rows has `columns` and `types` but no `values`. Values are
+//! encoded as rqlite encodes them: BLOB as base64 (or a byte array with
+//! `blob_array`), REAL that is a whole number without a fraction (`1.0` →
+//! `1`), INTEGER in a column declared `boolean` as `true`/`false` (`> 0`),
+//! INTEGER in a column declared `date`/`datetime`/`timestamp` as an RFC 3339
+//! string (unix seconds, or milliseconds when its magnitude exceeds 10^12),
+//! TEXT in such a column parsed as `YYYY-MM-DD[ T]HH:MM[:SS[.f]][±HH:MM|Z]`
+//! and printed as RFC 3339 (unparseable text becomes Go's zero time
+//! `0001-01-01T00:00:00Z`, exactly as rqlite does). A BLOB in a column of
+//! text affinity (declared `text`, `varchar..`, `clob..`, or no type) is text
+//! when it is valid UTF-8. An undeclared column type is filled from the first
+//! row's value.
+//!
+//! `/db/request`: like `/db/query` when every statement is read-only, else
+//! like `/db/execute` (read statements inside a write request report no rows).
+//!
+//! `timings` adds a top-level `time`. `/status` is the node's status
+//! document; `/nodes` is `{"<id>":{"id":..,"api_addr":..,"addr":..,"voter":..,
+//! "reachable":..,"leader":..}}` sorted by id. `/readyz` answers 200
+//! `[+]node ok\n[+]leader ok\n[+]store ok\n[+]db ok` or 503 with the reason
+//! as the last line.
+//!
+//! # Whole-request errors
+//!
+//! Body `{"error": "<message>", "code": "<code>"}`:
+//!
+//! | code | HTTP | meaning |
+//! | --- | --- | --- |
+//! | `not_primary` | 503 | the node is not part of the primary component; retry elsewhere |
+//! | `certification_failed` | 409 | lost a write-write conflict; certainly not applied; retry |
+//! | `outcome_unknown` | 504 | submitted, but the node cannot tell whether it committed |
+//! | `bad_request` | 400 | malformed body or parameters (JSON errors carry line and column) |
+//! | `too_large` | 413 | body over the configured limit |
+//! | `internal` | 500 | a bug or a storage failure |
+//! | `not_found` | 404 | unknown path |
+//! | `method_not_allowed` | 405 | known path, other method |
+
+mod encode;
+mod error;
+mod params;
+mod request;
+mod routes;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::sql::{ExecResult, QueryResult, Statement};
+
+pub use params::parse_go_duration;
 
 /// rqlite's read consistency levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -49,7 +169,8 @@ pub struct NodeDescription {
     pub voter: bool,
 }
 
-/// Whole-request errors. Each has a stable `code` and HTTP status (docs/API.md).
+/// Whole-request errors. Each has a stable `code` and HTTP status (see the
+/// table in this module's documentation).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     /// 503 `not_primary`: the node is not part of the primary component.
@@ -74,11 +195,57 @@ pub enum ApiError {
 
 /// What the HTTP layer needs from the node.
 pub trait Backend: Send + Sync + 'static {
-    fn execute(&self, req: ExecuteRequest) -> impl Future<Output = Result<ExecuteResponse, ApiError>> + Send;
-    fn query(&self, req: QueryRequest) -> impl Future<Output = Result<Vec<QueryResult>, ApiError>> + Send;
+    fn execute(
+        &self,
+        req: ExecuteRequest,
+    ) -> impl Future<Output = Result<ExecuteResponse, ApiError>> + Send;
+    fn query(
+        &self,
+        req: QueryRequest,
+    ) -> impl Future<Output = Result<Vec<QueryResult>, ApiError>> + Send;
     /// The `/status` document.
     fn status(&self) -> impl Future<Output = serde_json::Value> + Send;
     fn nodes(&self) -> impl Future<Output = Vec<NodeDescription>> + Send;
     /// `Ok(())` when the node serves clients, else why not.
     fn ready(&self) -> impl Future<Output = Result<(), String>> + Send;
+    /// Whether `sql` only reads (SQLite's `sqlite3_stmt_readonly`); routes
+    /// `/db/request` bodies. A statement that does not prepare is not
+    /// read-only, so it takes the write path and reports its error there.
+    fn is_read_only(&self, sql: &str) -> bool;
+    /// Prometheus text exposition for `/metrics`.
+    fn metrics(&self) -> impl Future<Output = String> + Send {
+        async { String::new() }
+    }
+}
+
+/// Settings of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    /// Larger request bodies are refused with 413.
+    pub max_body_bytes: usize,
+    /// `http://host:port` under which clients reach this node.
+    pub advertise: String,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        ApiOptions {
+            max_body_bytes: 64 * 1024 * 1024,
+            advertise: "http://127.0.0.1:4001".to_string(),
+        }
+    }
+}
+
+/// Serve the client API on `listener` until `shutdown` completes; requests
+/// under way when it does are finished first.
+pub async fn serve<B: Backend>(
+    listener: tokio::net::TcpListener,
+    backend: Arc<B>,
+    opts: ApiOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = routes::router(backend, opts);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
