@@ -115,6 +115,12 @@ impl Backend for Node {
             .map_err(internal)
     }
 
+    fn is_read_only(&self, sql: &str) -> bool {
+        // A statement that does not even prepare is sent down the write
+        // path, where the client gets SQLite's error for it.
+        self.store.is_read_only(sql).unwrap_or(false)
+    }
+
     async fn status(&self) -> serde_json::Value {
         self.status_document()
     }
