@@ -456,8 +456,7 @@ mod tests {
                 for groups in group_sets {
                     for &daemon_uid in &uids {
                         for &socket_gid in &gids {
-                            let in_group =
-                                peer_gid == socket_gid || groups.iter().any(|&g| g == socket_gid);
+                            let in_group = peer_gid == socket_gid || groups.contains(&socket_gid);
                             let expected = match (peer_uid, in_group) {
                                 (0, _) => true,
                                 (_, true) => true,
