@@ -32,6 +32,9 @@ const RUNTIME_DIR_MODE: u32 = 0o755;
 /// clients cannot pile up tasks in the daemon.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a refused peer may take to send the request it gets refused.
+const DENIED_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long in-flight requests may finish after shutdown is signalled.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -260,13 +263,17 @@ pub fn peer_credentials(stream: &UnixStream) -> std::io::Result<PeerCred> {
 
 /// Serves one connection: requests until the client closes, idles out or
 /// sends something unreadable. `verdict` is the access decision; a refused
-/// peer gets its error and the connection is closed without reading.
+/// peer gets its error and the connection is closed; its request is read
+/// but never parsed.
 async fn handle_conn<H: AdminHandler>(
     mut stream: UnixStream,
     handler: Arc<H>,
     verdict: Result<(), String>,
 ) {
     if let Err(message) = verdict {
+        // Let the client finish writing its request first: closing before
+        // that would fail its write with EPIPE and hide the reason.
+        let _ = tokio::time::timeout(DENIED_READ_TIMEOUT, read_frame(&mut stream)).await;
         let _ = write_message(&mut stream, &Response::Error(message)).await;
         return;
     }

@@ -53,8 +53,26 @@ pub enum CliError {
     NotRunning(String),
     #[error("{0}")]
     Timeout(String),
-    #[error("{0:#}")]
+    #[error("{}", chain_message(.0))]
     Failed(#[from] anyhow::Error),
+}
+
+/// The error and its causes, joined by ": ". A cause whose text the message
+/// already holds is skipped: many error types print their source inside
+/// their own message and also expose it as `source()`.
+fn chain_message(e: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
 }
 
 impl CliError {
@@ -302,6 +320,33 @@ mod tests {
         assert_eq!(CliError::NotRunning(String::new()).exit_code(), 4);
         assert_eq!(CliError::Timeout(String::new()).exit_code(), 5);
         assert_eq!(failed("x").exit_code(), 1);
+    }
+
+    #[test]
+    fn error_chain_is_printed_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot read {path}: {source}")]
+        struct Repeats {
+            path: String,
+            source: std::io::Error,
+        }
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(Repeats {
+            path: "/q.toml".into(),
+            source: io,
+        })
+        .context("cannot load");
+        assert_eq!(
+            CliError::Failed(e).to_string(),
+            "cannot load: cannot read /q.toml: no such file"
+        );
+
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(io).context("cannot open x");
+        assert_eq!(
+            CliError::Failed(e).to_string(),
+            "cannot open x: no such file"
+        );
     }
 
     #[test]
