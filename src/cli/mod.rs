@@ -153,7 +153,8 @@ pub fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(EXIT_USAGE));
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    // Multi-threaded for `quorate bench`, which drives many clients at once.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {

@@ -667,7 +667,7 @@ mod tests {
         let exe = dir.join("fake-quorated");
         std::fs::write(
             &exe,
-            "#!/bin/sh\necho \"args: $*\"\necho \"sid: $(ps -o sid= -p $$) pid: $$\"\necho 'fatal: boom' >&2\nexit 7\n",
+            "#!/bin/sh\necho \"args: $*\"\necho \"sid: $(cut -d' ' -f6 /proc/$$/stat) pid: $$\"\necho 'fatal: boom' >&2\nexit 7\n",
         )
         .unwrap();
         std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
