@@ -463,7 +463,6 @@ mod tests {
     }
 
     #[tokio::test]
-    #[ignore = "needs grastate implementation"]
     async fn safe_to_bootstrap_from_files() {
         let (_dir, ctx) = ctx_in();
         let (r, out, err) = capture!(safe_to_bootstrap, &ctx);
@@ -481,7 +480,6 @@ mod tests {
     }
 
     #[tokio::test]
-    #[ignore = "needs grastate implementation"]
     async fn force_on_files() {
         let (_dir, ctx) = ctx_in();
         let (r, _, _) = capture!(force_safe_to_bootstrap, &ctx);
@@ -500,7 +498,6 @@ mod tests {
     }
 
     #[tokio::test]
-    #[ignore = "needs grastate implementation"]
     async fn status_from_files_says_the_daemon_is_down() {
         let (_dir, mut ctx) = ctx_in();
         ctx.json = true;

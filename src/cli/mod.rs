@@ -281,7 +281,7 @@ fn print_status(ctx: &Ctx, status: &ClusterStatus, console: &mut Console<'_>) {
 // At merge: `status.to_json()` (being added to `ClusterStatus` by the
 // status engineer) replaces the serde form used here.
 fn status_json(status: &ClusterStatus) -> serde_json::Value {
-    serde_json::to_value(status).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
+    status.to_json()
 }
 
 #[cfg(test)]

@@ -719,7 +719,6 @@ mod tests {
     }
 
     #[tokio::test]
-    #[ignore = "needs grastate implementation"]
     async fn bootstrap_refused_on_files_leaves_them_unchanged() {
         let (_dir, ctx) = ctx_in();
         std::fs::create_dir_all(&ctx.config.data_dir).unwrap();
