@@ -234,6 +234,9 @@ fn run_statements_with_triggers(
         if let Err(message) = values::bind(&mut stmt, &st.params) {
             return fail(message);
         }
+        let (info, _) = scope.take();
+        drop(scope);
+        let scope = ClientScope::stepping(auth);
         let before = conn.total_changes();
         let stepped = {
             let mut rows = stmt.raw_query();
@@ -246,7 +249,7 @@ fn run_statements_with_triggers(
             }
         };
         drop(stmt);
-        let (info, denied) = scope.take();
+        let (_, denied) = scope.take();
         drop(scope);
         if let Err(e) = stepped {
             if conn.is_autocommit() {

@@ -26,7 +26,11 @@ pub(crate) enum Role {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
     Internal,
+    /// A client statement compiles.
     Client,
+    /// A client statement runs: it may compile SQLite's own statements too
+    /// (the session reads `PRAGMA table_xinfo` when a table first changes).
+    ClientStep,
 }
 
 /// What the authorizer saw while one statement compiled.
@@ -40,6 +44,8 @@ pub(crate) struct StmtInfo {
     pub functions: BTreeSet<String>,
     /// An INSERT is among the writes.
     pub inserts: bool,
+    /// A SELECT is part of it (e.g. CREATE TABLE ... AS SELECT).
+    pub selects: bool,
     /// Anything at all was reported (a compile happened).
     pub seen: bool,
 }
@@ -52,6 +58,7 @@ impl StmtInfo {
         }
         self.functions.extend(other.functions.iter().cloned());
         self.inserts |= other.inserts;
+        self.selects |= other.selects;
         self.seen |= other.seen;
     }
 }
@@ -82,7 +89,9 @@ pub(crate) fn install(conn: &mut Connection, role: Role) -> rusqlite::Result<Aut
             return Authorization::Allow;
         }
         st.log.seen = true;
+        let stepping = st.mode == Mode::ClientStep;
         let verdict = match st.role {
+            Role::Writer if stepping && is_session_pragma(&ctx) => Ok(()),
             Role::Writer => writer_policy(&ctx, &mut st.log),
             Role::Reader => reader_policy(&ctx),
         };
@@ -112,8 +121,17 @@ pub(crate) struct ClientScope<'a> {
 
 impl<'a> ClientScope<'a> {
     pub fn begin(handle: &'a AuthHandle) -> Self {
+        Self::enter(handle, Mode::Client)
+    }
+
+    /// For running a prepared client statement.
+    pub fn stepping(handle: &'a AuthHandle) -> Self {
+        Self::enter(handle, Mode::ClientStep)
+    }
+
+    fn enter(handle: &'a AuthHandle, mode: Mode) -> Self {
         let mut st = lock(handle);
-        st.mode = Mode::Client;
+        st.mode = mode;
         st.log = StmtInfo::default();
         st.denied = None;
         ClientScope { handle }
@@ -133,6 +151,10 @@ impl Drop for ClientScope<'_> {
 }
 
 const INTERNAL_PREFIX: &str = "_quorate_";
+
+fn is_session_pragma(ctx: &AuthContext<'_>) -> bool {
+    matches!(ctx.action, AuthAction::Pragma { pragma_name, .. } if pragma_name.eq_ignore_ascii_case("table_xinfo"))
+}
 
 pub(crate) fn is_internal(name: &str) -> bool {
     let (name, prefix) = (name.as_bytes(), INTERNAL_PREFIX.as_bytes());
@@ -202,6 +224,10 @@ fn writer_policy(ctx: &AuthContext<'_>, log: &mut StmtInfo) -> Result<(), String
              each request is its own transaction; ask for transaction=true to make its statements all-or-nothing"
                 .to_string(),
         ),
+        AuthAction::Select => {
+            log.selects = true;
+            Ok(())
+        }
         AuthAction::Function { function_name } => {
             if function_name.eq_ignore_ascii_case("load_extension") {
                 return Err("load_extension() is not allowed".to_string());
@@ -283,6 +309,12 @@ const DATE_TIME: &[&str] = &["date", "time", "datetime", "julianday", "unixepoch
 /// refusal.
 pub(crate) fn nondeterministic_calls(info: &StmtInfo, sql: &str, params: &Params) -> Vec<String> {
     let mut found = Vec::new();
+    // A plain CREATE TABLE reports the functions of its column defaults, but
+    // does not call them: they run at each INSERT (see the schema's
+    // `nondeterministic_default`).
+    if !info.selects && info.ddl.as_deref().is_some_and(|d| d.starts_with("CREATE TABLE")) {
+        return found;
+    }
     let lower = sql.to_ascii_lowercase();
     let param_is_now = |v: &SqlValue| matches!(v, SqlValue::Text(t) if t.trim().eq_ignore_ascii_case("now"));
     let now_param = match params {

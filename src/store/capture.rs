@@ -171,7 +171,7 @@ fn execute(
     let mut nondeterministic = check(conn, schema, &info, st, txn)?;
     values::bind(&mut stmt, &st.params)?;
 
-    let scope = ClientScope::begin(auth);
+    let scope = ClientScope::stepping(auth);
     let stepped = {
         let mut rows = stmt.raw_query();
         loop {
@@ -281,6 +281,256 @@ fn first_keyword(sql: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testutil::*;
+    use crate::store::{Store, StoreOptions};
+    use crate::writeset::WriteSet;
+    use tempfile::TempDir;
+
+    fn store() -> (TempDir, Store) {
+        let dir = TempDir::new().unwrap();
+        let s = open(dir.path());
+        let ws = capture_ws(
+            &s,
+            &[
+                st("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, email TEXT UNIQUE)"),
+                st("CREATE TABLE nopk(x, y)"),
+                st("CREATE TABLE pair(a TEXT, b INTEGER, v, PRIMARY KEY (a, b)) WITHOUT ROWID"),
+                st("CREATE TABLE stamped(id INTEGER PRIMARY KEY, ts TEXT DEFAULT CURRENT_TIMESTAMP)"),
+            ],
+            1,
+        );
+        assert!(matches!(apply_one(&s, &ws), crate::writeset::Verdict::Committed { .. }));
+        (dir, s)
+    }
+
+    fn errors(c: &Captured) -> Vec<Option<String>> {
+        c.results.iter().map(|r| r.error.clone()).collect()
+    }
+
+    #[test]
+    fn results_follow_rqlite_and_capture_leaves_nothing_behind() {
+        let (_d, s) = store();
+        let c = s
+            .capture(
+                &[
+                    st("INSERT INTO t(name) VALUES ('a')"),
+                    stp("INSERT INTO t(id, name) VALUES (?, ?)", vec![SqlValue::Integer(10), SqlValue::Text("b".into())]),
+                    Statement {
+                        sql: "UPDATE t SET name = :n WHERE id >= $min".into(),
+                        params: Params::Named(vec![
+                            ("n".into(), SqlValue::Text("z".into())),
+                            ("$min".into(), SqlValue::Integer(0)),
+                        ]),
+                    },
+                ],
+                false,
+            )
+            .unwrap();
+        assert_eq!(errors(&c), vec![None, None, None]);
+        assert_eq!((c.results[0].rows_affected, c.results[0].last_insert_id), (1, 1));
+        assert_eq!((c.results[1].rows_affected, c.results[1].last_insert_id), (1, 10));
+        assert_eq!(c.results[2].rows_affected, 2);
+        let ws = c.writeset.unwrap();
+        assert_eq!(ws.snapshot_seqno, 0);
+        assert!(matches!(ws.payload, Payload::Changeset(ref b) if !b.is_empty()));
+        // Rolled back locally: nothing until applied.
+        assert!(dump(&s, "t").is_empty());
+        assert_eq!(s.position().seqno, 0);
+    }
+
+    #[test]
+    fn without_transaction_a_failing_statement_is_skipped() {
+        let (_d, s) = store();
+        let c = s
+            .capture(
+                &[
+                    st("INSERT INTO t(id, name) VALUES (1, 'a')"),
+                    st("INSERT INTO t(id, name) VALUES (1, 'dup')"),
+                    st("INSERT INTO nosuch VALUES (1)"),
+                    st("INSERT INTO t(id, name) VALUES (2, 'b')"),
+                ],
+                false,
+            )
+            .unwrap();
+        let e = errors(&c);
+        assert_eq!(e[0], None);
+        assert!(e[1].as_deref().unwrap().contains("UNIQUE constraint failed"), "{e:?}");
+        assert_eq!(e[2].as_deref(), Some("no such table: nosuch"));
+        assert_eq!(e[3], None);
+        let ws = WriteSet {
+            origin: "o".into(),
+            trx_id: 2,
+            snapshot_seqno: 0,
+            keys: c.writeset.as_ref().unwrap().keys.clone(),
+            payload: c.writeset.unwrap().payload,
+        };
+        assert!(matches!(apply_one(&s, &ws), crate::writeset::Verdict::Committed { .. }));
+        assert_eq!(
+            dump(&s, "t"),
+            vec![
+                vec![SqlValue::Integer(1), SqlValue::Text("a".into()), SqlValue::Null],
+                vec![SqlValue::Integer(2), SqlValue::Text("b".into()), SqlValue::Null]
+            ]
+        );
+    }
+
+    #[test]
+    fn in_a_transaction_the_first_error_aborts_everything() {
+        let (_d, s) = store();
+        let c = s
+            .capture(
+                &[
+                    st("INSERT INTO t(id, name) VALUES (1, 'a')"),
+                    st("INSERT INTO t(id, name) VALUES (1, 'dup')"),
+                    st("INSERT INTO t(id, name) VALUES (2, 'b')"),
+                ],
+                true,
+            )
+            .unwrap();
+        assert_eq!(c.results.len(), 2);
+        assert_eq!(c.results[0].error, None);
+        assert!(c.results[1].error.is_some());
+        assert!(c.writeset.is_none());
+    }
+
+    #[test]
+    fn nothing_changed_means_nothing_to_replicate() {
+        let (_d, s) = store();
+        let c = s.capture(&[st("UPDATE t SET name = 'x' WHERE id = 42"), st("SELECT 1")], true).unwrap();
+        assert_eq!(errors(&c), vec![None, None]);
+        assert!(c.writeset.is_none());
+        let c = s.capture(&[], true).unwrap();
+        assert!(c.results.is_empty() && c.writeset.is_none());
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let (_d, s) = store();
+        let cases: &[(&str, &str)] = &[
+            (
+                "INSERT INTO nopk VALUES (1, 2)",
+                "table nopk has no PRIMARY KEY: quorate replicates rows by primary key; add one, e.g. `id INTEGER PRIMARY KEY`",
+            ),
+            ("UPDATE _quorate_meta SET seqno = 5", "internal to quorate"),
+            ("DELETE FROM _QUORATE_CERT", "internal to quorate"),
+            ("DROP TABLE _quorate_cert", "internal to quorate"),
+            ("ATTACH 'x.db' AS x", "ATTACH and DETACH are not allowed"),
+            ("PRAGMA user_version = 3", "PRAGMA user_version is not allowed"),
+            ("PRAGMA synchronous = OFF", "PRAGMA synchronous is not allowed"),
+            ("VACUUM", "VACUUM is not allowed"),
+            ("COMMIT", "transaction control statements"),
+            ("BEGIN", "transaction control statements"),
+            ("SAVEPOINT x", "transaction control statements"),
+            ("CREATE VIRTUAL TABLE v USING fts5(x)", "virtual table"),
+        ];
+        for (sql, want) in cases {
+            for transaction in [false, true] {
+                let c = s.capture(&[st(sql)], transaction).unwrap();
+                let e = c.results[0].error.clone().unwrap_or_default();
+                assert!(e.contains(want), "{sql}: {e}");
+                assert!(c.writeset.is_none(), "{sql}");
+            }
+        }
+        // The refused statement changed nothing, even locally.
+        let r = s.query(&[st("SELECT seqno FROM _quorate_meta")], false).unwrap();
+        assert_eq!(r[0].rows, vec![vec![SqlValue::Integer(0)]]);
+        // A refused PRAGMA setting did not take effect on the connection.
+        let w = s.writer.lock().unwrap();
+        let sync: i64 = w.capture.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        assert_eq!(sync, 1);
+    }
+
+    #[test]
+    fn ddl_replicates_as_statements_and_must_be_deterministic() {
+        let (_d, s) = store();
+        let c = s.capture(&[st("CREATE INDEX t_name ON t(name)"), st("INSERT INTO t(name) VALUES ('a')")], true).unwrap();
+        assert_eq!(errors(&c), vec![None, None]);
+        let ws = c.writeset.unwrap();
+        assert!(ws.keys.is_empty());
+        assert!(matches!(&ws.payload, Payload::Statements(v) if v.len() == 2));
+
+        // A DEFAULT CURRENT_TIMESTAMP in a CREATE TABLE is fine.
+        let c = s.capture(&[st("CREATE TABLE d(id INTEGER PRIMARY KEY, at TEXT DEFAULT CURRENT_TIMESTAMP)")], true).unwrap();
+        assert_eq!(errors(&c), vec![None]);
+
+        let refused: &[&[&str]] = &[
+            &["CREATE TABLE r AS SELECT random() AS x"],
+            &["INSERT INTO t(name) VALUES (random())", "CREATE INDEX i1 ON t(name)"],
+            &["CREATE INDEX i2 ON t(name)", "INSERT INTO t(name) VALUES (datetime('now'))"],
+            &["CREATE INDEX i3 ON t(name)", "UPDATE t SET name = CURRENT_TIMESTAMP"],
+            &["CREATE INDEX i4 ON t(name)", "INSERT INTO t(name) VALUES (last_insert_rowid())"],
+            &["CREATE INDEX i5 ON t(name)", "INSERT INTO t(name) VALUES (sqlite_version())"],
+            // The default reads the clock when the row is inserted, by every node.
+            &["CREATE INDEX i6 ON t(name)", "INSERT INTO stamped(id) VALUES (1)"],
+        ];
+        for stmts in refused {
+            let stmts: Vec<Statement> = stmts.iter().map(|q| st(q)).collect();
+            for transaction in [true, false] {
+                let c = s.capture(&stmts, transaction).unwrap();
+                let e: Vec<String> = c.results.iter().filter_map(|r| r.error.clone()).collect();
+                assert_eq!(e.len(), 1, "{stmts:?}: {e:?}");
+                assert!(e[0].contains("cannot replicate this schema change"), "{e:?}");
+                match c.writeset {
+                    None => {}
+                    // Without a transaction the other statement still goes
+                    // (as statements if it is the DDL, else as a changeset),
+                    // but never together with the non-deterministic one.
+                    Some(ws) => assert!(
+                        !transaction
+                            && match &ws.payload {
+                                Payload::Statements(v) => v.len() == 1 && v[0].sql.starts_with("CREATE"),
+                                Payload::Changeset(_) => true,
+                            }
+                    ),
+                }
+            }
+        }
+        // Non-deterministic functions are fine outside of DDL: the values
+        // travel in the changeset.
+        let c = s.capture(&[st("INSERT INTO t(name) VALUES (random())"), st("INSERT INTO stamped(id) VALUES (1)")], true).unwrap();
+        assert_eq!(errors(&c), vec![None, None]);
+        assert!(matches!(c.writeset.unwrap().payload, Payload::Changeset(_)));
+        // A date function with a fixed value is deterministic.
+        let c = s.capture(&[st("CREATE INDEX i7 ON t(name)"), st("INSERT INTO t(name) VALUES (date('2024-01-01', '+1 day'))")], true).unwrap();
+        assert_eq!(errors(&c), vec![None, None]);
+    }
+
+    #[test]
+    fn too_large_a_write_set_is_refused() {
+        let dir = TempDir::new().unwrap();
+        let s = Store::open(dir.path(), StoreOptions { max_writeset_bytes: 1000, ..opts() }).unwrap();
+        let ws = capture_ws(&s, &[st("CREATE TABLE b(id INTEGER PRIMARY KEY, v BLOB)")], 1);
+        apply_one(&s, &ws);
+        let small = s.capture(&[st("INSERT INTO b VALUES (1, zeroblob(100))")], true).unwrap();
+        assert!(small.writeset.is_some());
+        match s.capture(&[st("INSERT INTO b VALUES (1, zeroblob(2000))")], true) {
+            Err(StoreError::Refused(msg)) => {
+                assert!(msg.contains("max_writeset_bytes (1000 bytes)"), "{msg}");
+                assert!(msg.contains("bytes, larger than"), "{msg}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The writer is usable afterwards, and nothing leaked.
+        assert!(s.capture(&[st("INSERT INTO b VALUES (1, x'00')")], true).unwrap().writeset.is_some());
+        assert!(dump(&s, "b").is_empty());
+    }
+
+    #[test]
+    fn cached_statements_are_still_checked() {
+        let (_d, s) = store();
+        for _ in 0..3 {
+            let c = s.capture(&[st("INSERT INTO nopk VALUES (1, 2)")], true).unwrap();
+            assert!(c.results[0].error.as_deref().unwrap_or_default().contains("no PRIMARY KEY"));
+            let c = s.capture(&[st("INSERT INTO t(name) VALUES (1)")], true).unwrap();
+            assert_eq!(c.results[0].error, None);
+        }
+        // A trigger added later makes the same (cached) text write a table
+        // without a primary key.
+        let ws = capture_ws(&s, &[st("CREATE TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO nopk VALUES (new.id, 0); END")], 9);
+        apply_one(&s, &ws);
+        let c = s.capture(&[st("INSERT INTO t(name) VALUES (1)")], true).unwrap();
+        assert!(c.results[0].error.as_deref().unwrap_or_default().contains("nopk has no PRIMARY KEY"), "{:?}", c.results);
+    }
 
     #[test]
     fn first_keyword_skips_comments() {
