@@ -1,15 +1,52 @@
-//! The replicated SQLite database (`data_dir/db.sqlite`). SKELETON: the
-//! signatures below are the contract; bodies are being written.
+//! The replicated SQLite database (`data_dir/db.sqlite`).
+//!
+//! One writer lock serialises the two writing paths: *capture* (run a client
+//! transaction, take its changeset, roll back) and *apply* (certify and apply
+//! ordered write-sets, group-committed). They use two connections: capture
+//! needs triggers on (their effects belong in the changeset), while apply
+//! must have them off (the changeset already holds their effects; firing them
+//! again would double them). Queries run on a pool of `query_only` readers
+//! and never wait for the writer (WAL).
+//!
+//! Files: `meta` (internal tables, position), `auth` (authorizer policy),
+//! `schema` (per-table PK / unique index cache), `keys` (certification keys
+//! of a changeset), `capture`, `apply`, `read` (queries), `snapshot`,
+//! `values` (value and parameter conversions).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use rusqlite::Connection;
 
 use crate::sql::{ExecResult, QueryResult, Statement};
 use crate::writeset::{ApplyOutcome, CertKey, Payload, Position, Seqno, WriteSet};
+
+mod apply;
+mod auth;
+mod capture;
+mod keys;
+mod meta;
+mod read;
+mod schema;
+mod snapshot;
+mod values;
+
+pub use meta::read_position;
+
+/// File name of the database inside `data_dir`.
+pub const DB_FILE: &str = "db.sqlite";
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const STATEMENT_CACHE: usize = 128;
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub read_connections: usize,
     pub max_writeset_bytes: usize,
+    /// Must be the same on every node: it decides verdicts (`TooOld`) and
+    /// what the certification index forgets.
     pub cert_window: i64,
 }
 
@@ -35,47 +72,287 @@ pub enum StoreError {
     Sqlite { path: PathBuf, source: rusqlite::Error },
     #[error("{0}")]
     Refused(String),
+    #[error("I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// A file that should be a quorate database is not one.
+    #[error("{path} is not a quorate database: {reason}")]
+    NotQuorate { path: PathBuf, reason: String },
 }
 
-pub struct Store {}
+pub struct Store {
+    path: PathBuf,
+    opts: StoreOptions,
+    writer: Mutex<Writer>,
+    readers: read::ReaderPool,
+    /// Updated under the writer lock after every commit, so `position()`
+    /// never touches SQLite.
+    position: RwLock<Position>,
+}
+
+/// Everything the writer lock protects.
+struct Writer {
+    /// Triggers on; only ever holds transactions that are rolled back.
+    capture: Connection,
+    capture_auth: auth::AuthHandle,
+    /// Triggers off, except while statements (DDL) payloads run.
+    apply: Connection,
+    apply_auth: auth::AuthHandle,
+    schema: schema::SchemaCache,
+    /// What the authorizer reported when each cached capture statement was
+    /// compiled: a statement served from rusqlite's cache is not compiled
+    /// again, so the authorizer does not see it again.
+    stmt_info: HashMap<String, auth::StmtInfo>,
+    last_ddl_seqno: Seqno,
+}
+
+impl Writer {
+    /// After any schema change: cached statements and what we learnt about
+    /// tables may no longer describe the database.
+    fn schema_changed(&mut self) {
+        self.schema.clear();
+        self.stmt_info.clear();
+        self.capture.flush_prepared_statement_cache();
+        self.apply.flush_prepared_statement_cache();
+    }
+}
 
 impl Store {
-    pub fn open(_data_dir: &Path, _opts: StoreOptions) -> Result<Store, StoreError> {
-        unimplemented!("skeleton")
+    pub fn open(data_dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| StoreError::Io { path: data_dir.to_path_buf(), source })?;
+        let path = data_dir.join(DB_FILE);
+        let (writer, readers, position) = Self::open_connections(&path, &opts, &sqlite_err(&path))?;
+        Ok(Store { writer: Mutex::new(writer), readers, position: RwLock::new(position), path, opts })
     }
+
+    fn open_connections(
+        path: &Path,
+        opts: &StoreOptions,
+        err: &impl Fn(rusqlite::Error) -> StoreError,
+    ) -> Result<(Writer, read::ReaderPool, Position), StoreError> {
+
+        let apply = open_connection(path).map_err(err)?;
+        apply
+            .query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
+            .map_err(err)?;
+        meta::create_tables(&apply).map_err(err)?;
+        apply
+            .set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)
+            .map_err(err)?;
+        let (position, last_ddl_seqno) = meta::read_meta(&apply).map_err(err)?;
+        let mut apply = apply;
+        let apply_auth = auth::install(&mut apply, auth::Role::Writer).map_err(err)?;
+
+        let mut capture = open_connection(path).map_err(err)?;
+        let capture_auth = auth::install(&mut capture, auth::Role::Writer).map_err(err)?;
+
+        let readers = read::ReaderPool::open(path, opts.read_connections.max(1)).map_err(err)?;
+        let writer = Writer {
+            capture,
+            capture_auth,
+            apply,
+            apply_auth,
+            schema: schema::SchemaCache::default(),
+            stmt_info: HashMap::new(),
+            last_ddl_seqno,
+        };
+        Ok((writer, readers, position))
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn position(&self) -> Position {
-        unimplemented!("skeleton")
+        *self.position.read().unwrap_or_else(|p| p.into_inner())
     }
-    pub fn capture(&self, _stmts: &[Statement], _transaction: bool) -> Result<Captured, StoreError> {
-        unimplemented!("skeleton")
+
+    /// Run a client transaction locally, roll it back, and return what to
+    /// replicate (DESIGN.md §2 step 2).
+    pub fn capture(&self, stmts: &[Statement], transaction: bool) -> Result<Captured, StoreError> {
+        let mut w = self.lock_writer()?;
+        let snapshot = self.position().seqno;
+        capture::capture(&mut w, stmts, transaction, snapshot, self.opts.max_writeset_bytes, &self.path)
     }
-    pub fn query(&self, _stmts: &[Statement], _timings: bool) -> Result<Vec<QueryResult>, StoreError> {
-        unimplemented!("skeleton")
+
+    pub fn query(&self, stmts: &[Statement], timings: bool) -> Result<Vec<QueryResult>, StoreError> {
+        self.readers.query(stmts, timings).map_err(sqlite_err(&self.path))
     }
-    pub fn apply_batch(&self, _batch: &[WriteSet], _raft_state: &[u8]) -> Result<Vec<ApplyOutcome>, StoreError> {
-        unimplemented!("skeleton")
+
+    /// Whether `sql` only reads (routes `/db/request` statements). An `Err`
+    /// means it does not even prepare on a reader (syntax error, or refused
+    /// there, e.g. a PRAGMA that writes): treat it as a write, whose path
+    /// reports the error.
+    pub fn is_read_only(&self, sql: &str) -> Result<bool, StoreError> {
+        self.readers.is_read_only(sql).map_err(sqlite_err(&self.path))
     }
+
+    /// Certify and apply ordered write-sets in one SQLite transaction.
+    /// `Err` means nothing changed (not even the position): the caller may
+    /// retry the same batch.
+    pub fn apply_batch(&self, batch: &[WriteSet], raft_state: &[u8]) -> Result<Vec<ApplyOutcome>, StoreError> {
+        let mut w = self.lock_writer()?;
+        let from = self.position();
+        let (outcomes, seqno) = apply::apply_batch(&mut w, batch, raft_state, from.seqno, self.opts.cert_window)
+            .map_err(sqlite_err(&self.path))?;
+        self.set_cached_position(Position { seqno, ..from });
+        Ok(outcomes)
+    }
+
     pub fn raft_state(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        unimplemented!("skeleton")
+        let w = self.lock_writer()?;
+        meta::raft_state(&w.apply).map_err(sqlite_err(&self.path))
     }
-    pub fn set_raft_state(&self, _raft_state: &[u8]) -> Result<(), StoreError> {
-        unimplemented!("skeleton")
+
+    pub fn set_raft_state(&self, raft_state: &[u8]) -> Result<(), StoreError> {
+        let w = self.lock_writer()?;
+        meta::set_raft_state(&w.apply, raft_state).map_err(sqlite_err(&self.path))
     }
-    pub fn set_identity(&self, _state_uuid: uuid::Uuid, _incarnation: u64, _raft_state: &[u8]) -> Result<(), StoreError> {
-        unimplemented!("skeleton")
+
+    pub fn set_identity(&self, state_uuid: uuid::Uuid, incarnation: u64, raft_state: &[u8]) -> Result<(), StoreError> {
+        let w = self.lock_writer()?;
+        meta::set_identity(&w.apply, state_uuid, incarnation, raft_state).map_err(sqlite_err(&self.path))?;
+        let pos = self.position();
+        self.set_cached_position(Position { state_uuid, incarnation, ..pos });
+        Ok(())
     }
-    pub fn snapshot_into(&self, _dest: &Path) -> Result<Position, StoreError> {
-        unimplemented!("skeleton")
+
+    /// Write a consistent copy of the database to `dest` (replaced if it
+    /// exists) without blocking the writer, and return its position.
+    pub fn snapshot_into(&self, dest: &Path) -> Result<Position, StoreError> {
+        snapshot::snapshot_into(&self.path, dest)
     }
-    pub fn install_snapshot(&self, _src: &Path) -> Result<Position, StoreError> {
-        unimplemented!("skeleton")
+
+    /// Replace the database content with `src`'s (SST). `src` must be a
+    /// quorate database; if it is not, nothing changes.
+    pub fn install_snapshot(&self, src: &Path) -> Result<Position, StoreError> {
+        let mut w = self.lock_writer()?;
+        let (position, last_ddl_seqno) = snapshot::install(&mut w, &self.path, src)?;
+        w.last_ddl_seqno = last_ddl_seqno;
+        self.set_cached_position(position);
+        Ok(position)
+    }
+
+    fn set_cached_position(&self, position: Position) {
+        *self.position.write().unwrap_or_else(|p| p.into_inner()) = position;
+    }
+
+    /// A panic while the lock was held (a bug) may have left a transaction
+    /// open; roll it back rather than refusing service for good.
+    fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, StoreError> {
+        match self.writer.lock() {
+            Ok(w) => Ok(w),
+            Err(poisoned) => {
+                let mut w = poisoned.into_inner();
+                for conn in [&w.capture, &w.apply] {
+                    if !conn.is_autocommit() {
+                        conn.execute_batch("ROLLBACK").map_err(sqlite_err(&self.path))?;
+                    }
+                }
+                w.schema_changed();
+                self.writer.clear_poison();
+                Ok(w)
+            }
+        }
     }
 }
 
-/// Read the position of a database file without opening a Store (for
-/// `quorate --recover` while the daemon is stopped).
-pub fn read_position(_db_path: &Path) -> Result<Option<Position>, StoreError> {
-    unimplemented!("skeleton")
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // rqlite clients expect both off; they must also be off for apply to be
+    // deterministic (no cascades beyond what the changeset holds).
+    conn.execute_batch(
+        "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF; PRAGMA recursive_triggers=OFF;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |source| StoreError::Sqlite { path: path.to_path_buf(), source }
+}
+
+/// Quote an identifier for SQL text.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Errors that are the environment's (disk, memory, locks), not the
+/// write-set's: they must not become a verdict, since another node would
+/// not see them.
+fn is_environmental(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode as C;
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => matches!(
+            f.code,
+            C::DatabaseBusy
+                | C::DatabaseLocked
+                | C::OutOfMemory
+                | C::SystemIoFailure
+                | C::DatabaseCorrupt
+                | C::DiskFull
+                | C::CannotOpen
+                | C::FileLockingProtocolFailed
+                | C::ReadOnly
+                | C::OperationInterrupted
+                | C::NotADatabase
+        ),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::*;
+    use crate::sql::{Params, SqlValue};
+
+    pub fn opts() -> StoreOptions {
+        StoreOptions { read_connections: 2, max_writeset_bytes: 1 << 20, cert_window: 1000 }
+    }
+
+    pub fn open(dir: &Path) -> Store {
+        Store::open(dir, opts()).unwrap()
+    }
+
+    pub fn st(sql: &str) -> Statement {
+        Statement::new(sql)
+    }
+
+    pub fn stp(sql: &str, params: Vec<SqlValue>) -> Statement {
+        Statement { sql: sql.into(), params: Params::Positional(params) }
+    }
+
+    /// Capture and expect a write-set.
+    pub fn capture_ws(store: &Store, stmts: &[Statement], trx_id: u64) -> WriteSet {
+        let c = store.capture(stmts, true).unwrap();
+        for r in &c.results {
+            assert_eq!(r.error, None, "{stmts:?}");
+        }
+        let ws = c.writeset.expect("a write-set");
+        WriteSet {
+            origin: "test".into(),
+            trx_id,
+            snapshot_seqno: ws.snapshot_seqno,
+            keys: ws.keys,
+            payload: ws.payload,
+        }
+    }
+
+    /// Apply one write-set and return its verdict.
+    pub fn apply_one(store: &Store, ws: &WriteSet) -> crate::writeset::Verdict {
+        let mut out = store.apply_batch(std::slice::from_ref(ws), b"raft").unwrap();
+        assert_eq!(out.len(), 1);
+        out.remove(0).verdict
+    }
+
+    /// Every row of a table, ordered, as debug text.
+    pub fn dump(store: &Store, table: &str) -> Vec<Vec<SqlValue>> {
+        let r = store.query(&[st(&format!("SELECT * FROM {table} ORDER BY 1, 2"))], false).unwrap();
+        assert_eq!(r[0].error, None);
+        r.into_iter().next().map(|q| q.rows).unwrap_or_default()
+    }
 }
 
 /// The raft_state blob stored in a database file (e.g. a snapshot copy).

@@ -1,0 +1,166 @@
+//! Reading changesets: the certification keys of a captured changeset, and
+//! the checks a changeset from a peer must pass before it is applied.
+
+use std::io::Read;
+
+use rusqlite::fallible_streaming_iterator::FallibleStreamingIterator;
+use rusqlite::hooks::Action;
+use rusqlite::session::{ChangesetItem, ChangesetIter};
+use rusqlite::types::Value;
+use rusqlite::Connection;
+
+use super::schema::{SchemaCache, TableInfo};
+use super::{auth, quote_ident, values};
+use crate::certify::{row_key, unique_key, KeyValue};
+use crate::writeset::CertKey;
+
+/// Keys of every changed row: `(table, primary key)`, and `(table, unique
+/// index, values)` for each unique index whose values the change sets —
+/// the new values for INSERT and UPDATE, the old ones for DELETE. Runs on
+/// the capture connection inside the still-open transaction, so the rows
+/// read for UPDATE are the transaction's final versions. Sorted and
+/// deduplicated.
+pub(crate) fn changeset_keys(
+    conn: &Connection,
+    schema: &mut SchemaCache,
+    bytes: &[u8],
+) -> rusqlite::Result<Vec<CertKey>> {
+    let mut keys = Vec::new();
+    let mut input: &[u8] = bytes;
+    let reader: &mut dyn Read = &mut input;
+    let mut iter = ChangesetIter::start_strm(&reader)?;
+    while let Some(item) = iter.next()? {
+        let op = item.op()?;
+        let table_name = op.table_name().to_owned();
+        let code = op.code();
+        let Some(table) = schema.table(conn, &table_name)? else {
+            // The changeset was just taken from this connection, so the
+            // table exists; if not, SQLite has a bug worth surfacing.
+            return Err(rusqlite::Error::InvalidParameterName(format!("changeset names unknown table {table_name}")));
+        };
+        let side = if code == Action::SQLITE_INSERT { Side::New } else { Side::Old };
+        let pk: Vec<Value> = table.pk.iter().map(|&c| value(&item, side, c)).collect::<Result<_, _>>()?;
+        let pk_refs: Vec<KeyValue<'_>> = pk.iter().map(values::key_value).collect();
+        keys.push(row_key(&table.name, &pk_refs));
+
+        for index in &table.unique {
+            let vals: Vec<Value> = match code {
+                Action::SQLITE_INSERT => {
+                    index.columns.iter().map(|&c| value(&item, Side::New, c)).collect::<Result<_, _>>()?
+                }
+                Action::SQLITE_DELETE => {
+                    index.columns.iter().map(|&c| value(&item, Side::Old, c)).collect::<Result<_, _>>()?
+                }
+                _ => {
+                    // An UPDATE records new values only for the columns it
+                    // changed; untouched indexes need no key.
+                    if !index.columns.iter().any(|&c| item.new_value(c).is_ok()) {
+                        continue;
+                    }
+                    read_columns(conn, &table, &pk, &index.columns)?
+                }
+            };
+            // NULLs never clash in a UNIQUE index.
+            if vals.iter().any(|v| matches!(v, Value::Null)) {
+                continue;
+            }
+            let refs: Vec<KeyValue<'_>> = vals.iter().map(values::key_value).collect();
+            keys.push(unique_key(&table.name, &index.name, &refs));
+        }
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    Ok(keys)
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Old,
+    New,
+}
+
+fn value(item: &ChangesetItem, side: Side, col: usize) -> rusqlite::Result<Value> {
+    let v = match side {
+        Side::Old => item.old_value(col)?,
+        Side::New => item.new_value(col)?,
+    };
+    Ok(values::owned(v))
+}
+
+fn read_columns(conn: &Connection, table: &TableInfo, pk: &[Value], cols: &[usize]) -> rusqlite::Result<Vec<Value>> {
+    let names = |cs: &[usize]| -> rusqlite::Result<Vec<String>> {
+        cs.iter()
+            .map(|&c| {
+                table
+                    .columns
+                    .get(c)
+                    .map(|n| quote_ident(n))
+                    .ok_or(rusqlite::Error::InvalidColumnIndex(c))
+            })
+            .collect()
+    };
+    let select = names(cols)?.join(", ");
+    let filter: Vec<String> =
+        names(&table.pk)?.into_iter().enumerate().map(|(i, n)| format!("{n} IS ?{}", i + 1)).collect();
+    let sql = format!("SELECT {select} FROM main.{} WHERE {}", quote_ident(&table.name), filter.join(" AND "));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(pk.iter()))?;
+    let Some(row) = rows.next()? else {
+        return Err(rusqlite::Error::QueryReturnedNoRows);
+    };
+    (0..cols.len()).map(|i| row.get_ref(i).map(values::owned)).collect()
+}
+
+/// Check a changeset from a peer before applying it. SQLite silently skips
+/// changes to tables that are missing or do not match, which would let
+/// nodes diverge without a word; here they fail the write-set instead (on
+/// every node alike: the schema is replicated). `Ok(Err(msg))` is such a
+/// failure, `Err` a failure of the database itself.
+pub(crate) fn validate(
+    conn: &Connection,
+    schema: &mut SchemaCache,
+    bytes: &[u8],
+) -> rusqlite::Result<Result<(), String>> {
+    let mut input: &[u8] = bytes;
+    let reader: &mut dyn Read = &mut input;
+    let mut iter = match ChangesetIter::start_strm(&reader) {
+        Ok(it) => it,
+        Err(e) => return Ok(Err(format!("malformed changeset: {e}"))),
+    };
+    let mut checked: Option<String> = None;
+    loop {
+        let item = match iter.next() {
+            Ok(Some(item)) => item,
+            Ok(None) => return Ok(Ok(())),
+            Err(e) => return Ok(Err(format!("malformed changeset: {e}"))),
+        };
+        let (name, ncol) = match item.op() {
+            Ok(op) => (op.table_name().to_owned(), op.number_of_columns()),
+            Err(e) => return Ok(Err(format!("malformed changeset: {e}"))),
+        };
+        let pk_flags = match item.pk() {
+            Ok(p) => p.to_vec(),
+            Err(e) => return Ok(Err(format!("malformed changeset: {e}"))),
+        };
+        if checked.as_deref() == Some(name.as_str()) {
+            continue;
+        }
+        if auth::is_internal(&name) || name.to_ascii_lowercase().starts_with("sqlite_") {
+            return Ok(Err(format!("changeset writes internal table {name}")));
+        }
+        let Some(table) = schema.table(conn, &name)? else {
+            return Ok(Err(format!("changeset writes table {name}, which does not exist")));
+        };
+        let ncol = usize::try_from(ncol).unwrap_or(usize::MAX);
+        let pk_matches = pk_flags.len() == ncol
+            && table.pk.iter().all(|&c| c < ncol)
+            && pk_flags.iter().enumerate().all(|(c, &flag)| (flag != 0) == table.pk.contains(&c));
+        if table.is_view || ncol > table.columns.len() || table.pk.is_empty() || !pk_matches {
+            return Ok(Err(format!(
+                "changeset does not match the schema of table {name} ({ncol} columns in the changeset, {} in the table)",
+                table.columns.len()
+            )));
+        }
+        checked = Some(name);
+    }
+}

@@ -1,0 +1,143 @@
+//! The internal tables: `_quorate_meta` (where the data stands) and
+//! `_quorate_cert` (the certification index). Both change only in the same
+//! SQLite transaction as the data they describe.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::writeset::{CertKey, Position, Seqno};
+
+pub(crate) fn create_tables(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "BEGIN IMMEDIATE;
+         CREATE TABLE IF NOT EXISTS _quorate_meta (
+             id INTEGER PRIMARY KEY CHECK (id = 0),
+             state_uuid TEXT NOT NULL,
+             seqno INTEGER NOT NULL,
+             incarnation INTEGER NOT NULL,
+             last_ddl_seqno INTEGER NOT NULL,
+             raft_state BLOB
+         );
+         INSERT INTO _quorate_meta (id, state_uuid, seqno, incarnation, last_ddl_seqno, raft_state)
+             SELECT 0, '00000000-0000-0000-0000-000000000000', -1, 0, -1, NULL
+             WHERE NOT EXISTS (SELECT 1 FROM _quorate_meta);
+         CREATE TABLE IF NOT EXISTS _quorate_cert (
+             key BLOB PRIMARY KEY,
+             seqno INTEGER NOT NULL
+         ) WITHOUT ROWID;
+         COMMIT;",
+    )
+}
+
+/// The position and the seqno of the last schema change.
+pub(crate) fn read_meta(conn: &Connection) -> rusqlite::Result<(Position, Seqno)> {
+    conn.query_row(
+        "SELECT state_uuid, seqno, incarnation, last_ddl_seqno FROM _quorate_meta WHERE id = 0",
+        [],
+        |r| {
+            let uuid: String = r.get(0)?;
+            let state_uuid = Uuid::parse_str(&uuid)
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?;
+            let incarnation: i64 = r.get(2)?;
+            let incarnation = u64::try_from(incarnation)
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Integer, Box::new(e)))?;
+            Ok((Position { state_uuid, seqno: r.get(1)?, incarnation }, r.get(3)?))
+        },
+    )
+}
+
+pub(crate) fn raft_state(conn: &Connection) -> rusqlite::Result<Option<Vec<u8>>> {
+    conn.query_row("SELECT raft_state FROM _quorate_meta WHERE id = 0", [], |r| r.get(0))
+}
+
+pub(crate) fn set_raft_state(conn: &Connection, raft_state: &[u8]) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE _quorate_meta SET raft_state = ?1 WHERE id = 0")?.execute([raft_state])?;
+    Ok(())
+}
+
+pub(crate) fn set_identity(conn: &Connection, uuid: Uuid, incarnation: u64, raft_state: &[u8]) -> rusqlite::Result<()> {
+    let incarnation = i64::try_from(incarnation).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    conn.prepare_cached("UPDATE _quorate_meta SET state_uuid = ?1, incarnation = ?2, raft_state = ?3 WHERE id = 0")?
+        .execute(rusqlite::params![uuid.to_string(), incarnation, raft_state])?;
+    Ok(())
+}
+
+/// Record where a batch left the data; same transaction as the batch.
+pub(crate) fn set_applied(conn: &Connection, seqno: Seqno, last_ddl_seqno: Seqno, raft_state: &[u8]) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE _quorate_meta SET seqno = ?1, last_ddl_seqno = ?2, raft_state = ?3 WHERE id = 0")?
+        .execute(rusqlite::params![seqno, last_ddl_seqno, raft_state])?;
+    Ok(())
+}
+
+pub(crate) fn cert_last_change(conn: &Connection, key: &CertKey) -> rusqlite::Result<Option<Seqno>> {
+    conn.prepare_cached("SELECT seqno FROM _quorate_cert WHERE key = ?1")?
+        .query_row([&key.0], |r| r.get(0))
+        .optional()
+}
+
+pub(crate) fn cert_record(conn: &Connection, keys: &[CertKey], seqno: Seqno) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO _quorate_cert (key, seqno) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET seqno = excluded.seqno",
+    )?;
+    for key in keys {
+        stmt.execute(rusqlite::params![&key.0, seqno])?;
+    }
+    Ok(())
+}
+
+pub(crate) fn cert_prune(conn: &Connection, below: Seqno) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM _quorate_cert WHERE seqno < ?1")?.execute([below])?;
+    Ok(())
+}
+
+/// Read the position of a database file without opening a Store (for
+/// `quorate --recover` while the daemon is stopped). Creates nothing;
+/// `Ok(None)` when the file does not exist.
+pub fn read_position(db_path: &Path) -> Result<Option<Position>, StoreError> {
+    if !db_path.exists() {
+        return Ok(None);
+    }
+    let conn = open_read_only(db_path)?;
+    check_quorate(&conn, db_path)?;
+    let (position, _) = read_meta(&conn).map_err(|e| not_quorate(db_path, e))?;
+    Ok(Some(position))
+}
+
+/// Position and last DDL seqno of a file that must be a quorate database.
+pub(crate) fn inspect(db_path: &Path) -> Result<(Position, Seqno), StoreError> {
+    if !db_path.exists() {
+        return Err(StoreError::NotQuorate { path: db_path.to_path_buf(), reason: "no such file".into() });
+    }
+    let conn = open_read_only(db_path)?;
+    check_quorate(&conn, db_path)?;
+    read_meta(&conn).map_err(|e| not_quorate(db_path, e))
+}
+
+fn open_read_only(db_path: &Path) -> Result<Connection, StoreError> {
+    Connection::open_with_flags(db_path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|source| StoreError::Sqlite { path: db_path.to_path_buf(), source })
+}
+
+fn check_quorate(conn: &Connection, db_path: &Path) -> Result<(), StoreError> {
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name IN ('_quorate_meta', '_quorate_cert')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| not_quorate(db_path, e))?;
+    if tables != 2 {
+        return Err(StoreError::NotQuorate {
+            path: db_path.to_path_buf(),
+            reason: "the tables _quorate_meta and _quorate_cert are missing".into(),
+        });
+    }
+    Ok(())
+}
+
+fn not_quorate(path: &Path, e: rusqlite::Error) -> StoreError {
+    StoreError::NotQuorate { path: path.to_path_buf(), reason: e.to_string() }
+}
