@@ -106,6 +106,16 @@ pub fn read_position(db_path: &Path) -> Result<Option<Position>, StoreError> {
     Ok(Some(position))
 }
 
+/// The Raft applied-state recorded in a database file (a snapshot copy).
+pub(crate) fn read_raft_state(db_path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    if !db_path.exists() {
+        return Ok(None);
+    }
+    let conn = open_read_only(db_path)?;
+    check_quorate(&conn, db_path)?;
+    raft_state(&conn).map_err(|e| not_quorate(db_path, e))
+}
+
 /// Position and last DDL seqno of a file that must be a quorate database.
 pub(crate) fn inspect(db_path: &Path) -> Result<(Position, Seqno), StoreError> {
     if !db_path.exists() {

@@ -356,6 +356,6 @@ pub(crate) mod testutil {
 }
 
 /// The raft_state blob stored in a database file (e.g. a snapshot copy).
-pub fn read_raft_state(_db_path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
-    unimplemented!("skeleton")
+pub fn read_raft_state(db_path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    meta::read_raft_state(db_path)
 }
