@@ -81,13 +81,14 @@ impl BootstrapRefusal {
 /// from this node?
 ///
 /// A missing file means a fresh node (no file exists before the first start),
-/// which may bootstrap. A refusal must change nothing on disk: callers simply
+/// which may bootstrap; so may a node whose state UUID is still nil: it never
+/// held cluster data, so it has nothing to lose or to fork. A refusal must change nothing on disk: callers simply
 /// do not write the file when this returns `Err` (Galera overwrites the seqno
 /// with -1 then; we don't).
 pub fn check_bootstrap(file: Option<&GrastateFile>) -> Result<(), BootstrapRefusal> {
     match file {
         None => Ok(()),
-        Some(f) if f.safe_to_bootstrap => Ok(()),
+        Some(f) if f.safe_to_bootstrap || f.uuid.is_nil() => Ok(()),
         Some(f) => Err(BootstrapRefusal {
             uuid: f.uuid,
             seqno: f.seqno,
@@ -526,6 +527,8 @@ safe_to_bootstrap: 0
         assert_eq!(check_bootstrap(None), Ok(()));
         let safe = GrastateFile::stopped(example_uuid(), 9, true);
         assert_eq!(check_bootstrap(Some(&safe)), Ok(()));
+        let never_held_data = GrastateFile::stopped(Uuid::nil(), -1, false);
+        assert_eq!(check_bootstrap(Some(&never_held_data)), Ok(()));
         let unsafe_ = GrastateFile::stopped(example_uuid(), 9, false);
         let refusal = check_bootstrap(Some(&unsafe_)).unwrap_err();
         assert_eq!(

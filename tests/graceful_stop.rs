@@ -67,7 +67,7 @@ fn unsafe_node_is_refused_with_banner_and_file_unchanged() {
 fn running_unsafe_node_refuses_bootstrap_through_the_socket() {
     let mut node = TestNode::new("node-c", "");
     std::fs::create_dir_all(node.data_dir()).unwrap();
-    let unsafe_state = "# GALERA saved state\nversion: 2.1\nuuid:    00000000-0000-0000-0000-000000000000\nseqno:   -1\nsafe_to_bootstrap: 0\n";
+    let unsafe_state = "# GALERA saved state\nversion: 2.1\nuuid:    8348d5ea-5664-11e7-8628-262d8bf5ad3d\nseqno:   -1\nsafe_to_bootstrap: 0\n";
     std::fs::write(node.grastate_path(), unsafe_state).unwrap();
     node.start(&[]);
     let out = node.cli(&["--bootstrap-node"]);

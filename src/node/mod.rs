@@ -197,21 +197,27 @@ impl Node {
 
     /// Keep grastate.dat true while running: seqno -1, the state UUID, safe_to_bootstrap.
     async fn write_grastate_running(&self) -> Result<(), NodeError> {
-        let file = GrastateFile {
-            uuid: self.store.position().state_uuid,
-            seqno: -1,
-            safe_to_bootstrap: self.safe_to_bootstrap() || self.grastate_safe_when_not_member()?,
-        };
-        file.write_atomic(&self.config.grastate_path())?;
+        self.grastate_now(-1)?.write_atomic(&self.config.grastate_path())?;
         Ok(())
     }
 
-    /// A node that never joined keeps what its file says (nothing to lose).
-    fn grastate_safe_when_not_member(&self) -> Result<bool, NodeError> {
-        if !self.seq.voters().is_empty() {
-            return Ok(false);
-        }
-        Ok(GrastateFile::read(&self.config.grastate_path())?.is_some_and(|g| g.safe_to_bootstrap))
+    /// What grastate.dat should say now, with `seqno`. A node that is not a
+    /// member keeps what its file says about a cluster it knew (its UUID and
+    /// flag): it has learned nothing new about that cluster.
+    fn grastate_now(&self, seqno: i64) -> Result<GrastateFile, NodeError> {
+        let position = self.store.position();
+        let file = GrastateFile::read(&self.config.grastate_path())?;
+        let member = !self.seq.voters().is_empty();
+        let uuid = match (&file, position.state_uuid.is_nil()) {
+            (Some(f), true) => f.uuid,
+            _ => position.state_uuid,
+        };
+        let safe = if member || self.forced_safe.load(Ordering::SeqCst) {
+            self.safe_to_bootstrap()
+        } else {
+            file.as_ref().is_some_and(|f| f.safe_to_bootstrap)
+        };
+        Ok(GrastateFile { uuid, seqno, safe_to_bootstrap: safe })
     }
 
     /// Watch membership and keep grastate.dat in step with it.
@@ -239,14 +245,11 @@ impl Node {
     /// Graceful stop: order stops, grastate.dat records the last committed seqno.
     pub async fn stop(&self) -> Result<(), NodeError> {
         let _ = self.shutdown_tx.send(true);
-        let safe = self.safe_to_bootstrap();
+        // Decided before Raft stops: afterwards its metrics no longer say who the members were.
+        let mut file = self.grastate_now(-1)?;
         self.seq.shutdown().await;
         let position = self.store.position();
-        let file = GrastateFile {
-            uuid: position.state_uuid,
-            seqno: position.seqno,
-            safe_to_bootstrap: safe || self.grastate_safe_when_not_member()?,
-        };
+        file.seqno = position.seqno;
         file.write_atomic(&self.config.grastate_path())?;
         tracing::info!(%position, safe_to_bootstrap = file.safe_to_bootstrap, "stopped gracefully; grastate.dat written");
         Ok(())
