@@ -41,9 +41,10 @@ fn sigkill_during_load_keeps_every_acknowledged_write() {
             });
         }
         std::thread::sleep(Duration::from_millis(1500));
-        node.kill();
+        node.signal(nix::sys::signal::Signal::SIGKILL);
         stop.store(true, Ordering::Relaxed);
     });
+    node.kill(); // reap
     let acked = acked.into_inner().unwrap();
     assert!(acked.len() > 100, "load too small to mean anything: {} writes", acked.len());
 
