@@ -246,3 +246,43 @@ impl Sequencer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use openraft::errors::ErrorSource;
+    use openraft::testing::log::{StoreBuilder, Suite};
+    use openraft::StorageError;
+
+    use super::*;
+    use crate::store::{Store, StoreOptions};
+
+    fn fail(msg: String) -> StorageError<types::TypeConfig> {
+        StorageError::read(openraft::impls::BoxedErrorSource::from_string(msg))
+    }
+
+    /// openraft's own storage suite, run against our log store and our
+    /// SQLite state machine, each test in a fresh directory.
+    struct Builder;
+
+    impl StoreBuilder<types::TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
+        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<types::TypeConfig>> {
+            let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+            let store = Store::open(
+                &dir.path().join("data"),
+                StoreOptions { read_connections: 1, max_writeset_bytes: 1 << 20, cert_window: 1000 },
+            )
+            .map_err(|e| fail(e.to_string()))?;
+            let log = LogStore::open(&dir.path().join("log")).map_err(|e| fail(e.to_string()))?;
+            let sm = StateMachine::open(Arc::new(store), &dir.path().join("snapshots"), Arc::new(ApplyWaiters::new("t")))
+                .map_err(|e| fail(e.to_string()))?;
+            Ok((dir, log, sm))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn openraft_storage_suite() -> Result<(), StorageError<types::TypeConfig>> {
+        Suite::test_all(Builder).await
+    }
+}
