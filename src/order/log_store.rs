@@ -462,12 +462,15 @@ mod tests {
     use crate::order::types::Request;
 
     fn entry(term: u64, index: u64) -> Entry {
-        let log_id = LogId::new(openraft::vote::leader_id_adv::CommittedLeaderId::new(term, 1), index);
+        use openraft::vote::RaftLeaderId;
+        let leader = <openraft::alias::LeaderIdOf<TypeConfig> as RaftLeaderId>::new_committed(term, 1);
+        let log_id = LogId::new(leader, index);
         Entry::new_normal(log_id, Request::Bootstrap { state_uuid: uuid::Uuid::nil(), incarnation: index })
     }
 
     async fn append(store: &mut LogStore, entries: Vec<Entry>) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        use openraft::type_config::TypeConfigExt;
+        let (tx, rx) = TypeConfig::oneshot();
         let cb = IOFlushed::<TypeConfig>::signal(tx);
         store.append(entries, cb).await.expect("append");
         rx.await.expect("flushed").expect("fsync ok");
