@@ -462,8 +462,8 @@ mod tests {
     use crate::order::types::Request;
 
     fn entry(term: u64, index: u64) -> Entry {
-        use openraft::vote::RaftLeaderId;
-        let leader = <openraft::alias::LeaderIdOf<TypeConfig> as RaftLeaderId>::new_committed(term, 1);
+        use openraft::vote::RaftLeaderIdExt;
+        let leader = <openraft::alias::LeaderIdOf<TypeConfig> as RaftLeaderIdExt>::new_committed(term, 1);
         let log_id = LogId::new(leader, index);
         Entry::new_normal(log_id, Request::Bootstrap { state_uuid: uuid::Uuid::nil(), incarnation: index })
     }
