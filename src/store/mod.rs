@@ -349,7 +349,7 @@ pub(crate) mod testutil {
 
     /// Every row of a table, ordered, as debug text.
     pub fn dump(store: &Store, table: &str) -> Vec<Vec<SqlValue>> {
-        let r = store.query(&[st(&format!("SELECT * FROM {table} ORDER BY 1, 2"))], false).unwrap();
+        let r = store.query(&[st(&format!("SELECT * FROM {table} ORDER BY 1"))], false).unwrap();
         assert_eq!(r[0].error, None);
         r.into_iter().next().map(|q| q.rows).unwrap_or_default()
     }
