@@ -358,6 +358,12 @@ pub(crate) mod testutil {
     use super::*;
     use crate::sql::{Params, SqlValue};
 
+    #[test]
+    fn store_is_send_and_sync() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Store>();
+    }
+
     pub fn opts() -> StoreOptions {
         StoreOptions {
             read_connections: 2,
