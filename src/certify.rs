@@ -51,7 +51,9 @@ pub fn certify<I: CertIndex>(
         }));
     }
     if last_ddl_seqno > ws.snapshot_seqno {
-        return Ok(Err(FailReason::SchemaChanged { ddl_seqno: last_ddl_seqno }));
+        return Ok(Err(FailReason::SchemaChanged {
+            ddl_seqno: last_ddl_seqno,
+        }));
     }
     for key in &ws.keys {
         if let Some(changed) = index.last_change(key)? {
@@ -318,7 +320,9 @@ mod tests {
 
     fn ddl(snapshot: Seqno) -> WriteSet {
         WriteSet {
-            payload: Payload::Statements(vec![Statement::new("CREATE TABLE x(id INTEGER PRIMARY KEY)")]),
+            payload: Payload::Statements(vec![Statement::new(
+                "CREATE TABLE x(id INTEGER PRIMARY KEY)",
+            )]),
             ..ws(snapshot, &[])
         }
     }
@@ -330,9 +334,19 @@ mod tests {
     #[test]
     fn verdict_table() {
         // (index contents, write-set, seqno, window, last_ddl, expected)
-        type Case = (Vec<(i64, Seqno)>, WriteSet, Seqno, i64, Seqno, Result<(), FailReason>);
+        type Case = (
+            Vec<(i64, Seqno)>,
+            WriteSet,
+            Seqno,
+            i64,
+            Seqno,
+            Result<(), FailReason>,
+        );
         let conflict = |i: i64, s: Seqno| {
-            Err(FailReason::Conflict { key: render_key(&k(i)), conflicting_seqno: s })
+            Err(FailReason::Conflict {
+                key: render_key(&k(i)),
+                conflicting_seqno: s,
+            })
         };
         let cases: Vec<Case> = vec![
             // Empty index: passes.
@@ -344,7 +358,14 @@ mod tests {
             // Key changed after the snapshot: conflict, naming the seqno.
             (vec![(1, 5)], ws(4, &[k(1)]), 6, 100, -1, conflict(1, 5)),
             // Only the first conflicting key (in write-set order) is reported.
-            (vec![(1, 5), (2, 6)], ws(4, &[k(2), k(1)]), 7, 100, -1, conflict(2, 6)),
+            (
+                vec![(1, 5), (2, 6)],
+                ws(4, &[k(2), k(1)]),
+                7,
+                100,
+                -1,
+                conflict(2, 6),
+            ),
             // Other keys changed after the snapshot do not matter.
             (vec![(2, 6)], ws(4, &[k(1)]), 7, 100, -1, Ok(())),
             // Exactly at the window edge: passes.
@@ -356,7 +377,10 @@ mod tests {
                 11,
                 10,
                 -1,
-                Err(FailReason::TooOld { snapshot_seqno: 0, window_start: 1 }),
+                Err(FailReason::TooOld {
+                    snapshot_seqno: 0,
+                    window_start: 1,
+                }),
             ),
             // TooOld wins over a key conflict.
             (
@@ -365,10 +389,20 @@ mod tests {
                 12,
                 10,
                 -1,
-                Err(FailReason::TooOld { snapshot_seqno: 0, window_start: 2 }),
+                Err(FailReason::TooOld {
+                    snapshot_seqno: 0,
+                    window_start: 2,
+                }),
             ),
             // A schema change after the snapshot.
-            (vec![], ws(4, &[k(1)]), 7, 100, 5, Err(FailReason::SchemaChanged { ddl_seqno: 5 })),
+            (
+                vec![],
+                ws(4, &[k(1)]),
+                7,
+                100,
+                5,
+                Err(FailReason::SchemaChanged { ddl_seqno: 5 }),
+            ),
             // A schema change at the snapshot: the origin saw it.
             (vec![], ws(5, &[k(1)]), 7, 100, 5, Ok(())),
             // DDL write-sets are not certified at all.
@@ -411,7 +445,10 @@ mod tests {
             row_key("t", &[KeyValue::Text(b"a"), KeyValue::Text(b"bc")])
         );
         // Table names are case-insensitive; row and unique keys differ.
-        assert_eq!(row_key("Users", &[KeyValue::Integer(1)]), row_key("users", &[KeyValue::Integer(1)]));
+        assert_eq!(
+            row_key("Users", &[KeyValue::Integer(1)]),
+            row_key("users", &[KeyValue::Integer(1)])
+        );
         assert_ne!(
             row_key("users", &[KeyValue::Integer(1)]),
             unique_key("users", "", &[KeyValue::Integer(1)])
@@ -426,7 +463,11 @@ mod tests {
     fn keys_render_readably() {
         let key = row_key("Users", &[KeyValue::Integer(7), KeyValue::Text(b"o'k")]);
         assert_eq!(render_key(&key), "users PRIMARY KEY (7, 'o''k')");
-        let key = unique_key("users", "users_email", &[KeyValue::Text(b"a@b"), KeyValue::Null]);
+        let key = unique_key(
+            "users",
+            "users_email",
+            &[KeyValue::Text(b"a@b"), KeyValue::Null],
+        );
         assert_eq!(render_key(&key), "users UNIQUE users_email ('a@b', NULL)");
         let key = row_key("b", &[KeyValue::Blob(&[0xde, 0xad]), KeyValue::Real(0.5)]);
         assert_eq!(render_key(&key), "b PRIMARY KEY (x'dead', 0.5)");
@@ -445,8 +486,18 @@ mod tests {
     }
 
     fn step() -> impl Strategy<Value = Step> {
-        (prop::collection::vec(0u8..24, 0..4), 0i64..40, prop::bool::weighted(0.03), prop::bool::weighted(0.05))
-            .prop_map(|(keys, lag, ddl, apply_fails)| Step { keys, lag, ddl, apply_fails })
+        (
+            prop::collection::vec(0u8..24, 0..4),
+            0i64..40,
+            prop::bool::weighted(0.03),
+            prop::bool::weighted(0.05),
+        )
+            .prop_map(|(keys, lag, ddl, apply_fails)| Step {
+                keys,
+                lag,
+                ddl,
+                apply_fails,
+            })
     }
 
     fn to_ws(s: &Step, seqno: Seqno) -> WriteSet {
@@ -480,7 +531,8 @@ mod tests {
                 }
                 idx.record(&w.keys, seqno);
             }
-            if let Some(below) = interval.and_then(|every| prune_below_every(seqno, window, every)) {
+            if let Some(below) = interval.and_then(|every| prune_below_every(seqno, window, every))
+            {
                 idx.prune(below);
             }
             verdicts.push(v);

@@ -166,7 +166,9 @@ fn internal_refusal(name: &str) -> String {
 }
 
 fn writer_policy(ctx: &AuthContext<'_>, log: &mut StmtInfo) -> Result<(), String> {
-    let main = ctx.database_name.map_or(true, |d| d.eq_ignore_ascii_case("main"));
+    let main = ctx
+        .database_name
+        .map_or(true, |d| d.eq_ignore_ascii_case("main"));
     let ddl = |log: &mut StmtInfo, what: &str, table: &str| {
         if is_internal(table) {
             return Err(internal_refusal(table));
@@ -255,7 +257,13 @@ const READ_PRAGMAS_WITH_ARG: &[&str] = &[
 ];
 
 /// Pragmas that act even without a value.
-const ACTING_PRAGMAS: &[&str] = &["optimize", "shrink_memory", "wal_checkpoint", "incremental_vacuum", "analysis_limit"];
+const ACTING_PRAGMAS: &[&str] = &[
+    "optimize",
+    "shrink_memory",
+    "wal_checkpoint",
+    "incremental_vacuum",
+    "analysis_limit",
+];
 
 fn reader_policy(ctx: &AuthContext<'_>) -> Result<(), String> {
     match ctx.action {
@@ -301,7 +309,15 @@ const ALWAYS_NONDETERMINISTIC: &[&str] = &[
 
 /// Date and time functions: non-deterministic when they read the clock,
 /// i.e. with 'now' or without a time value.
-const DATE_TIME: &[&str] = &["date", "time", "datetime", "julianday", "unixepoch", "strftime", "timediff"];
+const DATE_TIME: &[&str] = &[
+    "date",
+    "time",
+    "datetime",
+    "julianday",
+    "unixepoch",
+    "strftime",
+    "timediff",
+];
 
 /// The non-deterministic calls of a statement, as `name()` strings. The
 /// authorizer gives names, not arguments, so for the date and time functions
@@ -312,11 +328,17 @@ pub(crate) fn nondeterministic_calls(info: &StmtInfo, sql: &str, params: &Params
     // A plain CREATE TABLE reports the functions of its column defaults, but
     // does not call them: they run at each INSERT (see the schema's
     // `nondeterministic_default`).
-    if !info.selects && info.ddl.as_deref().is_some_and(|d| d.starts_with("CREATE TABLE")) {
+    if !info.selects
+        && info
+            .ddl
+            .as_deref()
+            .is_some_and(|d| d.starts_with("CREATE TABLE"))
+    {
         return found;
     }
     let lower = sql.to_ascii_lowercase();
-    let param_is_now = |v: &SqlValue| matches!(v, SqlValue::Text(t) if t.trim().eq_ignore_ascii_case("now"));
+    let param_is_now =
+        |v: &SqlValue| matches!(v, SqlValue::Text(t) if t.trim().eq_ignore_ascii_case("now"));
     let now_param = match params {
         Params::None => false,
         Params::Positional(v) => v.iter().any(param_is_now),
@@ -329,7 +351,9 @@ pub(crate) fn nondeterministic_calls(info: &StmtInfo, sql: &str, params: &Params
             let reads_clock = now_param
                 || lower.contains("now")
                 || call_arg_counts(&lower, f).map_or(true, |counts| {
-                    counts.iter().any(|&n| n == 0 || (f == "strftime" && n == 1))
+                    counts
+                        .iter()
+                        .any(|&n| n == 0 || (f == "strftime" && n == 1))
                 });
             if reads_clock {
                 found.push(format!("{f}() with 'now'"));
@@ -410,7 +434,10 @@ mod tests {
     use super::*;
 
     fn info(fs: &[&str]) -> StmtInfo {
-        StmtInfo { functions: fs.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+        StmtInfo {
+            functions: fs.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
     }
 
     #[test]

@@ -42,7 +42,11 @@ pub(crate) fn capture(
     let mut txn = Txn::default();
     let outcome = run(w, stmts, transaction, snapshot, max_bytes, &mut txn, path);
     // Whatever happened, nothing captured may stay in the local database.
-    let rolled_back = if w.capture.is_autocommit() { Ok(()) } else { w.capture.execute_batch("ROLLBACK") };
+    let rolled_back = if w.capture.is_autocommit() {
+        Ok(())
+    } else {
+        w.capture.execute_batch("ROLLBACK")
+    };
     if txn.schema_touched {
         w.schema_changed();
     }
@@ -71,7 +75,13 @@ fn run(
     path: &Path,
 ) -> Result<Captured, StoreError> {
     let err = sqlite_err(path);
-    let Writer { capture: conn, capture_auth, schema, stmt_info, .. } = w;
+    let Writer {
+        capture: conn,
+        capture_auth,
+        schema,
+        stmt_info,
+        ..
+    } = w;
     let mut session = Session::new(conn).map_err(&err)?;
     session.table_filter(Some(|t: &str| !auth::is_internal(t)));
     session.attach::<&str>(None).map_err(&err)?;
@@ -90,7 +100,10 @@ fn run(
                 "{why}{}the statement ended the transaction; nothing was replicated",
                 if why.is_empty() { "" } else { ": " }
             )));
-            return Ok(Captured { results: std::mem::take(&mut txn.results), writeset: None });
+            return Ok(Captured {
+                results: std::mem::take(&mut txn.results),
+                writeset: None,
+            });
         }
         match outcome {
             Ok(result) => {
@@ -105,7 +118,10 @@ fn run(
                 if transaction {
                     // rqlite: the first error ends the transaction; later
                     // statements are not run and get no result.
-                    return Ok(Captured { results: std::mem::take(&mut txn.results), writeset: None });
+                    return Ok(Captured {
+                        results: std::mem::take(&mut txn.results),
+                        writeset: None,
+                    });
                 }
                 conn.execute_batch(STMT_UNDO).map_err(&err)?;
             }
@@ -114,16 +130,26 @@ fn run(
 
     let results = std::mem::take(&mut txn.results);
     if txn.done.is_empty() {
-        return Ok(Captured { results, writeset: None });
+        return Ok(Captured {
+            results,
+            writeset: None,
+        });
     }
     let (keys, payload, size) = if txn.ddl.is_some() {
         let size = txn.done.iter().map(statement_size).sum();
-        (Vec::new(), Payload::Statements(std::mem::take(&mut txn.done)), size)
+        (
+            Vec::new(),
+            Payload::Statements(std::mem::take(&mut txn.done)),
+            size,
+        )
     } else {
         let mut bytes = Vec::new();
         session.changeset_strm(&mut bytes).map_err(&err)?;
         if bytes.is_empty() {
-            return Ok(Captured { results, writeset: None });
+            return Ok(Captured {
+                results,
+                writeset: None,
+            });
         }
         let keys = keys::changeset_keys(conn, schema, &bytes).map_err(&err)?;
         let size = bytes.len() + keys.iter().map(|k| k.0.len()).sum::<usize>();
@@ -135,11 +161,21 @@ fn run(
              split it into smaller transactions"
         )));
     }
-    Ok(Captured { results, writeset: Some(CapturedWriteSet { snapshot_seqno: snapshot, keys, payload }) })
+    Ok(Captured {
+        results,
+        writeset: Some(CapturedWriteSet {
+            snapshot_seqno: snapshot,
+            keys,
+            payload,
+        }),
+    })
 }
 
 fn failed(message: String) -> ExecResult {
-    ExecResult { error: Some(message), ..ExecResult::default() }
+    ExecResult {
+        error: Some(message),
+        ..ExecResult::default()
+    }
 }
 
 /// Run one client statement. `Err` is the statement's error message.
@@ -203,7 +239,12 @@ fn execute(
     }
     txn.nondeterministic.extend(nondeterministic);
     let rows_affected = i64::try_from(conn.changes()).unwrap_or(i64::MAX);
-    Ok(ExecResult { rows_affected, last_insert_id: conn.last_insert_rowid(), error: None, time: None })
+    Ok(ExecResult {
+        rows_affected,
+        last_insert_id: conn.last_insert_rowid(),
+        error: None,
+        time: None,
+    })
 }
 
 /// The policy that needs the schema: writes only to tables with a primary
@@ -274,7 +315,9 @@ fn first_keyword(sql: &str) -> &str {
             break;
         }
     }
-    let end = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(rest.len());
     &rest[..end]
 }
 
@@ -299,7 +342,10 @@ mod tests {
             ],
             1,
         );
-        assert!(matches!(apply_one(&s, &ws), crate::writeset::Verdict::Committed { .. }));
+        assert!(matches!(
+            apply_one(&s, &ws),
+            crate::writeset::Verdict::Committed { .. }
+        ));
         (dir, s)
     }
 
@@ -314,7 +360,10 @@ mod tests {
             .capture(
                 &[
                     st("INSERT INTO t(name) VALUES ('a')"),
-                    stp("INSERT INTO t(id, name) VALUES (?, ?)", vec![SqlValue::Integer(10), SqlValue::Text("b".into())]),
+                    stp(
+                        "INSERT INTO t(id, name) VALUES (?, ?)",
+                        vec![SqlValue::Integer(10), SqlValue::Text("b".into())],
+                    ),
                     Statement {
                         sql: "UPDATE t SET name = :n WHERE id >= $min".into(),
                         params: Params::Named(vec![
@@ -327,8 +376,14 @@ mod tests {
             )
             .unwrap();
         assert_eq!(errors(&c), vec![None, None, None]);
-        assert_eq!((c.results[0].rows_affected, c.results[0].last_insert_id), (1, 1));
-        assert_eq!((c.results[1].rows_affected, c.results[1].last_insert_id), (1, 10));
+        assert_eq!(
+            (c.results[0].rows_affected, c.results[0].last_insert_id),
+            (1, 1)
+        );
+        assert_eq!(
+            (c.results[1].rows_affected, c.results[1].last_insert_id),
+            (1, 10)
+        );
         assert_eq!(c.results[2].rows_affected, 2);
         let ws = c.writeset.unwrap();
         assert_eq!(ws.snapshot_seqno, 0);
@@ -354,7 +409,12 @@ mod tests {
             .unwrap();
         let e = errors(&c);
         assert_eq!(e[0], None);
-        assert!(e[1].as_deref().unwrap().contains("UNIQUE constraint failed"), "{e:?}");
+        assert!(
+            e[1].as_deref()
+                .unwrap()
+                .contains("UNIQUE constraint failed"),
+            "{e:?}"
+        );
         assert_eq!(e[2].as_deref(), Some("no such table: nosuch"));
         assert_eq!(e[3], None);
         let ws = WriteSet {
@@ -364,12 +424,23 @@ mod tests {
             keys: c.writeset.as_ref().unwrap().keys.clone(),
             payload: c.writeset.unwrap().payload,
         };
-        assert!(matches!(apply_one(&s, &ws), crate::writeset::Verdict::Committed { .. }));
+        assert!(matches!(
+            apply_one(&s, &ws),
+            crate::writeset::Verdict::Committed { .. }
+        ));
         assert_eq!(
             dump(&s, "t"),
             vec![
-                vec![SqlValue::Integer(1), SqlValue::Text("a".into()), SqlValue::Null],
-                vec![SqlValue::Integer(2), SqlValue::Text("b".into()), SqlValue::Null]
+                vec![
+                    SqlValue::Integer(1),
+                    SqlValue::Text("a".into()),
+                    SqlValue::Null
+                ],
+                vec![
+                    SqlValue::Integer(2),
+                    SqlValue::Text("b".into()),
+                    SqlValue::Null
+                ]
             ]
         );
     }
@@ -396,7 +467,12 @@ mod tests {
     #[test]
     fn nothing_changed_means_nothing_to_replicate() {
         let (_d, s) = store();
-        let c = s.capture(&[st("UPDATE t SET name = 'x' WHERE id = 42"), st("SELECT 1")], true).unwrap();
+        let c = s
+            .capture(
+                &[st("UPDATE t SET name = 'x' WHERE id = 42"), st("SELECT 1")],
+                true,
+            )
+            .unwrap();
         assert_eq!(errors(&c), vec![None, None]);
         assert!(c.writeset.is_none());
         let c = s.capture(&[], true).unwrap();
@@ -432,36 +508,74 @@ mod tests {
             }
         }
         // The refused statement changed nothing, even locally.
-        let r = s.query(&[st("SELECT seqno FROM _quorate_meta")], false).unwrap();
+        let r = s
+            .query(&[st("SELECT seqno FROM _quorate_meta")], false)
+            .unwrap();
         assert_eq!(r[0].rows, vec![vec![SqlValue::Integer(0)]]);
         // A refused PRAGMA setting did not take effect on the connection.
         let w = s.writer.lock().unwrap();
-        let sync: i64 = w.capture.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        let sync: i64 = w
+            .capture
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(sync, 1);
     }
 
     #[test]
     fn ddl_replicates_as_statements_and_must_be_deterministic() {
         let (_d, s) = store();
-        let c = s.capture(&[st("CREATE INDEX t_name ON t(name)"), st("INSERT INTO t(name) VALUES ('a')")], true).unwrap();
+        let c = s
+            .capture(
+                &[
+                    st("CREATE INDEX t_name ON t(name)"),
+                    st("INSERT INTO t(name) VALUES ('a')"),
+                ],
+                true,
+            )
+            .unwrap();
         assert_eq!(errors(&c), vec![None, None]);
         let ws = c.writeset.unwrap();
         assert!(ws.keys.is_empty());
         assert!(matches!(&ws.payload, Payload::Statements(v) if v.len() == 2));
 
         // A DEFAULT CURRENT_TIMESTAMP in a CREATE TABLE is fine.
-        let c = s.capture(&[st("CREATE TABLE d(id INTEGER PRIMARY KEY, at TEXT DEFAULT CURRENT_TIMESTAMP)")], true).unwrap();
+        let c = s
+            .capture(
+                &[st(
+                    "CREATE TABLE d(id INTEGER PRIMARY KEY, at TEXT DEFAULT CURRENT_TIMESTAMP)",
+                )],
+                true,
+            )
+            .unwrap();
         assert_eq!(errors(&c), vec![None]);
 
         let refused: &[&[&str]] = &[
             &["CREATE TABLE r AS SELECT random() AS x"],
-            &["INSERT INTO t(name) VALUES (random())", "CREATE INDEX i1 ON t(name)"],
-            &["CREATE INDEX i2 ON t(name)", "INSERT INTO t(name) VALUES (datetime('now'))"],
-            &["CREATE INDEX i3 ON t(name)", "UPDATE t SET name = CURRENT_TIMESTAMP"],
-            &["CREATE INDEX i4 ON t(name)", "INSERT INTO t(name) VALUES (last_insert_rowid())"],
-            &["CREATE INDEX i5 ON t(name)", "INSERT INTO t(name) VALUES (sqlite_version())"],
+            &[
+                "INSERT INTO t(name) VALUES (random())",
+                "CREATE INDEX i1 ON t(name)",
+            ],
+            &[
+                "CREATE INDEX i2 ON t(name)",
+                "INSERT INTO t(name) VALUES (datetime('now'))",
+            ],
+            &[
+                "CREATE INDEX i3 ON t(name)",
+                "UPDATE t SET name = CURRENT_TIMESTAMP",
+            ],
+            &[
+                "CREATE INDEX i4 ON t(name)",
+                "INSERT INTO t(name) VALUES (last_insert_rowid())",
+            ],
+            &[
+                "CREATE INDEX i5 ON t(name)",
+                "INSERT INTO t(name) VALUES (sqlite_version())",
+            ],
             // The default reads the clock when the row is inserted, by every node.
-            &["CREATE INDEX i6 ON t(name)", "INSERT INTO stamped(id) VALUES (1)"],
+            &[
+                "CREATE INDEX i6 ON t(name)",
+                "INSERT INTO stamped(id) VALUES (1)",
+            ],
         ];
         for stmts in refused {
             let stmts: Vec<Statement> = stmts.iter().map(|q| st(q)).collect();
@@ -469,7 +583,10 @@ mod tests {
                 let c = s.capture(&stmts, transaction).unwrap();
                 let e: Vec<String> = c.results.iter().filter_map(|r| r.error.clone()).collect();
                 assert_eq!(e.len(), 1, "{stmts:?}: {e:?}");
-                assert!(e[0].contains("cannot replicate this schema change"), "{e:?}");
+                assert!(
+                    e[0].contains("cannot replicate this schema change"),
+                    "{e:?}"
+                );
                 match c.writeset {
                     None => {}
                     // Without a transaction the other statement still goes
@@ -478,7 +595,8 @@ mod tests {
                     Some(ws) => assert!(
                         !transaction
                             && match &ws.payload {
-                                Payload::Statements(v) => v.len() == 1 && v[0].sql.starts_with("CREATE"),
+                                Payload::Statements(v) =>
+                                    v.len() == 1 && v[0].sql.starts_with("CREATE"),
                                 Payload::Changeset(_) => true,
                             }
                     ),
@@ -487,21 +605,50 @@ mod tests {
         }
         // Non-deterministic functions are fine outside of DDL: the values
         // travel in the changeset.
-        let c = s.capture(&[st("INSERT INTO t(name) VALUES (random())"), st("INSERT INTO stamped(id) VALUES (1)")], true).unwrap();
+        let c = s
+            .capture(
+                &[
+                    st("INSERT INTO t(name) VALUES (random())"),
+                    st("INSERT INTO stamped(id) VALUES (1)"),
+                ],
+                true,
+            )
+            .unwrap();
         assert_eq!(errors(&c), vec![None, None]);
         assert!(matches!(c.writeset.unwrap().payload, Payload::Changeset(_)));
         // A date function with a fixed value is deterministic.
-        let c = s.capture(&[st("CREATE INDEX i7 ON t(name)"), st("INSERT INTO t(name) VALUES (date('2024-01-01', '+1 day'))")], true).unwrap();
+        let c = s
+            .capture(
+                &[
+                    st("CREATE INDEX i7 ON t(name)"),
+                    st("INSERT INTO t(name) VALUES (date('2024-01-01', '+1 day'))"),
+                ],
+                true,
+            )
+            .unwrap();
         assert_eq!(errors(&c), vec![None, None]);
     }
 
     #[test]
     fn too_large_a_write_set_is_refused() {
         let dir = TempDir::new().unwrap();
-        let s = Store::open(dir.path(), StoreOptions { max_writeset_bytes: 1000, ..opts() }).unwrap();
-        let ws = capture_ws(&s, &[st("CREATE TABLE b(id INTEGER PRIMARY KEY, v BLOB)")], 1);
+        let s = Store::open(
+            dir.path(),
+            StoreOptions {
+                max_writeset_bytes: 1000,
+                ..opts()
+            },
+        )
+        .unwrap();
+        let ws = capture_ws(
+            &s,
+            &[st("CREATE TABLE b(id INTEGER PRIMARY KEY, v BLOB)")],
+            1,
+        );
         apply_one(&s, &ws);
-        let small = s.capture(&[st("INSERT INTO b VALUES (1, zeroblob(100))")], true).unwrap();
+        let small = s
+            .capture(&[st("INSERT INTO b VALUES (1, zeroblob(100))")], true)
+            .unwrap();
         assert!(small.writeset.is_some());
         match s.capture(&[st("INSERT INTO b VALUES (1, zeroblob(2000))")], true) {
             Err(StoreError::Refused(msg)) => {
@@ -511,7 +658,11 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // The writer is usable afterwards, and nothing leaked.
-        assert!(s.capture(&[st("INSERT INTO b VALUES (1, x'00')")], true).unwrap().writeset.is_some());
+        assert!(s
+            .capture(&[st("INSERT INTO b VALUES (1, x'00')")], true)
+            .unwrap()
+            .writeset
+            .is_some());
         assert!(dump(&s, "b").is_empty());
     }
 
@@ -519,17 +670,35 @@ mod tests {
     fn cached_statements_are_still_checked() {
         let (_d, s) = store();
         for _ in 0..3 {
-            let c = s.capture(&[st("INSERT INTO nopk VALUES (1, 2)")], true).unwrap();
-            assert!(c.results[0].error.as_deref().unwrap_or_default().contains("no PRIMARY KEY"));
-            let c = s.capture(&[st("INSERT INTO t(name) VALUES (1)")], true).unwrap();
+            let c = s
+                .capture(&[st("INSERT INTO nopk VALUES (1, 2)")], true)
+                .unwrap();
+            assert!(c.results[0]
+                .error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("no PRIMARY KEY"));
+            let c = s
+                .capture(&[st("INSERT INTO t(name) VALUES (1)")], true)
+                .unwrap();
             assert_eq!(c.results[0].error, None);
         }
         // A trigger added later makes the same (cached) text write a table
         // without a primary key.
         let ws = capture_ws(&s, &[st("CREATE TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO nopk VALUES (new.id, 0); END")], 9);
         apply_one(&s, &ws);
-        let c = s.capture(&[st("INSERT INTO t(name) VALUES (1)")], true).unwrap();
-        assert!(c.results[0].error.as_deref().unwrap_or_default().contains("nopk has no PRIMARY KEY"), "{:?}", c.results);
+        let c = s
+            .capture(&[st("INSERT INTO t(name) VALUES (1)")], true)
+            .unwrap();
+        assert!(
+            c.results[0]
+                .error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("nopk has no PRIMARY KEY"),
+            "{:?}",
+            c.results
+        );
     }
 
     #[test]

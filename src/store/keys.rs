@@ -36,21 +36,35 @@ pub(crate) fn changeset_keys(
         let Some(table) = schema.table(conn, &table_name)? else {
             // The changeset was just taken from this connection, so the
             // table exists; if not, SQLite has a bug worth surfacing.
-            return Err(rusqlite::Error::InvalidParameterName(format!("changeset names unknown table {table_name}")));
+            return Err(rusqlite::Error::InvalidParameterName(format!(
+                "changeset names unknown table {table_name}"
+            )));
         };
-        let side = if code == Action::SQLITE_INSERT { Side::New } else { Side::Old };
-        let pk: Vec<Value> = table.pk.iter().map(|&c| value(&item, side, c)).collect::<Result<_, _>>()?;
+        let side = if code == Action::SQLITE_INSERT {
+            Side::New
+        } else {
+            Side::Old
+        };
+        let pk: Vec<Value> = table
+            .pk
+            .iter()
+            .map(|&c| value(item, side, c))
+            .collect::<Result<_, _>>()?;
         let pk_refs: Vec<KeyValue<'_>> = pk.iter().map(values::key_value).collect();
         keys.push(row_key(&table.name, &pk_refs));
 
         for index in &table.unique {
             let vals: Vec<Value> = match code {
-                Action::SQLITE_INSERT => {
-                    index.columns.iter().map(|&c| value(&item, Side::New, c)).collect::<Result<_, _>>()?
-                }
-                Action::SQLITE_DELETE => {
-                    index.columns.iter().map(|&c| value(&item, Side::Old, c)).collect::<Result<_, _>>()?
-                }
+                Action::SQLITE_INSERT => index
+                    .columns
+                    .iter()
+                    .map(|&c| value(item, Side::New, c))
+                    .collect::<Result<_, _>>()?,
+                Action::SQLITE_DELETE => index
+                    .columns
+                    .iter()
+                    .map(|&c| value(item, Side::Old, c))
+                    .collect::<Result<_, _>>()?,
                 _ => {
                     // An UPDATE records new values only for the columns it
                     // changed; untouched indexes need no key.
@@ -87,7 +101,12 @@ fn value(item: &ChangesetItem, side: Side, col: usize) -> rusqlite::Result<Value
     Ok(values::owned(v))
 }
 
-fn read_columns(conn: &Connection, table: &TableInfo, pk: &[Value], cols: &[usize]) -> rusqlite::Result<Vec<Value>> {
+fn read_columns(
+    conn: &Connection,
+    table: &TableInfo,
+    pk: &[Value],
+    cols: &[usize],
+) -> rusqlite::Result<Vec<Value>> {
     let names = |cs: &[usize]| -> rusqlite::Result<Vec<String>> {
         cs.iter()
             .map(|&c| {
@@ -100,15 +119,24 @@ fn read_columns(conn: &Connection, table: &TableInfo, pk: &[Value], cols: &[usiz
             .collect()
     };
     let select = names(cols)?.join(", ");
-    let filter: Vec<String> =
-        names(&table.pk)?.into_iter().enumerate().map(|(i, n)| format!("{n} IS ?{}", i + 1)).collect();
-    let sql = format!("SELECT {select} FROM main.{} WHERE {}", quote_ident(&table.name), filter.join(" AND "));
+    let filter: Vec<String> = names(&table.pk)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| format!("{n} IS ?{}", i + 1))
+        .collect();
+    let sql = format!(
+        "SELECT {select} FROM main.{} WHERE {}",
+        quote_ident(&table.name),
+        filter.join(" AND ")
+    );
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(pk.iter()))?;
     let Some(row) = rows.next()? else {
         return Err(rusqlite::Error::QueryReturnedNoRows);
     };
-    (0..cols.len()).map(|i| row.get_ref(i).map(values::owned)).collect()
+    (0..cols.len())
+        .map(|i| row.get_ref(i).map(values::owned))
+        .collect()
 }
 
 /// Check a changeset from a peer before applying it. SQLite silently skips
@@ -149,12 +177,17 @@ pub(crate) fn validate(
             return Ok(Err(format!("changeset writes internal table {name}")));
         }
         let Some(table) = schema.table(conn, &name)? else {
-            return Ok(Err(format!("changeset writes table {name}, which does not exist")));
+            return Ok(Err(format!(
+                "changeset writes table {name}, which does not exist"
+            )));
         };
         let ncol = usize::try_from(ncol).unwrap_or(usize::MAX);
         let pk_matches = pk_flags.len() == ncol
             && table.pk.iter().all(|&c| c < ncol)
-            && pk_flags.iter().enumerate().all(|(c, &flag)| (flag != 0) == table.pk.contains(&c));
+            && pk_flags
+                .iter()
+                .enumerate()
+                .all(|(c, &flag)| (flag != 0) == table.pk.contains(&c));
         if table.is_view || ncol > table.columns.len() || table.pk.is_empty() || !pk_matches {
             return Ok(Err(format!(
                 "changeset does not match the schema of table {name} ({ncol} columns in the changeset, {} in the table)",

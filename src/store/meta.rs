@@ -39,46 +39,90 @@ pub(crate) fn read_meta(conn: &Connection) -> rusqlite::Result<(Position, Seqno)
         [],
         |r| {
             let uuid: String = r.get(0)?;
-            let state_uuid = Uuid::parse_str(&uuid)
-                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?;
+            let state_uuid = Uuid::parse_str(&uuid).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?;
             let incarnation: i64 = r.get(2)?;
-            let incarnation = u64::try_from(incarnation)
-                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Integer, Box::new(e)))?;
-            Ok((Position { state_uuid, seqno: r.get(1)?, incarnation }, r.get(3)?))
+            let incarnation = u64::try_from(incarnation).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    2,
+                    rusqlite::types::Type::Integer,
+                    Box::new(e),
+                )
+            })?;
+            Ok((
+                Position {
+                    state_uuid,
+                    seqno: r.get(1)?,
+                    incarnation,
+                },
+                r.get(3)?,
+            ))
         },
     )
 }
 
 pub(crate) fn raft_state(conn: &Connection) -> rusqlite::Result<Option<Vec<u8>>> {
-    conn.query_row("SELECT raft_state FROM _quorate_meta WHERE id = 0", [], |r| r.get(0))
+    conn.query_row(
+        "SELECT raft_state FROM _quorate_meta WHERE id = 0",
+        [],
+        |r| r.get(0),
+    )
 }
 
 pub(crate) fn set_raft_state(conn: &Connection, raft_state: &[u8]) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE _quorate_meta SET raft_state = ?1 WHERE id = 0")?.execute([raft_state])?;
+    conn.prepare_cached("UPDATE _quorate_meta SET raft_state = ?1 WHERE id = 0")?
+        .execute([raft_state])?;
     Ok(())
 }
 
-pub(crate) fn set_identity(conn: &Connection, uuid: Uuid, incarnation: u64, raft_state: &[u8]) -> rusqlite::Result<()> {
-    let incarnation = i64::try_from(incarnation).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-    conn.prepare_cached("UPDATE _quorate_meta SET state_uuid = ?1, incarnation = ?2, raft_state = ?3 WHERE id = 0")?
-        .execute(rusqlite::params![uuid.to_string(), incarnation, raft_state])?;
+pub(crate) fn set_identity(
+    conn: &Connection,
+    uuid: Uuid,
+    incarnation: u64,
+    raft_state: &[u8],
+) -> rusqlite::Result<()> {
+    let incarnation = i64::try_from(incarnation)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    conn.prepare_cached(
+        "UPDATE _quorate_meta SET state_uuid = ?1, incarnation = ?2, raft_state = ?3 WHERE id = 0",
+    )?
+    .execute(rusqlite::params![uuid.to_string(), incarnation, raft_state])?;
     Ok(())
 }
 
 /// Record where a batch left the data; same transaction as the batch.
-pub(crate) fn set_applied(conn: &Connection, seqno: Seqno, last_ddl_seqno: Seqno, raft_state: &[u8]) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE _quorate_meta SET seqno = ?1, last_ddl_seqno = ?2, raft_state = ?3 WHERE id = 0")?
-        .execute(rusqlite::params![seqno, last_ddl_seqno, raft_state])?;
+pub(crate) fn set_applied(
+    conn: &Connection,
+    seqno: Seqno,
+    last_ddl_seqno: Seqno,
+    raft_state: &[u8],
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE _quorate_meta SET seqno = ?1, last_ddl_seqno = ?2, raft_state = ?3 WHERE id = 0",
+    )?
+    .execute(rusqlite::params![seqno, last_ddl_seqno, raft_state])?;
     Ok(())
 }
 
-pub(crate) fn cert_last_change(conn: &Connection, key: &CertKey) -> rusqlite::Result<Option<Seqno>> {
+pub(crate) fn cert_last_change(
+    conn: &Connection,
+    key: &CertKey,
+) -> rusqlite::Result<Option<Seqno>> {
     conn.prepare_cached("SELECT seqno FROM _quorate_cert WHERE key = ?1")?
         .query_row([&key.0], |r| r.get(0))
         .optional()
 }
 
-pub(crate) fn cert_record(conn: &Connection, keys: &[CertKey], seqno: Seqno) -> rusqlite::Result<()> {
+pub(crate) fn cert_record(
+    conn: &Connection,
+    keys: &[CertKey],
+    seqno: Seqno,
+) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO _quorate_cert (key, seqno) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET seqno = excluded.seqno",
     )?;
@@ -89,7 +133,8 @@ pub(crate) fn cert_record(conn: &Connection, keys: &[CertKey], seqno: Seqno) -> 
 }
 
 pub(crate) fn cert_prune(conn: &Connection, below: Seqno) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM _quorate_cert WHERE seqno < ?1")?.execute([below])?;
+    conn.prepare_cached("DELETE FROM _quorate_cert WHERE seqno < ?1")?
+        .execute([below])?;
     Ok(())
 }
 
@@ -119,7 +164,10 @@ pub(crate) fn read_raft_state(db_path: &Path) -> Result<Option<Vec<u8>>, StoreEr
 /// Position and last DDL seqno of a file that must be a quorate database.
 pub(crate) fn inspect(db_path: &Path) -> Result<(Position, Seqno), StoreError> {
     if !db_path.exists() {
-        return Err(StoreError::NotQuorate { path: db_path.to_path_buf(), reason: "no such file".into() });
+        return Err(StoreError::NotQuorate {
+            path: db_path.to_path_buf(),
+            reason: "no such file".into(),
+        });
     }
     let conn = open_read_only(db_path)?;
     check_quorate(&conn, db_path)?;
@@ -127,8 +175,14 @@ pub(crate) fn inspect(db_path: &Path) -> Result<(Position, Seqno), StoreError> {
 }
 
 fn open_read_only(db_path: &Path) -> Result<Connection, StoreError> {
-    Connection::open_with_flags(db_path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(|source| StoreError::Sqlite { path: db_path.to_path_buf(), source })
+    Connection::open_with_flags(
+        db_path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| StoreError::Sqlite {
+        path: db_path.to_path_buf(),
+        source,
+    })
 }
 
 fn check_quorate(conn: &Connection, db_path: &Path) -> Result<(), StoreError> {
@@ -149,5 +203,8 @@ fn check_quorate(conn: &Connection, db_path: &Path) -> Result<(), StoreError> {
 }
 
 fn not_quorate(path: &Path, e: rusqlite::Error) -> StoreError {
-    StoreError::NotQuorate { path: path.to_path_buf(), reason: e.to_string() }
+    StoreError::NotQuorate {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
 }

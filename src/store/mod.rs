@@ -69,11 +69,17 @@ pub struct CapturedWriteSet {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("SQLite error on {path}: {source}")]
-    Sqlite { path: PathBuf, source: rusqlite::Error },
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("{0}")]
     Refused(String),
     #[error("I/O error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A file that should be a quorate database is not one.
     #[error("{path} is not a quorate database: {reason}")]
     NotQuorate { path: PathBuf, reason: String },
@@ -118,11 +124,19 @@ impl Writer {
 
 impl Store {
     pub fn open(data_dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|source| StoreError::Io { path: data_dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
         let path = data_dir.join(DB_FILE);
         let (writer, readers, position) = Self::open_connections(&path, &opts, &sqlite_err(&path))?;
-        Ok(Store { writer: Mutex::new(writer), readers, position: RwLock::new(position), path, opts })
+        Ok(Store {
+            writer: Mutex::new(writer),
+            readers,
+            position: RwLock::new(position),
+            path,
+            opts,
+        })
     }
 
     fn open_connections(
@@ -130,14 +144,16 @@ impl Store {
         opts: &StoreOptions,
         err: &impl Fn(rusqlite::Error) -> StoreError,
     ) -> Result<(Writer, read::ReaderPool, Position), StoreError> {
-
         let apply = open_connection(path).map_err(err)?;
         apply
             .query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
             .map_err(err)?;
         meta::create_tables(&apply).map_err(err)?;
         apply
-            .set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)
+            .set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER,
+                false,
+            )
             .map_err(err)?;
         let (position, last_ddl_seqno) = meta::read_meta(&apply).map_err(err)?;
         let mut apply = apply;
@@ -173,11 +189,24 @@ impl Store {
     pub fn capture(&self, stmts: &[Statement], transaction: bool) -> Result<Captured, StoreError> {
         let mut w = self.lock_writer()?;
         let snapshot = self.position().seqno;
-        capture::capture(&mut w, stmts, transaction, snapshot, self.opts.max_writeset_bytes, &self.path)
+        capture::capture(
+            &mut w,
+            stmts,
+            transaction,
+            snapshot,
+            self.opts.max_writeset_bytes,
+            &self.path,
+        )
     }
 
-    pub fn query(&self, stmts: &[Statement], timings: bool) -> Result<Vec<QueryResult>, StoreError> {
-        self.readers.query(stmts, timings).map_err(sqlite_err(&self.path))
+    pub fn query(
+        &self,
+        stmts: &[Statement],
+        timings: bool,
+    ) -> Result<Vec<QueryResult>, StoreError> {
+        self.readers
+            .query(stmts, timings)
+            .map_err(sqlite_err(&self.path))
     }
 
     /// Whether `sql` only reads (routes `/db/request` statements). An `Err`
@@ -185,17 +214,24 @@ impl Store {
     /// there, e.g. a PRAGMA that writes): treat it as a write, whose path
     /// reports the error.
     pub fn is_read_only(&self, sql: &str) -> Result<bool, StoreError> {
-        self.readers.is_read_only(sql).map_err(sqlite_err(&self.path))
+        self.readers
+            .is_read_only(sql)
+            .map_err(sqlite_err(&self.path))
     }
 
     /// Certify and apply ordered write-sets in one SQLite transaction.
     /// `Err` means nothing changed (not even the position): the caller may
     /// retry the same batch.
-    pub fn apply_batch(&self, batch: &[WriteSet], raft_state: &[u8]) -> Result<Vec<ApplyOutcome>, StoreError> {
+    pub fn apply_batch(
+        &self,
+        batch: &[WriteSet],
+        raft_state: &[u8],
+    ) -> Result<Vec<ApplyOutcome>, StoreError> {
         let mut w = self.lock_writer()?;
         let from = self.position();
-        let (outcomes, seqno) = apply::apply_batch(&mut w, batch, raft_state, from.seqno, self.opts.cert_window)
-            .map_err(sqlite_err(&self.path))?;
+        let (outcomes, seqno) =
+            apply::apply_batch(&mut w, batch, raft_state, from.seqno, self.opts.cert_window)
+                .map_err(sqlite_err(&self.path))?;
         self.set_cached_position(Position { seqno, ..from });
         Ok(outcomes)
     }
@@ -210,11 +246,21 @@ impl Store {
         meta::set_raft_state(&w.apply, raft_state).map_err(sqlite_err(&self.path))
     }
 
-    pub fn set_identity(&self, state_uuid: uuid::Uuid, incarnation: u64, raft_state: &[u8]) -> Result<(), StoreError> {
+    pub fn set_identity(
+        &self,
+        state_uuid: uuid::Uuid,
+        incarnation: u64,
+        raft_state: &[u8],
+    ) -> Result<(), StoreError> {
         let w = self.lock_writer()?;
-        meta::set_identity(&w.apply, state_uuid, incarnation, raft_state).map_err(sqlite_err(&self.path))?;
+        meta::set_identity(&w.apply, state_uuid, incarnation, raft_state)
+            .map_err(sqlite_err(&self.path))?;
         let pos = self.position();
-        self.set_cached_position(Position { state_uuid, incarnation, ..pos });
+        self.set_cached_position(Position {
+            state_uuid,
+            incarnation,
+            ..pos
+        });
         Ok(())
     }
 
@@ -247,7 +293,8 @@ impl Store {
                 let mut w = poisoned.into_inner();
                 for conn in [&w.capture, &w.apply] {
                     if !conn.is_autocommit() {
-                        conn.execute_batch("ROLLBACK").map_err(sqlite_err(&self.path))?;
+                        conn.execute_batch("ROLLBACK")
+                            .map_err(sqlite_err(&self.path))?;
                     }
                 }
                 w.schema_changed();
@@ -271,7 +318,10 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-    move |source| StoreError::Sqlite { path: path.to_path_buf(), source }
+    move |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Quote an identifier for SQL text.
@@ -308,8 +358,18 @@ pub(crate) mod testutil {
     use super::*;
     use crate::sql::{Params, SqlValue};
 
+    #[test]
+    fn store_is_send_and_sync() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Store>();
+    }
+
     pub fn opts() -> StoreOptions {
-        StoreOptions { read_connections: 2, max_writeset_bytes: 1 << 20, cert_window: 1000 }
+        StoreOptions {
+            read_connections: 2,
+            max_writeset_bytes: 1 << 20,
+            cert_window: 1000,
+        }
     }
 
     pub fn open(dir: &Path) -> Store {
@@ -321,7 +381,10 @@ pub(crate) mod testutil {
     }
 
     pub fn stp(sql: &str, params: Vec<SqlValue>) -> Statement {
-        Statement { sql: sql.into(), params: Params::Positional(params) }
+        Statement {
+            sql: sql.into(),
+            params: Params::Positional(params),
+        }
     }
 
     /// Capture and expect a write-set.
@@ -342,14 +405,18 @@ pub(crate) mod testutil {
 
     /// Apply one write-set and return its verdict.
     pub fn apply_one(store: &Store, ws: &WriteSet) -> crate::writeset::Verdict {
-        let mut out = store.apply_batch(std::slice::from_ref(ws), b"raft").unwrap();
+        let mut out = store
+            .apply_batch(std::slice::from_ref(ws), b"raft")
+            .unwrap();
         assert_eq!(out.len(), 1);
         out.remove(0).verdict
     }
 
     /// Every row of a table, ordered, as debug text.
     pub fn dump(store: &Store, table: &str) -> Vec<Vec<SqlValue>> {
-        let r = store.query(&[st(&format!("SELECT * FROM {table} ORDER BY 1, 2"))], false).unwrap();
+        let r = store
+            .query(&[st(&format!("SELECT * FROM {table} ORDER BY 1"))], false)
+            .unwrap();
         assert_eq!(r[0].error, None);
         r.into_iter().next().map(|q| q.rows).unwrap_or_default()
     }

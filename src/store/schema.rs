@@ -39,7 +39,11 @@ impl SchemaCache {
     }
 
     /// `None` when no table or view of that name exists in `main`.
-    pub fn table(&mut self, conn: &Connection, name: &str) -> rusqlite::Result<Option<Arc<TableInfo>>> {
+    pub fn table(
+        &mut self,
+        conn: &Connection,
+        name: &str,
+    ) -> rusqlite::Result<Option<Arc<TableInfo>>> {
         let key = name.to_ascii_lowercase();
         if let Some(found) = self.tables.get(&key) {
             return Ok(found.clone());
@@ -65,8 +69,9 @@ fn load(conn: &Connection, name: &str) -> rusqlite::Result<Option<TableInfo>> {
     let mut pk = Vec::new();
     let mut nondeterministic_default = None;
     {
-        let mut stmt =
-            conn.prepare_cached("SELECT cid, name, pk, dflt_value FROM pragma_table_info(?1, 'main') ORDER BY cid")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT cid, name, pk, dflt_value FROM pragma_table_info(?1, 'main') ORDER BY cid",
+        )?;
         let mut rows = stmt.query([&name])?;
         while let Some(r) = rows.next()? {
             let cid: i64 = r.get(0)?;
@@ -77,7 +82,9 @@ fn load(conn: &Connection, name: &str) -> rusqlite::Result<Option<TableInfo>> {
             if in_pk > 0 {
                 pk.push(idx);
             }
-            if nondeterministic_default.is_none() && default.as_deref().is_some_and(reads_clock_or_random) {
+            if nondeterministic_default.is_none()
+                && default.as_deref().is_some_and(reads_clock_or_random)
+            {
                 nondeterministic_default = Some(col.clone());
             }
             columns.push(col);
@@ -96,20 +103,36 @@ fn load(conn: &Connection, name: &str) -> rusqlite::Result<Option<TableInfo>> {
             indexes.push(r.get::<_, String>(0)?);
         }
         for index in indexes {
-            let mut stmt = conn.prepare_cached("SELECT cid FROM pragma_index_info(?1, 'main') ORDER BY seqno")?;
-            let cids: Vec<i64> = stmt.query_map([&index], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            let mut stmt = conn
+                .prepare_cached("SELECT cid FROM pragma_index_info(?1, 'main') ORDER BY seqno")?;
+            let cids: Vec<i64> = stmt
+                .query_map([&index], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
             // Expression columns (cid < 0) cannot be computed from the
             // changeset; a clash on them still fails at apply, on every
             // node alike.
             if cids.iter().any(|&c| c < 0) {
                 continue;
             }
-            let columns = cids.into_iter().filter_map(|c| usize::try_from(c).ok()).collect();
-            unique.push(UniqueIndex { name: index, columns });
+            let columns = cids
+                .into_iter()
+                .filter_map(|c| usize::try_from(c).ok())
+                .collect();
+            unique.push(UniqueIndex {
+                name: index,
+                columns,
+            });
         }
     }
 
-    Ok(Some(TableInfo { name, is_view: kind == "view", columns, pk, unique, nondeterministic_default }))
+    Ok(Some(TableInfo {
+        name,
+        is_view: kind == "view",
+        columns,
+        pk,
+        unique,
+        nondeterministic_default,
+    }))
 }
 
 fn reads_clock_or_random(default: &str) -> bool {
@@ -138,8 +161,18 @@ mod tests {
         let users = cache.table(&conn, "USERS").unwrap().unwrap();
         assert_eq!(users.name, "Users");
         assert_eq!(users.pk, vec![0]);
-        let names: Vec<_> = users.unique.iter().map(|u| (u.name.as_str(), u.columns.clone())).collect();
-        assert_eq!(names, vec![("sqlite_autoindex_Users_1", vec![1]), ("users_ab", vec![3, 2])]);
+        let names: Vec<_> = users
+            .unique
+            .iter()
+            .map(|u| (u.name.as_str(), u.columns.clone()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("sqlite_autoindex_Users_1", vec![1]),
+                ("users_ab", vec![3, 2])
+            ]
+        );
         assert_eq!(users.nondeterministic_default.as_deref(), Some("ts"));
 
         let pair = cache.table(&conn, "pair").unwrap().unwrap();

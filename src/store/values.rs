@@ -66,7 +66,8 @@ pub(crate) fn bind(stmt: &mut SqliteStatement<'_>, params: &Params) -> Result<()
                 ));
             }
             for (i, v) in values.iter().enumerate() {
-                stmt.raw_bind_parameter(i + 1, ToSqlOutput::Borrowed(to_value_ref(v))).map_err(|e| e.to_string())?;
+                stmt.raw_bind_parameter(i + 1, ToSqlOutput::Borrowed(to_value_ref(v)))
+                    .map_err(|e| e.to_string())?;
             }
             Ok(())
         }
@@ -74,7 +75,8 @@ pub(crate) fn bind(stmt: &mut SqliteStatement<'_>, params: &Params) -> Result<()
             for (name, v) in values {
                 let index = parameter_index(stmt, name)?
                     .ok_or_else(|| format!("no parameter named {name} in the statement"))?;
-                stmt.raw_bind_parameter(index, ToSqlOutput::Borrowed(to_value_ref(v))).map_err(|e| e.to_string())?;
+                stmt.raw_bind_parameter(index, ToSqlOutput::Borrowed(to_value_ref(v)))
+                    .map_err(|e| e.to_string())?;
             }
             Ok(())
         }
@@ -88,7 +90,10 @@ fn parameter_index(stmt: &SqliteStatement<'_>, name: &str) -> Result<Option<usiz
         return stmt.parameter_index(name).map_err(|e| e.to_string());
     }
     for prefix in [':', '@', '$'] {
-        if let Some(i) = stmt.parameter_index(&format!("{prefix}{name}")).map_err(|e| e.to_string())? {
+        if let Some(i) = stmt
+            .parameter_index(&format!("{prefix}{name}"))
+            .map_err(|e| e.to_string())?
+        {
             return Ok(Some(i));
         }
     }
