@@ -33,7 +33,10 @@ pub struct Statement {
 
 impl Statement {
     pub fn new(sql: impl Into<String>) -> Self {
-        Statement { sql: sql.into(), params: Params::None }
+        Statement {
+            sql: sql.into(),
+            params: Params::None,
+        }
     }
 }
 

@@ -53,9 +53,15 @@ impl WriteSet {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FailReason {
     /// A key was changed by a write-set ordered after this one's snapshot.
-    Conflict { key: String, conflicting_seqno: Seqno },
+    Conflict {
+        key: String,
+        conflicting_seqno: Seqno,
+    },
     /// The snapshot seqno is older than the certification window.
-    TooOld { snapshot_seqno: Seqno, window_start: Seqno },
+    TooOld {
+        snapshot_seqno: Seqno,
+        window_start: Seqno,
+    },
     /// A schema change was ordered after this write-set's snapshot.
     SchemaChanged { ddl_seqno: Seqno },
     /// Applying the changeset or statements failed (constraint, missing row).
@@ -95,7 +101,9 @@ impl FailReason {
 pub enum Verdict {
     /// Applied. For a statements payload, the per-statement results of the
     /// apply (for a changeset the origin kept its own local results).
-    Committed { toi_results: Option<Vec<ExecResult>> },
+    Committed {
+        toi_results: Option<Vec<ExecResult>>,
+    },
     Failed(FailReason),
 }
 

@@ -14,15 +14,25 @@ fn bootstrap_via_cli_then_concurrent_load_and_status() {
     node.start(&[]);
 
     // A fresh node waits non-Primary and refuses clients until bootstrapped.
-    let (code, body) = node.post("/db/execute", &json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]));
+    let (code, body) = node.post(
+        "/db/execute",
+        &json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]),
+    );
     assert_eq!(code, 503, "fresh node must refuse writes: {body}");
     assert_eq!(body["code"], "not_primary", "{body}");
 
     let out = node.cli(&["--bootstrap-node"]);
-    assert!(out.status.success(), "bootstrap failed: {}{}", stdout(&out), stderr(&out));
+    assert!(
+        out.status.success(),
+        "bootstrap failed: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     node.wait_primary(Duration::from_secs(20));
 
-    node.execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, client INTEGER NOT NULL, v TEXT NOT NULL)"]));
+    node.execute_ok(json!([
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, client INTEGER NOT NULL, v TEXT NOT NULL)"
+    ]));
 
     const CLIENTS: usize = 16;
     const ROWS: usize = 5000;
@@ -31,7 +41,12 @@ fn bootstrap_via_cli_then_concurrent_load_and_status() {
             let node = &node;
             s.spawn(move || {
                 for i in (c..ROWS).step_by(CLIENTS) {
-                    let resp = node.execute_ok(json!([["INSERT INTO t(id, client, v) VALUES(?, ?, ?)", i as i64 + 1, c as i64, format!("row {i}")]]));
+                    let resp = node.execute_ok(json!([[
+                        "INSERT INTO t(id, client, v) VALUES(?, ?, ?)",
+                        i as i64 + 1,
+                        c as i64,
+                        format!("row {i}")
+                    ]]));
                     assert_eq!(resp["results"][0]["rows_affected"], 1, "{resp}");
                 }
             });
@@ -62,9 +77,13 @@ fn bootstrap_via_cli_then_concurrent_load_and_status() {
         assert!(table.contains(row), "status table lacks `{row}`:\n{table}");
     }
     // CREATE TABLE + 5000 inserts: seqnos 0..=5000.
-    assert!(table.contains("| wsrep_last_committed      | 5000 "), "{table}");
+    assert!(
+        table.contains("| wsrep_last_committed      | 5000 "),
+        "{table}"
+    );
     let out = node.cli(&["--show-cluster-status", "--json"]);
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json is JSON");
+    let status: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("status --json is JSON");
     assert_eq!(status["wsrep_cluster_size"], 1, "{status}");
     assert_eq!(status["wsrep_last_committed"], 5000, "{status}");
     assert_eq!(status["wsrep_cluster_status"], "Primary", "{status}");
@@ -73,6 +92,9 @@ fn bootstrap_via_cli_then_concurrent_load_and_status() {
     let g = read(&node.grastate_path());
     assert!(g.contains("seqno:   -1"), "{g}");
     assert!(g.contains("safe_to_bootstrap: 1"), "{g}");
-    let uuid = status["wsrep_cluster_state_uuid"].as_str().expect("uuid").to_string();
+    let uuid = status["wsrep_cluster_state_uuid"]
+        .as_str()
+        .expect("uuid")
+        .to_string();
     assert!(g.contains(&uuid), "grastate {g} lacks state uuid {uuid}");
 }

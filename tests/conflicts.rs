@@ -10,10 +10,15 @@ use common::*;
 use serde_json::json;
 
 fn counter_run(retry_autocommit: u32) -> (i64, i64, i64) {
-    let mut node = TestNode::new("node-a", &format!("retry_autocommit = {retry_autocommit}\n"));
+    let mut node = TestNode::new(
+        "node-a",
+        &format!("retry_autocommit = {retry_autocommit}\n"),
+    );
     node.start(&["--bootstrap"]);
     node.wait_primary(Duration::from_secs(20));
-    node.execute_ok(json!(["CREATE TABLE counter(id INTEGER PRIMARY KEY, v INTEGER NOT NULL)"]));
+    node.execute_ok(json!([
+        "CREATE TABLE counter(id INTEGER PRIMARY KEY, v INTEGER NOT NULL)"
+    ]));
     node.execute_ok(json!(["INSERT INTO counter(id, v) VALUES(1, 0)"]));
 
     let committed = AtomicI64::new(0);
@@ -23,7 +28,10 @@ fn counter_run(retry_autocommit: u32) -> (i64, i64, i64) {
             let (node, committed, cert_failed) = (&node, &committed, &cert_failed);
             s.spawn(move || {
                 for _ in 0..100 {
-                    let (code, body) = node.post("/db/execute", &json!(["UPDATE counter SET v = v + 1 WHERE id = 1"]));
+                    let (code, body) = node.post(
+                        "/db/execute",
+                        &json!(["UPDATE counter SET v = v + 1 WHERE id = 1"]),
+                    );
                     match code {
                         200 => {
                             assert_eq!(body["results"][0]["rows_affected"], 1, "{body}");
@@ -31,7 +39,13 @@ fn counter_run(retry_autocommit: u32) -> (i64, i64, i64) {
                         }
                         409 => {
                             assert_eq!(body["code"], "certification_failed", "{body}");
-                            assert!(body["error"].as_str().unwrap_or("").contains("certification"), "{body}");
+                            assert!(
+                                body["error"]
+                                    .as_str()
+                                    .unwrap_or("")
+                                    .contains("certification"),
+                                "{body}"
+                            );
                             cert_failed.fetch_add(1, Ordering::Relaxed);
                         }
                         other => panic!("unexpected {other}: {body}"),
@@ -41,18 +55,28 @@ fn counter_run(retry_autocommit: u32) -> (i64, i64, i64) {
         }
     });
     let value = node.scalar("SELECT v FROM counter WHERE id = 1");
-    let status: serde_json::Value = serde_json::from_slice(&node.cli(&["--show-cluster-status", "--json"]).stdout).unwrap();
+    let status: serde_json::Value =
+        serde_json::from_slice(&node.cli(&["--show-cluster-status", "--json"]).stdout).unwrap();
     let reported = status["wsrep_local_cert_failures"].as_i64().unwrap();
-    assert!(reported >= cert_failed.load(Ordering::Relaxed), "status reports {reported} cert failures");
+    assert!(
+        reported >= cert_failed.load(Ordering::Relaxed),
+        "status reports {reported} cert failures"
+    );
     (value, committed.into_inner(), cert_failed.into_inner())
 }
 
 #[test]
 fn counter_equals_successful_commits_without_retry() {
     let (value, committed, cert_failed) = counter_run(0);
-    assert_eq!(value, committed, "lost or phantom update: counter {value}, commits {committed}");
+    assert_eq!(
+        value, committed,
+        "lost or phantom update: counter {value}, commits {committed}"
+    );
     assert_eq!(committed + cert_failed, 800);
-    assert!(cert_failed > 0, "8 clients on one row must conflict at least once");
+    assert!(
+        cert_failed > 0,
+        "8 clients on one row must conflict at least once"
+    );
 }
 
 #[test]
@@ -60,5 +84,8 @@ fn autocommit_retry_absorbs_conflicts() {
     let (value, committed, cert_failed) = counter_run(20);
     assert_eq!(value, committed);
     assert_eq!(committed + cert_failed, 800);
-    assert!(committed > 700, "retries should let nearly every increment commit: {committed}");
+    assert!(
+        committed > 700,
+        "retries should let nearly every increment commit: {committed}"
+    );
 }

@@ -9,7 +9,9 @@ impl AdminHandler for Node {
             Command::Status => Response::Status(Box::new(self.cluster_status())),
             Command::Bootstrap => {
                 if self.is_primary() {
-                    return Response::Error("this node is already Primary; nothing to bootstrap".into());
+                    return Response::Error(
+                        "this node is already Primary; nothing to bootstrap".into(),
+                    );
                 }
                 match self.bootstrap().await {
                     Ok(state_uuid) => {

@@ -3,13 +3,16 @@
 use std::sync::atomic::Ordering;
 
 use super::Node;
-use crate::api::{ApiError, Backend, ExecuteRequest, ExecuteResponse, NodeDescription, QueryRequest, ReadLevel};
+use crate::api::{
+    ApiError, Backend, ExecuteRequest, ExecuteResponse, NodeDescription, QueryRequest, ReadLevel,
+};
 use crate::order::SubmitError;
 use crate::sql::{ExecResult, QueryResult};
 use crate::writeset::{Verdict, WriteSet};
 
 /// Galera's wording, so operators recognise it, plus what to do.
-const NOT_PRIMARY: &str = "WSREP has not yet prepared node for application use: this node is not part of \
+const NOT_PRIMARY: &str =
+    "WSREP has not yet prepared node for application use: this node is not part of \
 the primary component (see `quorate --show-cluster-status`)";
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -29,7 +32,10 @@ impl Node {
                 other => ApiError::Internal(other.to_string()),
             })?;
         let Some(ws) = captured.writeset else {
-            return Ok(Attempt::Done(ExecuteResponse { results: captured.results, seqno: None }));
+            return Ok(Attempt::Done(ExecuteResponse {
+                results: captured.results,
+                seqno: None,
+            }));
         };
         let writeset = WriteSet {
             origin: self.config.node_name.clone(),
@@ -38,23 +44,36 @@ impl Node {
             keys: ws.keys,
             payload: ws.payload,
         };
-        let outcome = self.seq.submit(writeset, self.config.commit_timeout()).await.map_err(|e| match e {
-            SubmitError::NotPrimary(m) => ApiError::NotPrimary(format!("{NOT_PRIMARY}; {m}")),
-            SubmitError::Unknown(m) => ApiError::OutcomeUnknown(m),
-        })?;
+        let outcome = self
+            .seq
+            .submit(writeset, self.config.commit_timeout())
+            .await
+            .map_err(|e| match e {
+                SubmitError::NotPrimary(m) => ApiError::NotPrimary(format!("{NOT_PRIMARY}; {m}")),
+                SubmitError::Unknown(m) => ApiError::OutcomeUnknown(m),
+            })?;
         match outcome.verdict {
             Verdict::Committed { toi_results } => Ok(Attempt::Done(ExecuteResponse {
                 results: toi_results.unwrap_or(captured.results),
                 seqno: Some(outcome.seqno),
             })),
-            Verdict::Failed(reason) if reason.is_certification_failure() => {
-                Ok(Attempt::CertificationFailed(format!("seqno {}: {reason}", outcome.seqno)))
-            }
+            Verdict::Failed(reason) if reason.is_certification_failure() => Ok(
+                Attempt::CertificationFailed(format!("seqno {}: {reason}", outcome.seqno)),
+            ),
             Verdict::Failed(reason) => {
                 let message = reason.to_string();
-                let results =
-                    req.statements.iter().map(|_| ExecResult { error: Some(message.clone()), ..Default::default() }).collect();
-                Ok(Attempt::Done(ExecuteResponse { results, seqno: Some(outcome.seqno) }))
+                let results = req
+                    .statements
+                    .iter()
+                    .map(|_| ExecResult {
+                        error: Some(message.clone()),
+                        ..Default::default()
+                    })
+                    .collect();
+                Ok(Attempt::Done(ExecuteResponse {
+                    results,
+                    seqno: Some(outcome.seqno),
+                }))
             }
         }
     }
@@ -72,7 +91,11 @@ impl Backend for Node {
         }
         // Galera's wsrep_retry_autocommit: only a lone statement is retried,
         // a multi-statement transaction goes back to the client.
-        let retries = if req.statements.len() == 1 { self.config.replication.retry_autocommit } else { 0 };
+        let retries = if req.statements.len() == 1 {
+            self.config.replication.retry_autocommit
+        } else {
+            0
+        };
         let mut attempt = 0;
         loop {
             match self.execute_once(&req).await? {
@@ -104,7 +127,10 @@ impl Backend for Node {
                 if !self.is_primary() {
                     return Err(ApiError::NotPrimary(NOT_PRIMARY.into()));
                 }
-                self.seq.linearizable_barrier().await.map_err(|e| ApiError::NotPrimary(e.to_string()))?;
+                self.seq
+                    .linearizable_barrier()
+                    .await
+                    .map_err(|e| ApiError::NotPrimary(e.to_string()))?;
             }
         }
         let store = self.store.clone();
@@ -151,4 +177,3 @@ impl Backend for Node {
         }
     }
 }
-

@@ -34,7 +34,10 @@ pub enum NodeError {
     #[error(transparent)]
     Order(#[from] crate::order::OrderError),
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Refused(String),
 }
@@ -66,8 +69,10 @@ impl Node {
     /// Open everything in `data_dir`. Does not serve yet.
     pub async fn open(config: Config) -> Result<Arc<Node>, NodeError> {
         let io = |context: String| move |source| NodeError::Io { context, source };
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(io(format!("cannot create data_dir {}", config.data_dir.display())))?;
+        std::fs::create_dir_all(&config.data_dir).map_err(io(format!(
+            "cannot create data_dir {}",
+            config.data_dir.display()
+        )))?;
         // A damaged grastate.dat stops the node: it does not guess.
         let grastate = GrastateFile::read(&config.grastate_path())?;
         let store = Arc::new(Store::open(
@@ -142,7 +147,9 @@ impl Node {
             tracing::info!("rejoining the primary component this node belonged to");
         } else if requested {
             match self.bootstrap().await {
-                Ok(uuid) => tracing::info!(state_uuid = %uuid, "bootstrapped a new primary component"),
+                Ok(uuid) => {
+                    tracing::info!(state_uuid = %uuid, "bootstrapped a new primary component")
+                }
                 Err(e) => {
                     self.write_grastate_running().await?;
                     return Err(e);
@@ -170,14 +177,21 @@ impl Node {
         let guard = crate::grastate::check_bootstrap(grastate.as_ref());
         if guard.is_err() && !self.forced_safe.load(Ordering::SeqCst) {
             // A refused bootstrap changes nothing in grastate.dat.
-            tracing::warn!("bootstrap refused: safe_to_bootstrap is 0 in {}", self.config.grastate_path().display());
+            tracing::warn!(
+                "bootstrap refused: safe_to_bootstrap is 0 in {}",
+                self.config.grastate_path().display()
+            );
             return Err(NodeError::Refused(format!(
                 "safe_to_bootstrap is 0 in {}",
                 self.config.grastate_path().display()
             )));
         }
         let position = self.store.position();
-        let uuid = if position.state_uuid.is_nil() { Uuid::new_v4() } else { position.state_uuid };
+        let uuid = if position.state_uuid.is_nil() {
+            Uuid::new_v4()
+        } else {
+            position.state_uuid
+        };
         self.seq.bootstrap(uuid, position.incarnation).await?;
         Ok(uuid)
     }
@@ -197,7 +211,8 @@ impl Node {
 
     /// Keep grastate.dat true while running: seqno -1, the state UUID, safe_to_bootstrap.
     async fn write_grastate_running(&self) -> Result<(), NodeError> {
-        self.grastate_now(-1)?.write_atomic(&self.config.grastate_path())?;
+        self.grastate_now(-1)?
+            .write_atomic(&self.config.grastate_path())?;
         Ok(())
     }
 
@@ -217,7 +232,11 @@ impl Node {
         } else {
             file.as_ref().is_some_and(|f| f.safe_to_bootstrap)
         };
-        Ok(GrastateFile { uuid, seqno, safe_to_bootstrap: safe })
+        Ok(GrastateFile {
+            uuid,
+            seqno,
+            safe_to_bootstrap: safe,
+        })
     }
 
     /// Watch membership and keep grastate.dat in step with it.

@@ -15,12 +15,23 @@ pub async fn run(config: Config, opts: StartOptions) -> Result<(), NodeError> {
 
     let listener = tokio::net::TcpListener::bind(cfg.api.listen)
         .await
-        .map_err(|source| NodeError::Io { context: format!("cannot listen on api.listen {}", cfg.api.listen), source })?;
-    let api_opts = crate::api::ApiOptions { max_body_bytes: cfg.api.max_body_bytes, advertise: cfg.api_advertise() };
+        .map_err(|source| NodeError::Io {
+            context: format!("cannot listen on api.listen {}", cfg.api.listen),
+            source,
+        })?;
+    let api_opts = crate::api::ApiOptions {
+        max_body_bytes: cfg.api.max_body_bytes,
+        advertise: cfg.api_advertise(),
+    };
     let mut stop_api = node.shutdown_signal();
-    let api = tokio::spawn(crate::api::serve(listener, node.clone(), api_opts, async move {
-        let _ = stop_api.changed().await;
-    }));
+    let api = tokio::spawn(crate::api::serve(
+        listener,
+        node.clone(),
+        api_opts,
+        async move {
+            let _ = stop_api.changed().await;
+        },
+    ));
 
     let mut stop_admin = node.shutdown_signal();
     let admin_path = cfg.socket_path();
@@ -36,10 +47,14 @@ pub async fn run(config: Config, opts: StartOptions) -> Result<(), NodeError> {
     node.spawn_grastate_keeper();
     tracing::info!(api = %cfg.api.listen, admin = %cfg.socket_path().display(), "quorated serving");
 
-    let mut term = signal(SignalKind::terminate())
-        .map_err(|source| NodeError::Io { context: "cannot install SIGTERM handler".into(), source })?;
-    let mut int = signal(SignalKind::interrupt())
-        .map_err(|source| NodeError::Io { context: "cannot install SIGINT handler".into(), source })?;
+    let mut term = signal(SignalKind::terminate()).map_err(|source| NodeError::Io {
+        context: "cannot install SIGTERM handler".into(),
+        source,
+    })?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|source| NodeError::Io {
+        context: "cannot install SIGINT handler".into(),
+        source,
+    })?;
     let admin_failed = tokio::select! {
         _ = term.recv() => { tracing::info!("SIGTERM: stopping gracefully"); None }
         _ = int.recv() => { tracing::info!("SIGINT: stopping gracefully"); None }

@@ -23,14 +23,22 @@ impl Node {
         } else {
             ComponentStatus::NonPrimary
         };
-        let leader = m
-            .current_leader
-            .and_then(|l| members.iter().find(|(id, _, _)| *id == l).map(|(_, info, _)| info.name.clone()));
+        let leader = m.current_leader.and_then(|l| {
+            members
+                .iter()
+                .find(|(id, _, _)| *id == l)
+                .map(|(_, info, _)| info.name.clone())
+        });
         let voters = members.iter().filter(|(_, _, voter)| *voter).count() as u64;
         ClusterStatus {
             node_name: self.config.node_name.clone(),
             cluster_name: self.config.cluster_name.clone(),
-            cluster_conf_id: m.membership_config.log_id().as_ref().map(|l| l.index + 1).unwrap_or(0),
+            cluster_conf_id: m
+                .membership_config
+                .log_id()
+                .as_ref()
+                .map(|l| l.index + 1)
+                .unwrap_or(0),
             cluster_size: if primary { voters } else { 0 },
             cluster_state_uuid: position.state_uuid,
             cluster_status: component,
@@ -39,9 +47,16 @@ impl Node {
             last_committed: position.seqno,
             local_state_uuid: position.state_uuid,
             ready: primary,
-            local_state: if primary { LocalState::Synced } else { LocalState::Initialized },
+            local_state: if primary {
+                LocalState::Synced
+            } else {
+                LocalState::Initialized
+            },
             local_cert_failures: self.seq.waiters().cert_failures.load(Ordering::Relaxed),
-            incoming_addresses: members.iter().map(|(_, info, _)| info.api_addr.clone()).collect(),
+            incoming_addresses: members
+                .iter()
+                .map(|(_, info, _)| info.api_addr.clone())
+                .collect(),
             flow_control_paused: 0.0,
             incarnation: position.incarnation,
             leader,
@@ -54,7 +69,11 @@ impl Node {
         let m = self.seq.metrics();
         let status = self.cluster_status();
         let leader = m.current_leader.and_then(|l| {
-            self.seq.members().into_iter().find(|(id, _, _)| *id == l).map(|(_, info, _)| info)
+            self.seq
+                .members()
+                .into_iter()
+                .find(|(id, _, _)| *id == l)
+                .map(|(_, info, _)| info)
         });
         let state = match m.state {
             ServerState::Leader => "Leader",

@@ -96,10 +96,16 @@ impl LogStore {
         for dirent in fs::read_dir(dir)? {
             let name = dirent?.file_name();
             let name = name.to_string_lossy();
-            if let Some(num) = name.strip_prefix("log-").and_then(|n| n.strip_suffix(".seg")) {
-                let first = num
-                    .parse::<u64>()
-                    .map_err(|_| invalid(format!("unexpected file {name} in log directory {}", dir.display())))?;
+            if let Some(num) = name
+                .strip_prefix("log-")
+                .and_then(|n| n.strip_suffix(".seg"))
+            {
+                let first = num.parse::<u64>().map_err(|_| {
+                    invalid(format!(
+                        "unexpected file {name} in log directory {}",
+                        dir.display()
+                    ))
+                })?;
                 firsts.push(first);
             }
         }
@@ -110,16 +116,28 @@ impl LogStore {
             inner.load_segment(first, is_last)?;
         }
         if inner.segments.is_empty() {
-            let next = inner.meta.last_purged.as_ref().map(|l| l.index + 1).unwrap_or(0);
+            let next = inner
+                .meta
+                .last_purged
+                .as_ref()
+                .map(|l| l.index + 1)
+                .unwrap_or(0);
             inner.create_segment(next)?;
         }
         let (tx, rx) = mpsc::channel::<SyncJob>();
-        std::thread::Builder::new().name("quorate-log-sync".into()).spawn(move || sync_loop(rx))?;
-        Ok(LogStore { inner: Arc::new(Mutex::new(inner)), syncer: tx })
+        std::thread::Builder::new()
+            .name("quorate-log-sync".into())
+            .spawn(move || sync_loop(rx))?;
+        Ok(LogStore {
+            inner: Arc::new(Mutex::new(inner)),
+            syncer: tx,
+        })
     }
 
     fn lock(&self) -> io::Result<MutexGuard<'_, Inner>> {
-        self.inner.lock().map_err(|_| io::Error::other("log store lock poisoned by an earlier panic"))
+        self.inner
+            .lock()
+            .map_err(|_| io::Error::other("log store lock poisoned by an earlier panic"))
     }
 
     /// Index range currently held (for IST decisions and status).
@@ -152,7 +170,11 @@ fn sync_loop(rx: mpsc::Receiver<SyncJob>) {
             }
         }
         for job in jobs {
-            job.done.io_completed(result.clone().map_err(|e| io::Error::other(format!("fsync of the log failed: {e}"))));
+            job.done.io_completed(
+                result
+                    .clone()
+                    .map_err(|e| io::Error::other(format!("fsync of the log failed: {e}"))),
+            );
         }
     }
 }
@@ -160,8 +182,12 @@ fn sync_loop(rx: mpsc::Receiver<SyncJob>) {
 fn read_meta(dir: &Path) -> io::Result<LogMeta> {
     let path = dir.join(META_FILE);
     match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| invalid(format!("{} is damaged: {e}; it holds the Raft vote and cannot be guessed", path.display()))),
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            invalid(format!(
+                "{} is damaged: {e}; it holds the Raft vote and cannot be guessed",
+                path.display()
+            ))
+        }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(LogMeta::default()),
         Err(e) => Err(e),
     }
@@ -169,7 +195,9 @@ fn read_meta(dir: &Path) -> io::Result<LogMeta> {
 
 /// Atomic, durable replacement of a small file.
 pub(crate) fn write_file_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent directory"))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("path has no parent directory"))?;
     let tmp = path.with_extension("tmp");
     {
         let mut f = File::create(&tmp)?;
@@ -188,9 +216,20 @@ impl Inner {
 
     fn create_segment(&mut self, first: u64) -> io::Result<()> {
         let path = segment_path(&self.dir, first);
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
         File::open(&self.dir)?.sync_all()?;
-        self.segments.insert(first, Segment { file: Arc::new(file), len: 0 });
+        self.segments.insert(
+            first,
+            Segment {
+                file: Arc::new(file),
+                len: 0,
+            },
+        );
         Ok(())
     }
 
@@ -216,7 +255,9 @@ impl Inner {
             let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
             let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
             if len > MAX_RECORD_BYTES || offset + HEADER_BYTES + u64::from(len) > file_len {
-                torn = Some(format!("record at byte {offset} runs past the end of the file"));
+                torn = Some(format!(
+                    "record at byte {offset} runs past the end of the file"
+                ));
                 break;
             }
             let mut body = vec![0u8; len as usize];
@@ -225,8 +266,12 @@ impl Inner {
                 torn = Some(format!("checksum mismatch in record at byte {offset}"));
                 break;
             }
-            let entry: Entry = bincode::deserialize(&body)
-                .map_err(|e| invalid(format!("{}: undecodable record at byte {offset}: {e}", path.display())))?;
+            let entry: Entry = bincode::deserialize(&body).map_err(|e| {
+                invalid(format!(
+                    "{}: undecodable record at byte {offset}: {e}",
+                    path.display()
+                ))
+            })?;
             let index = entry.index();
             if index != expected {
                 return Err(invalid(format!(
@@ -234,7 +279,14 @@ impl Inner {
                     path.display()
                 )));
             }
-            self.locations.insert(index, Location { segment: first, offset, len });
+            self.locations.insert(
+                index,
+                Location {
+                    segment: first,
+                    offset,
+                    len,
+                },
+            );
             self.last_log_id = Some(entry.log_id());
             expected += 1;
             offset += HEADER_BYTES + u64::from(len);
@@ -255,28 +307,43 @@ impl Inner {
             file.sync_all()?;
         }
         file.seek(SeekFrom::Start(offset))?;
-        self.segments.insert(first, Segment { file: Arc::new(file), len: offset });
+        self.segments.insert(
+            first,
+            Segment {
+                file: Arc::new(file),
+                len: offset,
+            },
+        );
         Ok(())
     }
 
     fn read_entry(&self, index: u64) -> io::Result<Option<Entry>> {
-        let Some(loc) = self.locations.get(&index) else { return Ok(None) };
-        let seg = self
-            .segments
-            .get(&loc.segment)
-            .ok_or_else(|| io::Error::other(format!("log index {index} points at a missing segment")))?;
+        let Some(loc) = self.locations.get(&index) else {
+            return Ok(None);
+        };
+        let seg = self.segments.get(&loc.segment).ok_or_else(|| {
+            io::Error::other(format!("log index {index} points at a missing segment"))
+        })?;
         let mut buf = vec![0u8; loc.len as usize + HEADER_BYTES as usize];
         seg.file.read_exact_at(&mut buf, loc.offset)?;
         let body = &buf[HEADER_BYTES as usize..];
         let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
         if crc32fast::hash(body) != crc {
-            return Err(invalid(format!("log record {index} fails its checksum: the log file was changed on disk")));
+            return Err(invalid(format!(
+                "log record {index} fails its checksum: the log file was changed on disk"
+            )));
         }
-        bincode::deserialize(body).map(Some).map_err(|e| invalid(format!("log record {index}: {e}")))
+        bincode::deserialize(body)
+            .map(Some)
+            .map_err(|e| invalid(format!("log record {index}: {e}")))
     }
 
     fn active(&mut self) -> io::Result<(u64, &mut Segment)> {
-        let (first, seg) = self.segments.iter_mut().next_back().ok_or_else(|| io::Error::other("log has no segment"))?;
+        let (first, seg) = self
+            .segments
+            .iter_mut()
+            .next_back()
+            .ok_or_else(|| io::Error::other("log has no segment"))?;
         Ok((*first, seg))
     }
 }
@@ -294,7 +361,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => 0,
         };
         let mut out = Vec::new();
-        for (&index, _) in inner.locations.range((Bound::Included(start), range.end_bound().cloned())) {
+        for (&index, _) in inner
+            .locations
+            .range((Bound::Included(start), range.end_bound().cloned()))
+        {
             if Some(index) <= purged {
                 continue;
             }
@@ -323,7 +393,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             (Some(l), None) => Some(l.clone()),
             (None, p) => p.clone(),
         };
-        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -348,7 +421,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.lock()?.meta.committed.clone())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -369,7 +446,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 seg.file.sync_data()?;
                 old_file = Some(seg.file.clone());
                 for (i, off, len, log_id) in pending.drain(..) {
-                    inner.locations.insert(i, Location { segment: seg_first, offset: off, len });
+                    inner.locations.insert(
+                        i,
+                        Location {
+                            segment: seg_first,
+                            offset: off,
+                            len,
+                        },
+                    );
                     inner.last_log_id = Some(log_id);
                 }
                 buf.clear();
@@ -378,7 +462,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 seg_len = 0;
             }
             let body = bincode::serialize(&entry).map_err(io::Error::other)?;
-            let len = u32::try_from(body.len()).map_err(|_| invalid("log entry larger than 4 GiB"))?;
+            let len =
+                u32::try_from(body.len()).map_err(|_| invalid("log entry larger than 4 GiB"))?;
             let offset = seg_len + buf.len() as u64;
             buf.extend_from_slice(&len.to_le_bytes());
             buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
@@ -391,12 +476,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         seg.len += buf.len() as u64;
         let file = seg.file.clone();
         for (i, off, len, log_id) in pending {
-            inner.locations.insert(i, Location { segment: seg_first, offset: off, len });
+            inner.locations.insert(
+                i,
+                Location {
+                    segment: seg_first,
+                    offset: off,
+                    len,
+                },
+            );
             inner.last_log_id = Some(log_id);
         }
         drop(inner);
         self.syncer
-            .send(SyncJob { file, done: callback })
+            .send(SyncJob {
+                file,
+                done: callback,
+            })
             .map_err(|_| io::Error::other("log sync thread has stopped"))
     }
 
@@ -408,7 +503,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             return Ok(());
         };
         // Later segments go entirely; the one holding the first dropped record is cut.
-        let later: Vec<u64> = inner.segments.range(loc.segment + 1..).map(|(k, _)| *k).collect();
+        let later: Vec<u64> = inner
+            .segments
+            .range(loc.segment + 1..)
+            .map(|(k, _)| *k)
+            .collect();
         for first in later {
             inner.segments.remove(&first);
             fs::remove_file(segment_path(&inner.dir, first))?;
@@ -463,9 +562,16 @@ mod tests {
 
     fn entry(term: u64, index: u64) -> Entry {
         use openraft::vote::RaftLeaderIdExt;
-        let leader = <openraft::alias::LeaderIdOf<TypeConfig> as RaftLeaderIdExt>::new_committed(term, 1);
+        let leader =
+            <openraft::alias::LeaderIdOf<TypeConfig> as RaftLeaderIdExt>::new_committed(term, 1);
         let log_id = LogId::new(leader, index);
-        Entry::new_normal(log_id, Request::Bootstrap { state_uuid: uuid::Uuid::nil(), incarnation: index })
+        Entry::new_normal(
+            log_id,
+            Request::Bootstrap {
+                state_uuid: uuid::Uuid::nil(),
+                incarnation: index,
+            },
+        )
     }
 
     async fn append(store: &mut LogStore, entries: Vec<Entry>) {
@@ -496,13 +602,32 @@ mod tests {
 
         let mut store = LogStore::open(dir.path()).unwrap();
         let state = store.get_log_state().await.unwrap();
-        assert_eq!(state.last_log_id.map(|l| l.index), Some(9), "the torn record must be dropped");
-        assert_eq!(fs::read(&seg).unwrap().len(), whole.len(), "the file is cut back to the last whole record");
+        assert_eq!(
+            state.last_log_id.map(|l| l.index),
+            Some(9),
+            "the torn record must be dropped"
+        );
+        assert_eq!(
+            fs::read(&seg).unwrap().len(),
+            whole.len(),
+            "the file is cut back to the last whole record"
+        );
         let got = store.try_get_log_entries(0..10).await.unwrap();
-        assert_eq!(got.iter().map(|e| e.index()).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+        assert_eq!(
+            got.iter().map(|e| e.index()).collect::<Vec<_>>(),
+            (0..10).collect::<Vec<_>>()
+        );
         // Appending after the repair continues the log.
         append(&mut store, vec![entry(2, 10)]).await;
-        assert_eq!(store.get_log_state().await.unwrap().last_log_id.map(|l| l.index), Some(10));
+        assert_eq!(
+            store
+                .get_log_state()
+                .await
+                .unwrap()
+                .last_log_id
+                .map(|l| l.index),
+            Some(10)
+        );
     }
 
     #[tokio::test]
@@ -519,7 +644,9 @@ mod tests {
         bytes[mid] ^= 0xff;
         fs::write(&seg, &bytes).unwrap();
         fs::write(segment_path(dir.path(), 5), b"").unwrap();
-        let err = LogStore::open(dir.path()).err().expect("must refuse a damaged log");
+        let err = LogStore::open(dir.path())
+            .err()
+            .expect("must refuse a damaged log");
         assert!(err.to_string().contains("damaged in the middle"), "{err}");
     }
 
@@ -528,7 +655,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = LogStore::open(dir.path()).unwrap();
         append(&mut store, (0..20).map(|i| entry(1, i)).collect()).await;
-        store.truncate_after(Some(entry(1, 14).log_id())).await.unwrap();
+        store
+            .truncate_after(Some(entry(1, 14).log_id()))
+            .await
+            .unwrap();
         append(&mut store, vec![entry(2, 15)]).await;
         store.purge(entry(1, 4).log_id()).await.unwrap();
         drop(store);
@@ -536,7 +666,11 @@ mod tests {
         let state = store.get_log_state().await.unwrap();
         assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(4));
         assert_eq!(state.last_log_id.clone().map(|l| l.index), Some(15));
-        assert_eq!(state.last_log_id.map(|l| l.leader_id.term), Some(2), "the truncated entry was replaced");
+        assert_eq!(
+            state.last_log_id.map(|l| l.leader_id.term),
+            Some(2),
+            "the truncated entry was replaced"
+        );
         let got = store.try_get_log_entries(0..100).await.unwrap();
         assert_eq!(got.first().map(|e| e.index()), Some(5));
         assert_eq!(got.len(), 11);

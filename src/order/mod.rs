@@ -15,8 +15,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::Instant as _;
 use openraft::{Config as RaftConfig, ServerState, SnapshotPolicy};
 
@@ -29,7 +29,10 @@ pub use types::{NodeId, NodeInfo, Raft, Request, Response};
 #[derive(Debug, thiserror::Error)]
 pub enum OrderError {
     #[error("cannot open the write-set log in {path}: {source}")]
-    Log { path: String, source: std::io::Error },
+    Log {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot start the Raft sequencer: {0}")]
     Start(String),
     #[error("bootstrap failed: {0}")]
@@ -71,7 +74,10 @@ fn load_or_make_node_id(raft_dir: &Path) -> std::io::Result<NodeId> {
     let path = raft_dir.join("node-id");
     match std::fs::read_to_string(&path) {
         Ok(text) => text.trim().parse::<NodeId>().map_err(|e| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is damaged: {e}", path.display()))
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is damaged: {e}", path.display()),
+            )
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // Zero is avoided so that it can never be confused with "unset".
@@ -91,12 +97,16 @@ impl Sequencer {
         store: Arc<Store>,
     ) -> Result<Sequencer, OrderError> {
         let raft_dir = data_dir.join("log");
-        let io_err = |source| OrderError::Log { path: raft_dir.display().to_string(), source };
+        let io_err = |source| OrderError::Log {
+            path: raft_dir.display().to_string(),
+            source,
+        };
         std::fs::create_dir_all(&raft_dir).map_err(io_err)?;
         let node_id = load_or_make_node_id(&raft_dir).map_err(io_err)?;
         let log = LogStore::open(&raft_dir).map_err(io_err)?;
         let waiters = Arc::new(ApplyWaiters::new(&node_info.name));
-        let sm = StateMachine::open(store, &data_dir.join("snapshots"), waiters.clone()).map_err(io_err)?;
+        let sm = StateMachine::open(store, &data_dir.join("snapshots"), waiters.clone())
+            .map_err(io_err)?;
         let config = RaftConfig {
             cluster_name: opts.cluster_name.clone(),
             heartbeat_interval: opts.heartbeat_ms,
@@ -106,11 +116,21 @@ impl Sequencer {
             max_in_snapshot_log_to_keep: opts.log_retain_entries,
             ..Default::default()
         };
-        let config = Arc::new(config.validate().map_err(|e| OrderError::Start(e.to_string()))?);
+        let config = Arc::new(
+            config
+                .validate()
+                .map_err(|e| OrderError::Start(e.to_string()))?,
+        );
         let raft = Raft::new(node_id, config, network::NoNetwork, log.clone(), sm)
             .await
             .map_err(|e| OrderError::Start(e.to_string()))?;
-        Ok(Sequencer { raft, node_id, node_info, waiters, log })
+        Ok(Sequencer {
+            raft,
+            node_id,
+            node_info,
+            waiters,
+            log,
+        })
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -136,9 +156,18 @@ impl Sequencer {
 
     /// Start a new primary component with this node as its only member, and
     /// order the entry that fixes the cluster state UUID.
-    pub async fn bootstrap(&self, state_uuid: uuid::Uuid, incarnation: u64) -> Result<(), OrderError> {
-        let members: BTreeMap<NodeId, NodeInfo> = [(self.node_id, self.node_info.clone())].into_iter().collect();
-        self.raft.initialize(members).await.map_err(|e| OrderError::Bootstrap(e.to_string()))?;
+    pub async fn bootstrap(
+        &self,
+        state_uuid: uuid::Uuid,
+        incarnation: u64,
+    ) -> Result<(), OrderError> {
+        let members: BTreeMap<NodeId, NodeInfo> = [(self.node_id, self.node_info.clone())]
+            .into_iter()
+            .collect();
+        self.raft
+            .initialize(members)
+            .await
+            .map_err(|e| OrderError::Bootstrap(e.to_string()))?;
         // initialize() returns before this node has won its (single-voter) election.
         let mut m = self.raft.metrics();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -146,22 +175,35 @@ impl Sequencer {
             if m.borrow_watched().current_leader == Some(self.node_id) {
                 break;
             }
-            if tokio::time::timeout_at(deadline, m.changed()).await.is_err() {
-                return Err(OrderError::Bootstrap("this node did not become leader within 30 s".into()));
+            if tokio::time::timeout_at(deadline, m.changed())
+                .await
+                .is_err()
+            {
+                return Err(OrderError::Bootstrap(
+                    "this node did not become leader within 30 s".into(),
+                ));
             }
         }
         self.raft
-            .client_write(Request::Bootstrap { state_uuid, incarnation })
+            .client_write(Request::Bootstrap {
+                state_uuid,
+                incarnation,
+            })
             .await
             .map_err(|e| OrderError::Bootstrap(e.to_string()))?;
         Ok(())
     }
 
     /// Order a write-set and wait until this node applied it.
-    pub async fn submit(&self, ws: WriteSet, timeout: Duration) -> Result<ApplyOutcome, SubmitError> {
+    pub async fn submit(
+        &self,
+        ws: WriteSet,
+        timeout: Duration,
+    ) -> Result<ApplyOutcome, SubmitError> {
         let trx_id = ws.trx_id;
         let verdict = self.waiters.register(trx_id);
-        let submitted = tokio::time::timeout(timeout, self.raft.client_write(Request::WriteSet(ws))).await;
+        let submitted =
+            tokio::time::timeout(timeout, self.raft.client_write(Request::WriteSet(ws))).await;
         match submitted {
             Err(_) => {
                 self.waiters.forget(trx_id);
@@ -172,14 +214,19 @@ impl Sequencer {
             }
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 self.waiters.forget(trx_id);
-                let leader = f.leader_id.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
+                let leader = f
+                    .leader_id
+                    .map(|l| l.to_string())
+                    .unwrap_or_else(|| "none".into());
                 return Err(SubmitError::NotPrimary(format!(
                     "this node is not in the primary component (leader: {leader}); nothing was applied"
                 )));
             }
             Ok(Err(e)) => {
                 self.waiters.forget(trx_id);
-                return Err(SubmitError::Unknown(format!("ordering failed after submission: {e}")));
+                return Err(SubmitError::Unknown(format!(
+                    "ordering failed after submission: {e}"
+                )));
             }
             Ok(Ok(_)) => {}
         }
@@ -187,7 +234,9 @@ impl Sequencer {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(_)) | Err(_) => {
                 self.waiters.forget(trx_id);
-                Err(SubmitError::Unknown("ordered, but this node did not apply it in time".into()))
+                Err(SubmitError::Unknown(
+                    "ordered, but this node did not apply it in time".into(),
+                ))
             }
         }
     }
@@ -200,11 +249,14 @@ impl Sequencer {
         }
         match m.state {
             ServerState::Leader => {
-                let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+                let voters: BTreeSet<NodeId> =
+                    m.membership_config.membership().voter_ids().collect();
                 if voters.len() <= 1 {
                     return true;
                 }
-                m.last_quorum_acked.as_ref().is_some_and(|acked| acked.elapsed() <= primary_timeout)
+                m.last_quorum_acked
+                    .as_ref()
+                    .is_some_and(|acked| acked.elapsed() <= primary_timeout)
             }
             ServerState::Follower => m.current_leader.is_some(),
             _ => false,
@@ -217,7 +269,11 @@ impl Sequencer {
 
     /// Voting members of the current membership.
     pub fn voters(&self) -> BTreeSet<NodeId> {
-        self.metrics().membership_config.membership().voter_ids().collect()
+        self.metrics()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
     }
 
     /// Every member (voters and learners) with what it advertises, and whether it votes.
@@ -237,7 +293,9 @@ impl Sequencer {
             .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
             .await
             .map(|_| ())
-            .map_err(|e| SubmitError::NotPrimary(format!("cannot confirm a linearizable read: {e}")))
+            .map_err(|e| {
+                SubmitError::NotPrimary(format!("cannot confirm a linearizable read: {e}"))
+            })
     }
 
     pub async fn shutdown(&self) {
@@ -267,16 +325,27 @@ mod tests {
     struct Builder;
 
     impl StoreBuilder<types::TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
-        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<types::TypeConfig>> {
+        async fn build(
+            &self,
+        ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<types::TypeConfig>>
+        {
             let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
             let store = Store::open(
                 &dir.path().join("data"),
-                StoreOptions { read_connections: 1, max_writeset_bytes: 1 << 20, cert_window: 1000 },
+                StoreOptions {
+                    read_connections: 1,
+                    max_writeset_bytes: 1 << 20,
+                    cert_window: 1000,
+                },
             )
             .map_err(|e| fail(e.to_string()))?;
             let log = LogStore::open(&dir.path().join("log")).map_err(|e| fail(e.to_string()))?;
-            let sm = StateMachine::open(Arc::new(store), &dir.path().join("snapshots"), Arc::new(ApplyWaiters::new("t")))
-                .map_err(|e| fail(e.to_string()))?;
+            let sm = StateMachine::open(
+                Arc::new(store),
+                &dir.path().join("snapshots"),
+                Arc::new(ApplyWaiters::new("t")),
+            )
+            .map_err(|e| fail(e.to_string()))?;
             Ok((dir, log, sm))
         }
     }

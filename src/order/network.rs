@@ -5,7 +5,9 @@ use std::future::Future;
 
 use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 
 use super::state_machine::SnapshotFile;
@@ -36,7 +38,9 @@ impl RaftNetworkV2<TypeConfig> for NoConnection {
         _rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(Unreachable::new(&NoTransport(self.0))))
+        Err(RPCError::Unreachable(Unreachable::new(&NoTransport(
+            self.0,
+        ))))
     }
 
     async fn vote(
@@ -44,7 +48,9 @@ impl RaftNetworkV2<TypeConfig> for NoConnection {
         _rpc: VoteRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(Unreachable::new(&NoTransport(self.0))))
+        Err(RPCError::Unreachable(Unreachable::new(&NoTransport(
+            self.0,
+        ))))
     }
 
     async fn full_snapshot(
@@ -54,6 +60,8 @@ impl RaftNetworkV2<TypeConfig> for NoConnection {
         _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        Err(StreamingError::Unreachable(Unreachable::new(&NoTransport(self.0))))
+        Err(StreamingError::Unreachable(Unreachable::new(&NoTransport(
+            self.0,
+        ))))
     }
 }

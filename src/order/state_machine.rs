@@ -31,8 +31,12 @@ pub struct RaftState {
 
 impl RaftState {
     pub fn decode(bytes: &[u8]) -> io::Result<RaftState> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("stored Raft state is damaged: {e}")))
+        serde_json::from_slice(bytes).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("stored Raft state is damaged: {e}"),
+            )
+        })
     }
     fn encode(&self) -> io::Result<Vec<u8>> {
         serde_json::to_vec(self).map_err(io::Error::other)
@@ -57,7 +61,10 @@ pub struct ApplyWaiters {
 
 impl ApplyWaiters {
     pub fn new(origin: &str) -> ApplyWaiters {
-        ApplyWaiters { origin: origin.to_string(), ..Default::default() }
+        ApplyWaiters {
+            origin: origin.to_string(),
+            ..Default::default()
+        }
     }
 
     /// Register before submitting, so the verdict cannot be missed.
@@ -85,7 +92,11 @@ impl ApplyWaiters {
                 self.cert_failures.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let waiter = self.waiting.lock().ok().and_then(|mut w| w.remove(&ws.trx_id));
+        let waiter = self
+            .waiting
+            .lock()
+            .ok()
+            .and_then(|mut w| w.remove(&ws.trx_id));
         if let Some(tx) = waiter {
             let _ = tx.send(outcome.clone());
         }
@@ -110,7 +121,11 @@ fn store_err(e: crate::store::StoreError) -> io::Error {
 }
 
 impl StateMachine {
-    pub fn open(store: Arc<Store>, snapshot_dir: &Path, waiters: Arc<ApplyWaiters>) -> io::Result<StateMachine> {
+    pub fn open(
+        store: Arc<Store>,
+        snapshot_dir: &Path,
+        waiters: Arc<ApplyWaiters>,
+    ) -> io::Result<StateMachine> {
         fs::create_dir_all(snapshot_dir)?;
         let state = match store.raft_state().map_err(store_err)? {
             Some(bytes) => RaftState::decode(&bytes)?,
@@ -125,11 +140,17 @@ impl StateMachine {
     }
 
     fn state(&self) -> io::Result<RaftState> {
-        self.state.lock().map(|s| s.clone()).map_err(|_| io::Error::other("state machine lock poisoned"))
+        self.state
+            .lock()
+            .map(|s| s.clone())
+            .map_err(|_| io::Error::other("state machine lock poisoned"))
     }
 
     fn set_state(&self, st: RaftState) -> io::Result<()> {
-        *self.state.lock().map_err(|_| io::Error::other("state machine lock poisoned"))? = st;
+        *self
+            .state
+            .lock()
+            .map_err(|_| io::Error::other("state machine lock poisoned"))? = st;
         Ok(())
     }
 
@@ -142,7 +163,10 @@ impl StateMachine {
             st.last_applied = Some(entry.log_id.clone());
             match &entry.payload {
                 EntryPayload::Normal(Request::WriteSet(ws)) => writesets.push(ws.clone()),
-                EntryPayload::Normal(Request::Bootstrap { state_uuid, incarnation }) => {
+                EntryPayload::Normal(Request::Bootstrap {
+                    state_uuid,
+                    incarnation,
+                }) => {
                     identity = Some((*state_uuid, *incarnation));
                 }
                 EntryPayload::Membership(m) => {
@@ -153,18 +177,20 @@ impl StateMachine {
         }
         let raft_state = st.encode()?;
         let store = self.store.clone();
-        let outcomes = tokio::task::spawn_blocking(move || -> Result<Vec<ApplyOutcome>, crate::store::StoreError> {
-            if let Some((uuid, incarnation)) = identity {
-                // A bootstrap entry starts a group of its own (see apply()).
-                store.set_identity(uuid, incarnation, &raft_state)?;
-                return Ok(Vec::new());
-            }
-            if writesets.is_empty() {
-                store.set_raft_state(&raft_state)?;
-                return Ok(Vec::new());
-            }
-            store.apply_batch(&writesets, &raft_state)
-        })
+        let outcomes = tokio::task::spawn_blocking(
+            move || -> Result<Vec<ApplyOutcome>, crate::store::StoreError> {
+                if let Some((uuid, incarnation)) = identity {
+                    // A bootstrap entry starts a group of its own (see apply()).
+                    store.set_identity(uuid, incarnation, &raft_state)?;
+                    return Ok(Vec::new());
+                }
+                if writesets.is_empty() {
+                    store.set_raft_state(&raft_state)?;
+                    return Ok(Vec::new());
+                }
+                store.apply_batch(&writesets, &raft_state)
+            },
+        )
         .await
         .map_err(blocking_err)?
         .map_err(store_err)?;
@@ -178,7 +204,11 @@ impl StateMachine {
                         self.waiters.resolve(ws, &outcome);
                         Response::WriteSet(outcome)
                     }
-                    None => return Err(io::Error::other("store returned fewer outcomes than write-sets")),
+                    None => {
+                        return Err(io::Error::other(
+                            "store returned fewer outcomes than write-sets",
+                        ))
+                    }
                 },
                 _ => Response::Done,
             };
@@ -191,7 +221,8 @@ impl StateMachine {
 
     fn snapshot_paths(&self, index: u64) -> (PathBuf, PathBuf) {
         (
-            self.snapshot_dir.join(format!("snapshot-{index:020}.sqlite")),
+            self.snapshot_dir
+                .join(format!("snapshot-{index:020}.sqlite")),
             self.snapshot_dir.join(format!("snapshot-{index:020}.meta")),
         )
     }
@@ -203,9 +234,15 @@ impl StateMachine {
             .filter(|p| p.extension().is_some_and(|e| e == "meta"))
             .collect();
         metas.sort();
-        let Some(meta_path) = metas.pop() else { return Ok(None) };
-        let meta: SnapshotMeta = serde_json::from_slice(&fs::read(&meta_path)?)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", meta_path.display())))?;
+        let Some(meta_path) = metas.pop() else {
+            return Ok(None);
+        };
+        let meta: SnapshotMeta = serde_json::from_slice(&fs::read(&meta_path)?).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", meta_path.display()),
+            )
+        })?;
         Ok(Some((meta, meta_path.with_extension("sqlite"))))
     }
 
@@ -224,15 +261,19 @@ impl StateMachine {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = SnapshotFile;
 
-    async fn build_snapshot(&mut self) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
+    async fn build_snapshot(
+        &mut self,
+    ) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
         let tmp = self.snapshot_dir.join("building.sqlite.tmp");
         let store = self.store.clone();
         let tmp2 = tmp.clone();
-        let raft_state = tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>, crate::store::StoreError> {
-            let _ = fs::remove_file(&tmp2);
-            store.snapshot_into(&tmp2)?;
-            crate::store::read_raft_state(&tmp2)
-        })
+        let raft_state = tokio::task::spawn_blocking(
+            move || -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+                let _ = fs::remove_file(&tmp2);
+                store.snapshot_into(&tmp2)?;
+                crate::store::read_raft_state(&tmp2)
+            },
+        )
         .await
         .map_err(blocking_err)?
         .map_err(store_err)?;
@@ -240,14 +281,23 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             Some(b) => RaftState::decode(&b)?,
             None => RaftState::default(),
         };
-        let meta = SnapshotMeta { last_log_id: st.last_applied.clone(), last_membership: st.membership.clone() };
+        let meta = SnapshotMeta {
+            last_log_id: st.last_applied.clone(),
+            last_membership: st.membership.clone(),
+        };
         let index = st.last_applied.as_ref().map(|l| l.index).unwrap_or(0);
         let (db_path, meta_path) = self.snapshot_paths(index);
         fs::rename(&tmp, &db_path)?;
-        super::log_store::write_file_durably(&meta_path, &serde_json::to_vec(&meta).map_err(io::Error::other)?)?;
+        super::log_store::write_file_durably(
+            &meta_path,
+            &serde_json::to_vec(&meta).map_err(io::Error::other)?,
+        )?;
         self.remove_snapshots_except(&db_path);
         tracing::info!(index, "snapshot built: {}", db_path.display());
-        Ok(openraft::alias::SnapshotOf::<TypeConfig, SnapshotFile> { meta, snapshot: SnapshotFile { path: db_path } })
+        Ok(openraft::alias::SnapshotOf::<TypeConfig, SnapshotFile> {
+            meta,
+            snapshot: SnapshotFile { path: db_path },
+        })
     }
 }
 
@@ -267,7 +317,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut group: Vec<EntryResponder<TypeConfig>> = Vec::new();
         while let Some(item) = entries.try_next().await? {
             // A bootstrap entry changes the identity: apply it alone.
-            let is_bootstrap = matches!(item.0.payload, EntryPayload::Normal(Request::Bootstrap { .. }));
+            let is_bootstrap = matches!(
+                item.0.payload,
+                EntryPayload::Normal(Request::Bootstrap { .. })
+            );
             if is_bootstrap && !group.is_empty() {
                 self.apply_group(std::mem::take(&mut group)).await?;
             }
@@ -286,7 +339,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotFile) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotFile,
+    ) -> Result<(), io::Error> {
         let index = meta.last_log_id.as_ref().map(|l| l.index).unwrap_or(0);
         let (db_path, meta_path) = self.snapshot_paths(index);
         if snapshot.path != db_path {
@@ -303,7 +360,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             None => RaftState::default(),
         };
         self.set_state(st)?;
-        super::log_store::write_file_durably(&meta_path, &serde_json::to_vec(meta).map_err(io::Error::other)?)?;
+        super::log_store::write_file_durably(
+            &meta_path,
+            &serde_json::to_vec(meta).map_err(io::Error::other)?,
+        )?;
         self.remove_snapshots_except(&db_path);
         tracing::info!(index, %position, "installed snapshot");
         Ok(())
@@ -312,9 +372,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>>, io::Error> {
-        Ok(self.newest_snapshot()?.map(|(meta, path)| openraft::alias::SnapshotOf::<TypeConfig, SnapshotFile> {
-            meta,
-            snapshot: SnapshotFile { path },
-        }))
+        Ok(self
+            .newest_snapshot()?
+            .map(
+                |(meta, path)| openraft::alias::SnapshotOf::<TypeConfig, SnapshotFile> {
+                    meta,
+                    snapshot: SnapshotFile { path },
+                },
+            ))
     }
 }

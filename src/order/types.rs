@@ -34,8 +34,17 @@ pub enum Request {
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Request::WriteSet(ws) => write!(f, "write-set {}#{} ({} keys)", ws.origin, ws.trx_id, ws.keys.len()),
-            Request::Bootstrap { state_uuid, incarnation } => {
+            Request::WriteSet(ws) => write!(
+                f,
+                "write-set {}#{} ({} keys)",
+                ws.origin,
+                ws.trx_id,
+                ws.keys.len()
+            ),
+            Request::Bootstrap {
+                state_uuid,
+                incarnation,
+            } => {
                 write!(f, "bootstrap {state_uuid} incarnation {incarnation}")
             }
         }

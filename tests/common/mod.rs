@@ -48,8 +48,17 @@ impl TestNode {
             dir.path().join("run").display(),
         );
         fs::write(&config_path, text).expect("write config");
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
-        TestNode { name: name.into(), dir, config_path, api_port, child: None, agent }
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(30))
+            .build();
+        TestNode {
+            name: name.into(),
+            dir,
+            config_path,
+            api_port,
+            child: None,
+            agent,
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -71,7 +80,11 @@ impl TestNode {
     /// Start the daemon; its stderr goes to `log_path()`.
     pub fn start(&mut self, args: &[&str]) {
         assert!(self.child.is_none(), "{} already running", self.name);
-        let log = fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("open log");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open log");
         let child = Command::new(QUORATED)
             .arg("--config")
             .arg(&self.config_path)
@@ -92,7 +105,11 @@ impl TestNode {
         while Instant::now() < deadline {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!("{} exited early with {status}; log:\n{}", self.name, self.log());
+                    panic!(
+                        "{} exited early with {status}; log:\n{}",
+                        self.name,
+                        self.log()
+                    );
                 }
             }
             if self.agent.get(&self.url("/status")).call().is_ok() {
@@ -100,7 +117,11 @@ impl TestNode {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("{}: HTTP API did not come up in {timeout:?}; log:\n{}", self.name, self.log());
+        panic!(
+            "{}: HTTP API did not come up in {timeout:?}; log:\n{}",
+            self.name,
+            self.log()
+        );
     }
 
     /// Wait until `/readyz` says the node serves clients.
@@ -112,7 +133,11 @@ impl TestNode {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("{} did not become Primary in {timeout:?}; log:\n{}", self.name, self.log());
+        panic!(
+            "{} did not become Primary in {timeout:?}; log:\n{}",
+            self.name,
+            self.log()
+        );
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -129,7 +154,10 @@ impl TestNode {
     }
 
     pub fn post_raw(&self, path: &str, body: &str) -> (u16, String) {
-        let req = self.agent.post(&self.url(path)).set("Content-Type", "application/json");
+        let req = self
+            .agent
+            .post(&self.url(path))
+            .set("Content-Type", "application/json");
         match req.send_string(body) {
             Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
             Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
@@ -150,7 +178,11 @@ impl TestNode {
         let (code, resp) = self.post("/db/execute", &body);
         assert_eq!(code, 200, "{}: execute {body} -> {code} {resp}", self.name);
         for r in resp["results"].as_array().expect("results array") {
-            assert!(r.get("error").is_none(), "{}: execute {body} -> {resp}", self.name);
+            assert!(
+                r.get("error").is_none(),
+                "{}: execute {body} -> {resp}",
+                self.name
+            );
         }
         resp
     }
@@ -161,12 +193,17 @@ impl TestNode {
         assert_eq!(code, 200, "{}: query {sql} -> {code} {resp}", self.name);
         let r = &resp["results"][0];
         assert!(r.get("error").is_none(), "query {sql}: {resp}");
-        r.get("values").and_then(|v| v.as_array()).cloned().unwrap_or_default()
+        r.get("values")
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn scalar(&self, sql: &str) -> i64 {
         let rows = self.query_rows(sql);
-        rows.first().and_then(|r| r[0].as_i64()).unwrap_or_else(|| panic!("{sql}: no integer in {rows:?}"))
+        rows.first()
+            .and_then(|r| r[0].as_i64())
+            .unwrap_or_else(|| panic!("{sql}: no integer in {rows:?}"))
     }
 
     /// Run the `quorate` CLI against this node's config.
@@ -182,7 +219,8 @@ impl TestNode {
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         if let Some(child) = &self.child {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("signal");
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig)
+                .expect("signal");
         }
     }
 
@@ -197,7 +235,10 @@ impl TestNode {
     /// SIGTERM and wait for a graceful exit; returns its exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("node running");
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -205,7 +246,11 @@ impl TestNode {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("{} did not stop within 30 s after SIGTERM; log:\n{}", self.name, self.log());
+                panic!(
+                    "{} did not stop within 30 s after SIGTERM; log:\n{}",
+                    self.name,
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -215,7 +260,10 @@ impl TestNode {
     pub fn kill_by_status_pid(&self) {
         let (_, status) = self.get("/status");
         if let Some(pid) = status["node"]["pid"].as_i64() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }
