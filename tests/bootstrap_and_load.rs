@@ -76,16 +76,16 @@ fn bootstrap_via_cli_then_concurrent_load_and_status() {
     ] {
         assert!(table.contains(row), "status table lacks `{row}`:\n{table}");
     }
-    // CREATE TABLE + 5000 inserts: seqnos 0..=5000.
+    // Bootstrap is seqno 0; CREATE TABLE + 5000 inserts are seqnos 1..=5001.
     assert!(
-        table.contains("| wsrep_last_committed      | 5000 "),
+        table.contains("| wsrep_last_committed      | 5001 "),
         "{table}"
     );
     let out = node.cli(&["--show-cluster-status", "--json"]);
     let status: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("status --json is JSON");
     assert_eq!(status["wsrep_cluster_size"], 1, "{status}");
-    assert_eq!(status["wsrep_last_committed"], 5000, "{status}");
+    assert_eq!(status["wsrep_last_committed"], 5001, "{status}");
     assert_eq!(status["wsrep_cluster_status"], "Primary", "{status}");
 
     // grastate.dat while running: seqno -1, the sole member is safe to bootstrap.

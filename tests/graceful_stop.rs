@@ -27,7 +27,7 @@ fn graceful_stop_records_seqno_and_sole_member_is_safe() {
         "{g}"
     );
     assert!(
-        g.contains("\nseqno:   4\n"),
+        g.contains("\nseqno:   5\n"),
         "graceful stop must record the last committed seqno:\n{g}"
     );
     assert!(

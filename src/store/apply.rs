@@ -694,14 +694,14 @@ mod tests {
             );
             let ws = capture_ws(&s, &[st("INSERT INTO t VALUES (1)")], 2);
             s.apply_batch(&[ws.clone(), ws], b"state-2").unwrap();
-            assert_eq!(s.position().seqno, 2);
+            assert_eq!(s.position().seqno, 3, "bootstrap is seqno 0, then 1, 2, 3");
         }
         let s = open(dir.path());
         assert_eq!(
             s.position(),
             crate::writeset::Position {
                 state_uuid: uuid,
-                seqno: 2,
+                seqno: 3,
                 incarnation: 3
             }
         );
@@ -709,7 +709,7 @@ mod tests {
         assert_eq!(dump(&s, "t").len(), 1);
         s.set_raft_state(b"blank").unwrap();
         assert_eq!(s.raft_state().unwrap().as_deref(), Some(&b"blank"[..]));
-        assert_eq!(s.position().seqno, 2);
+        assert_eq!(s.position().seqno, 3);
     }
 
     #[test]

@@ -89,7 +89,10 @@ pub(crate) fn set_identity(
     let incarnation = i64::try_from(incarnation)
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     conn.prepare_cached(
-        "UPDATE _quorate_meta SET state_uuid = ?1, incarnation = ?2, raft_state = ?3 WHERE id = 0",
+        // A new cluster starts at seqno 0 (Galera's initial position), so
+        // its first write-set gets seqno 1; existing history is kept.
+        "UPDATE _quorate_meta SET state_uuid = ?1, incarnation = ?2, raft_state = ?3, \
+         seqno = MAX(seqno, 0) WHERE id = 0",
     )?
     .execute(rusqlite::params![uuid.to_string(), incarnation, raft_state])?;
     Ok(())

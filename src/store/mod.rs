@@ -259,7 +259,7 @@ impl Store {
         self.set_cached_position(Position {
             state_uuid,
             incarnation,
-            ..pos
+            seqno: pos.seqno.max(0),
         });
         Ok(())
     }
