@@ -377,7 +377,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        Ok(self.lock()?.meta.vote.clone())
+        Ok(self.lock()?.meta.vote)
     }
 }
 
@@ -386,12 +386,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let inner = self.lock()?;
-        let last_purged = inner.meta.last_purged.clone();
+        let last_purged = inner.meta.last_purged;
         let last = match (&inner.last_log_id, &last_purged) {
-            (Some(l), Some(p)) if l.index > p.index => Some(l.clone()),
-            (Some(_), Some(p)) => Some(p.clone()),
-            (Some(l), None) => Some(l.clone()),
-            (None, p) => p.clone(),
+            (Some(l), Some(p)) if l.index > p.index => Some(*l),
+            (Some(_), Some(p)) => Some(*p),
+            (Some(l), None) => Some(*l),
+            (None, p) => *p,
         };
         Ok(LogState {
             last_purged_log_id: last_purged,
@@ -405,7 +405,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let mut inner = self.lock()?;
-        inner.meta.vote = Some(vote.clone());
+        inner.meta.vote = Some(*vote);
         inner.write_meta()
     }
 
@@ -418,7 +418,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.lock()?.meta.committed.clone())
+        Ok(self.lock()?.meta.committed)
     }
 
     async fn append<I>(
@@ -520,7 +520,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let _ = inner.locations.split_off(&first_dropped);
         inner.last_log_id = match keep_until {
             Some(i) if inner.locations.contains_key(&i) => last_log_id,
-            _ => inner.meta.last_purged.clone(),
+            _ => inner.meta.last_purged,
         };
         if inner.segments.is_empty() {
             inner.create_segment(first_dropped)?;
@@ -530,7 +530,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         let mut inner = self.lock()?;
-        inner.meta.last_purged = Some(log_id.clone());
+        inner.meta.last_purged = Some(log_id);
         inner.write_meta()?;
         // Delete whole segments whose every record is purged, never the active one.
         let firsts: Vec<u64> = inner.segments.keys().copied().collect();
@@ -541,7 +541,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 fs::remove_file(segment_path(&inner.dir, first))?;
             }
         }
-        let _ = {
+        {
             let keep = inner.locations.split_off(&(log_id.index + 1));
             inner.locations = keep;
         };
@@ -665,7 +665,7 @@ mod tests {
         let mut store = LogStore::open(dir.path()).unwrap();
         let state = store.get_log_state().await.unwrap();
         assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(4));
-        assert_eq!(state.last_log_id.clone().map(|l| l.index), Some(15));
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(15));
         assert_eq!(
             state.last_log_id.map(|l| l.leader_id.term),
             Some(2),

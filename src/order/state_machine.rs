@@ -160,7 +160,7 @@ impl StateMachine {
         let mut writesets: Vec<WriteSet> = Vec::new();
         let mut identity: Option<(uuid::Uuid, u64)> = None;
         for (entry, _) in &group {
-            st.last_applied = Some(entry.log_id.clone());
+            st.last_applied = Some(entry.log_id);
             match &entry.payload {
                 EntryPayload::Normal(Request::WriteSet(ws)) => writesets.push(ws.clone()),
                 EntryPayload::Normal(Request::Bootstrap {
@@ -170,7 +170,7 @@ impl StateMachine {
                     identity = Some((*state_uuid, *incarnation));
                 }
                 EntryPayload::Membership(m) => {
-                    st.membership = StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                    st.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                 }
                 EntryPayload::Blank => {}
             }
@@ -282,7 +282,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             None => RaftState::default(),
         };
         let meta = SnapshotMeta {
-            last_log_id: st.last_applied.clone(),
+            last_log_id: st.last_applied,
             last_membership: st.membership.clone(),
         };
         let index = st.last_applied.as_ref().map(|l| l.index).unwrap_or(0);

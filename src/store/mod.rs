@@ -353,6 +353,11 @@ fn is_environmental(e: &rusqlite::Error) -> bool {
     }
 }
 
+/// The raft_state blob stored in a database file (e.g. a snapshot copy).
+pub fn read_raft_state(db_path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    meta::read_raft_state(db_path)
+}
+
 #[cfg(test)]
 pub(crate) mod testutil {
     use super::*;
@@ -420,9 +425,4 @@ pub(crate) mod testutil {
         assert_eq!(r[0].error, None);
         r.into_iter().next().map(|q| q.rows).unwrap_or_default()
     }
-}
-
-/// The raft_state blob stored in a database file (e.g. a snapshot copy).
-pub fn read_raft_state(db_path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
-    meta::read_raft_state(db_path)
 }
