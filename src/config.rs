@@ -60,6 +60,14 @@ pub struct ReplicationConfig {
     pub cert_window: i64,
     /// How long a client waits for its write-set to be ordered and applied.
     pub commit_timeout_ms: u64,
+    /// Bound on dialling a peer (QUIC + TLS handshake), milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Bound on one replication RPC, milliseconds.
+    pub rpc_timeout_ms: u64,
+    /// QUIC keep-alive interval towards peers, milliseconds.
+    pub keep_alive_ms: u64,
+    /// A peer connection silent for this long is dead, milliseconds.
+    pub idle_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,6 +123,10 @@ impl Default for ReplicationConfig {
             max_writeset_bytes: 16 * 1024 * 1024,
             cert_window: 100_000,
             commit_timeout_ms: 10_000,
+            connect_timeout_ms: 3_000,
+            rpc_timeout_ms: 5_000,
+            keep_alive_ms: 1_000,
+            idle_timeout_ms: 5_000,
         }
     }
 }
@@ -288,7 +300,7 @@ const fn doc(
 
 const SECTIONS: [&str; 4] = ["replication", "api", "tls", "storage"];
 
-static KEYS: [ConfigKeyDoc; 24] = [
+static KEYS: [ConfigKeyDoc; 28] = [
     doc("cluster_name", "\"quorate\"", "\"quorate\"", Kind::Text,
         "a name of letters, digits, '.', '_' and '-', at most 63 characters, like \"mail-gw\"",
         "Name of the cluster. Peers with another cluster_name are refused, so two clusters on \
@@ -346,6 +358,19 @@ static KEYS: [ConfigKeyDoc; 24] = [
         "a number of milliseconds like 10000",
         "How long a client waits for its write to be ordered and applied before the outcome is \
          reported as unknown."),
+    doc("replication.connect_timeout_ms", "3000", "3000", U64,
+        "a number of milliseconds like 3000",
+        "Bound on dialling a peer: the QUIC and TLS handshakes and the identity exchange."),
+    doc("replication.rpc_timeout_ms", "5000", "5000", U64,
+        "a number of milliseconds like 5000",
+        "Bound on one replication request to a peer (Raft messages bring their own, shorter \
+         bounds); a peer that does not answer in time has its connection dropped and redialled."),
+    doc("replication.keep_alive_ms", "1000", "1000", U64,
+        "a number of milliseconds like 1000",
+        "QUIC keep-alive interval towards peers; must be shorter than idle_timeout_ms."),
+    doc("replication.idle_timeout_ms", "5000", "5000", U64,
+        "a number of milliseconds like 5000",
+        "A connection to a peer that hears nothing for this long is considered dead."),
     doc("api.listen", "\"127.0.0.1:4001\"", "\"127.0.0.1:4001\"", Kind::Addr,
         "an address like \"127.0.0.1:4001\"",
         "TCP address of the HTTP client API (rqlite-compatible)."),
@@ -626,10 +651,24 @@ impl Config {
                 format!("must be at least 1, got {}", r.cert_window),
             ));
         }
-        if r.commit_timeout_ms == 0 {
+        for (key, v) in [
+            ("replication.commit_timeout_ms", r.commit_timeout_ms),
+            ("replication.connect_timeout_ms", r.connect_timeout_ms),
+            ("replication.rpc_timeout_ms", r.rpc_timeout_ms),
+            ("replication.keep_alive_ms", r.keep_alive_ms),
+            ("replication.idle_timeout_ms", r.idle_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::setting(key, "must be at least 1, got 0"));
+            }
+        }
+        if r.keep_alive_ms >= r.idle_timeout_ms {
             return Err(ConfigError::setting(
-                "replication.commit_timeout_ms",
-                "must be at least 1, got 0",
+                "replication.keep_alive_ms",
+                format!(
+                    "must be shorter than replication.idle_timeout_ms ({} ms), got {} ms",
+                    r.idle_timeout_ms, r.keep_alive_ms
+                ),
             ));
         }
         if let Some(a) = r.advertise {
@@ -1032,7 +1071,8 @@ key  = "/etc/quorate/tls/node-a.key"
             "unknown key `foo` in [replication] of /etc/quorate/quorate.toml (line 4); expected \
              one of: listen, advertise, peers, heartbeat_ms, election_timeout_ms, \
              primary_timeout_ms, retry_autocommit, max_writeset_bytes, cert_window, \
-             commit_timeout_ms"
+             commit_timeout_ms, connect_timeout_ms, rpc_timeout_ms, keep_alive_ms, \
+             idle_timeout_ms"
         );
         let e = err("node_name = \"a\"\nnodename = \"b\"\n");
         assert_eq!(

@@ -6,6 +6,7 @@
 
 mod admin;
 mod backend;
+mod peers;
 mod run;
 mod status;
 
@@ -63,6 +64,9 @@ pub struct Node {
     /// Serialises bootstrap and grastate updates.
     control: AsyncMutex<()>,
     shutdown_tx: watch::Sender<bool>,
+    transport: Option<crate::transport::Transport>,
+    /// Joiners the leader is catching up right now.
+    joining: Arc<std::sync::Mutex<std::collections::HashSet<crate::order::NodeId>>>,
 }
 
 impl Node {
@@ -88,6 +92,7 @@ impl Node {
             repl_addr: config.advertise_addr().to_string(),
             api_addr: config.api_advertise(),
         };
+        let transport = peers::open_transport(&config).await?;
         let seq = Sequencer::open(
             &config.data_dir,
             info,
@@ -99,6 +104,7 @@ impl Node {
                 log_retain_entries: config.storage.log_retain_entries,
             },
             store.clone(),
+            transport.clone(),
         )
         .await?;
         let (shutdown_tx, _) = watch::channel(false);
@@ -111,6 +117,8 @@ impl Node {
             next_trx: AtomicU64::new(rand::random::<u64>() >> 1),
             control: AsyncMutex::new(()),
             shutdown_tx,
+            transport,
+            joining: Arc::default(),
         });
         let position = node.store.position();
         tracing::info!(
@@ -130,6 +138,16 @@ impl Node {
             }
         }
         Ok(node)
+    }
+
+    fn joining_handle(
+        &self,
+    ) -> Arc<std::sync::Mutex<std::collections::HashSet<crate::order::NodeId>>> {
+        self.joining.clone()
+    }
+
+    pub fn transport(&self) -> Option<&crate::transport::Transport> {
+        self.transport.as_ref()
     }
 
     pub fn config(&self) -> &Config {
@@ -155,12 +173,18 @@ impl Node {
                     return Err(e);
                 }
             }
+        } else if !self.config.other_peers().is_empty() {
+            tracing::info!(
+                "this node is not part of a cluster yet; it asks its peers to admit it and waits \
+                 non-Primary. To create a new cluster from this node instead run `quorate --bootstrap-node`"
+            );
         } else {
             tracing::warn!(
-                "this node is not part of a cluster and no peers answered; it waits non-Primary. \
+                "this node is not part of a cluster and has no peers; it waits non-Primary. \
                  To create a new cluster from this node run `quorate --bootstrap-node`"
             );
         }
+        self.spawn_join_loop();
         self.write_grastate_running().await?;
         Ok(())
     }
@@ -263,6 +287,7 @@ impl Node {
 
     /// Graceful stop: order stops, grastate.dat records the last committed seqno.
     pub async fn stop(&self) -> Result<(), NodeError> {
+        self.leave().await;
         let _ = self.shutdown_tx.send(true);
         // Decided before Raft stops: afterwards its metrics no longer say who the members were.
         let mut file = self.grastate_now(-1)?;

@@ -43,6 +43,7 @@ pub async fn run(config: Config, opts: StartOptions) -> Result<(), NodeError> {
         .await
     });
 
+    let peer_server = node.transport().map(|t| t.serve(node.clone()));
     node.start(opts).await?;
     node.spawn_grastate_keeper();
     tracing::info!(api = %cfg.api.listen, admin = %cfg.socket_path().display(), "quorated serving");
@@ -61,6 +62,12 @@ pub async fn run(config: Config, opts: StartOptions) -> Result<(), NodeError> {
         r = admin => Some(r),
     };
     node.stop().await?;
+    if let Some(t) = node.transport() {
+        t.close().await;
+    }
+    if let Some(s) = peer_server {
+        s.abort();
+    }
     let _ = api.await;
     if let Some(Ok(Err(e))) = admin_failed {
         return Err(NodeError::Refused(format!("admin socket: {e}")));

@@ -20,7 +20,10 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::Instant as _;
 use openraft::{Config as RaftConfig, ServerState, SnapshotPolicy};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::store::Store;
+use crate::transport::{PeerIdentity, Transport};
 use crate::writeset::{ApplyOutcome, WriteSet};
 pub use log_store::LogStore;
 pub use state_machine::{ApplyWaiters, StateMachine};
@@ -50,6 +53,17 @@ pub enum SubmitError {
     Unknown(String),
 }
 
+/// What the leader says about a forwarded write-set.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub enum ForwardOutcome {
+    /// Ordered (and applied on the leader); the origin waits for its own apply.
+    Ordered,
+    /// Never appended: the receiver is not the leader.
+    NotLeader,
+    /// Appended or not: unknown.
+    Failed(String),
+}
+
 /// Tunables of the sequencer, from the config.
 #[derive(Debug, Clone)]
 pub struct SequencerOptions {
@@ -67,6 +81,19 @@ pub struct Sequencer {
     node_info: NodeInfo,
     waiters: Arc<ApplyWaiters>,
     log: LogStore,
+    transport: Option<Transport>,
+    snapshot_dir: std::path::PathBuf,
+    started: std::time::Instant,
+    /// Milliseconds after `started` when a leader last reached us (0: never).
+    last_leader_contact_ms: AtomicU64,
+}
+
+/// Transport kinds of the node-level requests between members.
+pub mod peer_kind {
+    /// A follower hands a write-set to the leader to be ordered.
+    pub const FORWARD_WRITE: u8 = 20;
+    /// A follower asks the leader for a linearizable read index.
+    pub const READ_INDEX: u8 = 21;
 }
 
 /// Node ids are made once per data directory and never reused.
@@ -95,6 +122,7 @@ impl Sequencer {
         node_info: NodeInfo,
         opts: &SequencerOptions,
         store: Arc<Store>,
+        transport: Option<crate::transport::Transport>,
     ) -> Result<Sequencer, OrderError> {
         let raft_dir = data_dir.join("log");
         let io_err = |source| OrderError::Log {
@@ -121,15 +149,25 @@ impl Sequencer {
                 .validate()
                 .map_err(|e| OrderError::Start(e.to_string()))?,
         );
-        let raft = Raft::new(node_id, config, network::NoNetwork, log.clone(), sm)
-            .await
-            .map_err(|e| OrderError::Start(e.to_string()))?;
+        let raft = Raft::new(
+            node_id,
+            config,
+            network::RaftNetwork::new(transport.clone()),
+            log.clone(),
+            sm,
+        )
+        .await
+        .map_err(|e| OrderError::Start(e.to_string()))?;
         Ok(Sequencer {
             raft,
             node_id,
             node_info,
             waiters,
             log,
+            transport,
+            snapshot_dir: data_dir.join("snapshots"),
+            started: std::time::Instant::now(),
+            last_leader_contact_ms: AtomicU64::new(0),
         })
     }
 
@@ -202,8 +240,11 @@ impl Sequencer {
     ) -> Result<ApplyOutcome, SubmitError> {
         let trx_id = ws.trx_id;
         let verdict = self.waiters.register(trx_id);
-        let submitted =
-            tokio::time::timeout(timeout, self.raft.client_write(Request::WriteSet(ws))).await;
+        let submitted = tokio::time::timeout(
+            timeout,
+            self.raft.client_write(Request::WriteSet(ws.clone())),
+        )
+        .await;
         match submitted {
             Err(_) => {
                 self.waiters.forget(trx_id);
@@ -213,14 +254,14 @@ impl Sequencer {
                 )));
             }
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                self.waiters.forget(trx_id);
-                let leader = f
-                    .leader_id
-                    .map(|l| l.to_string())
-                    .unwrap_or_else(|| "none".into());
-                return Err(SubmitError::NotPrimary(format!(
-                    "this node is not in the primary component (leader: {leader}); nothing was applied"
-                )));
+                // Not the leader: hand the write-set to the one that is.
+                if let Err(e) = self
+                    .forward_write(f.leader_node.as_ref(), &ws, timeout)
+                    .await
+                {
+                    self.waiters.forget(trx_id);
+                    return Err(e);
+                }
             }
             Ok(Err(e)) => {
                 self.waiters.forget(trx_id);
@@ -241,6 +282,135 @@ impl Sequencer {
         }
     }
 
+    async fn forward_write(
+        &self,
+        leader: Option<&NodeInfo>,
+        ws: &WriteSet,
+        timeout: Duration,
+    ) -> Result<(), SubmitError> {
+        let (Some(t), Some(leader)) = (&self.transport, leader) else {
+            return Err(SubmitError::NotPrimary(
+                "no leader is known; nothing was applied".into(),
+            ));
+        };
+        let addr: std::net::SocketAddr = leader.repl_addr.parse().map_err(|_| {
+            SubmitError::NotPrimary(format!(
+                "leader {} has no valid address; nothing was applied",
+                leader.name
+            ))
+        })?;
+        let body = network::encode(ws).map_err(SubmitError::NotPrimary)?;
+        match t
+            .call_timeout(
+                addr,
+                Some(&leader.name),
+                peer_kind::FORWARD_WRITE,
+                body,
+                timeout,
+            )
+            .await
+        {
+            Ok(reply) => {
+                match network::decode::<ForwardOutcome>(&reply).map_err(SubmitError::Unknown)? {
+                    ForwardOutcome::Ordered => Ok(()),
+                    ForwardOutcome::NotLeader => Err(SubmitError::NotPrimary(format!(
+                        "{} is no longer the leader; nothing was applied",
+                        leader.name
+                    ))),
+                    ForwardOutcome::Failed(m) => Err(SubmitError::Unknown(format!(
+                        "the leader could not order it: {m}"
+                    ))),
+                }
+            }
+            // Never dialled, so never sent: certainly not ordered.
+            Err(
+                e @ (crate::transport::TransportError::Unreachable { .. }
+                | crate::transport::TransportError::Tls { .. }
+                | crate::transport::TransportError::Refused { .. }),
+            ) => Err(SubmitError::NotPrimary(format!(
+                "cannot reach the leader: {e}; nothing was applied"
+            ))),
+            Err(e) => Err(SubmitError::Unknown(format!(
+                "forwarding to the leader {} failed: {e}",
+                leader.name
+            ))),
+        }
+    }
+
+    /// Answer a request from a peer: Raft RPCs, snapshots, forwarded
+    /// write-sets, read indexes. The peer's certificate-verified name must
+    /// match the member id it speaks for.
+    pub async fn serve_peer(
+        &self,
+        peer: &PeerIdentity,
+        kind: u8,
+        body: &[u8],
+    ) -> Result<bytes::Bytes, String> {
+        match kind {
+            k if network::kind::is_raft(k) => {
+                if let Some(claimed) = network::claimed_sender(k, body) {
+                    self.check_identity(peer, claimed)?;
+                }
+                let reply = network::serve_rpc(&self.raft, k, body).await;
+                if k == network::kind::APPEND && reply.is_ok() {
+                    let ms = self.started.elapsed().as_millis() as u64;
+                    self.last_leader_contact_ms
+                        .store(ms.max(1), Ordering::Relaxed);
+                }
+                reply
+            }
+            peer_kind::FORWARD_WRITE => {
+                let ws: WriteSet = network::decode(body)?;
+                let outcome = match self.raft.client_write(Request::WriteSet(ws)).await {
+                    Ok(_) => ForwardOutcome::Ordered,
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                        ForwardOutcome::NotLeader
+                    }
+                    Err(e) => ForwardOutcome::Failed(e.to_string()),
+                };
+                network::encode(&outcome)
+            }
+            peer_kind::READ_INDEX => {
+                let read = self
+                    .raft
+                    .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
+                    .await
+                    .map_err(|e| format!("not the leader: {e}"))?;
+                network::encode(&read.index())
+            }
+            other => Err(format!("unknown request kind {other}")),
+        }
+    }
+
+    pub async fn serve_snapshot(
+        &self,
+        peer: &PeerIdentity,
+        header: &[u8],
+        chunks: crate::transport::ChunkStream,
+    ) -> Result<bytes::Bytes, String> {
+        tracing::info!(donor = %peer.node_name, "SST: {} is sending this node a snapshot", peer.node_name);
+        network::serve_snapshot(&self.raft, &self.snapshot_dir, header, chunks).await
+    }
+
+    fn check_identity(&self, peer: &PeerIdentity, claimed: NodeId) -> Result<(), String> {
+        let members = self.members();
+        match members.iter().find(|(id, _, _)| *id == claimed) {
+            Some((_, info, _)) if info.name != peer.node_name => {
+                tracing::warn!(
+                    peer = %peer.addr,
+                    "refused a Raft message: certificate of {} speaks for node id {claimed}, which is {}",
+                    peer.node_name,
+                    info.name
+                );
+                Err(format!(
+                    "node id {claimed} belongs to {}, not to {}",
+                    info.name, peer.node_name
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Whether this node is in a primary component right now.
     pub fn is_primary(&self, primary_timeout: Duration) -> bool {
         let m = self.raft.metrics().borrow_watched().clone();
@@ -258,7 +428,13 @@ impl Sequencer {
                     .as_ref()
                     .is_some_and(|acked| acked.elapsed() <= primary_timeout)
             }
-            ServerState::Follower => m.current_leader.is_some(),
+            ServerState::Follower => {
+                let last = self.last_leader_contact_ms.load(Ordering::Relaxed);
+                let now = self.started.elapsed().as_millis() as u64;
+                m.current_leader.is_some()
+                    && last > 0
+                    && now.saturating_sub(last) <= primary_timeout.as_millis() as u64
+            }
             _ => false,
         }
     }

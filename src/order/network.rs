@@ -1,67 +1,291 @@
-//! Raft RPCs between nodes. A lone node sends none; the QUIC transport
-//! (cluster work) replaces `NoNetwork` behind the same factory seam.
+//! Raft RPCs between nodes over the QUIC transport.
+//!
+//! Outgoing: openraft's `RaftNetworkV2` calls become transport calls (one
+//! stream each; snapshots stream the SQLite file). Incoming: the node's
+//! transport handler passes Raft kinds to [`serve_rpc`] / [`serve_snapshot`].
+//! A node without peers has no transport, and every call is `Unreachable`.
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
-use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use bytes::Bytes;
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
 
 use super::state_machine::SnapshotFile;
-use super::types::{NodeId, NodeInfo, TypeConfig, Vote};
+use super::types::{NodeId, NodeInfo, Raft, SnapshotMeta, TypeConfig, Vote};
+use crate::transport::{ChunkStream, Transport, TransportError};
 
-#[derive(Debug, thiserror::Error)]
-#[error("node {0} is unreachable: this node has no replication transport configured")]
-struct NoTransport(NodeId);
+/// Transport kinds of the Raft RPCs (the node owns the other kinds).
+pub mod kind {
+    pub const VOTE: u8 = 1;
+    pub const APPEND: u8 = 2;
+    pub const PRE_VOTE: u8 = 3;
+    pub const TRANSFER_LEADER: u8 = 4;
+    pub const SNAPSHOT: u8 = 5;
 
-/// The network of a node without peers.
-#[derive(Clone, Default)]
-pub struct NoNetwork;
-
-pub struct NoConnection(NodeId);
-
-impl RaftNetworkFactory<TypeConfig> for NoNetwork {
-    type Network = NoConnection;
-    async fn new_client(&mut self, target: NodeId, _node: &NodeInfo) -> NoConnection {
-        NoConnection(target)
+    pub fn is_raft(kind: u8) -> bool {
+        (VOTE..=SNAPSHOT).contains(&kind)
     }
 }
 
-impl RaftNetworkV2<TypeConfig> for NoConnection {
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Msg(String);
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Bytes, String> {
+    bincode::serialize(value)
+        .map(Bytes::from)
+        .map_err(|e| format!("cannot encode: {e}"))
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    bincode::deserialize(bytes).map_err(|e| format!("malformed message: {e}"))
+}
+
+/// The network of one node: the transport, when it has peers.
+#[derive(Clone, Default)]
+pub struct RaftNetwork {
+    transport: Option<Transport>,
+}
+
+impl RaftNetwork {
+    pub fn new(transport: Option<Transport>) -> RaftNetwork {
+        RaftNetwork { transport }
+    }
+}
+
+pub struct Connection {
+    transport: Option<Transport>,
+    target: NodeId,
+    addr: Option<SocketAddr>,
+    name: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for RaftNetwork {
+    type Network = Connection;
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Connection {
+        Connection {
+            transport: self.transport.clone(),
+            target,
+            addr: node.repl_addr.parse().ok(),
+            name: node.name.clone(),
+        }
+    }
+}
+
+fn unreachable(e: impl std::fmt::Display) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::new(&Msg(e.to_string())))
+}
+
+fn rpc_error(e: TransportError) -> RPCError<TypeConfig> {
+    if e.is_connection_failure() {
+        unreachable(e)
+    } else {
+        RPCError::Network(NetworkError::new(&e))
+    }
+}
+
+impl Connection {
+    fn route(&self) -> Result<(&Transport, SocketAddr), RPCError<TypeConfig>> {
+        let Some(t) = &self.transport else {
+            return Err(unreachable(format!(
+                "node {} ({}): this node has no replication transport",
+                self.target, self.name
+            )));
+        };
+        let Some(addr) = self.addr else {
+            return Err(unreachable(format!(
+                "node {} ({}) has no valid replication address",
+                self.target, self.name
+            )));
+        };
+        Ok((t, addr))
+    }
+
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        kind: u8,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        let (t, addr) = self.route()?;
+        let body = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&Msg(e))))?;
+        let reply = t
+            .call_timeout(addr, Some(&self.name), kind, body, option.hard_ttl())
+            .await
+            .map_err(rpc_error)?;
+        decode(&reply).map_err(|e| RPCError::Network(NetworkError::new(&Msg(e))))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for Connection {
     type SnapshotData = SnapshotFile;
 
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(Unreachable::new(&NoTransport(
-            self.0,
-        ))))
+        self.call(kind::APPEND, &rpc, &option).await
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(Unreachable::new(&NoTransport(
-            self.0,
-        ))))
+        self.call(kind::VOTE, &rpc, &option).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(kind::PRE_VOTE, &rpc, &option).await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(kind::TRANSFER_LEADER, &req, &option).await
     }
 
     async fn full_snapshot(
         &mut self,
-        _vote: Vote,
-        _snapshot: openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>,
-        _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        vote: Vote,
+        snapshot: openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        Err(StreamingError::Unreachable(Unreachable::new(&NoTransport(
-            self.0,
-        ))))
+        let (t, addr) = self.route().map_err(StreamingError::from)?;
+        let header = encode(&(vote, snapshot.meta.clone()))
+            .map_err(|e| StreamingError::Network(NetworkError::new(&Msg(e))))?;
+        let file = tokio::fs::File::open(&snapshot.snapshot.path)
+            .await
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+        let target = self.name.clone();
+        tracing::info!(joiner = %target, bytes = size, "SST started: streaming a snapshot to {target}");
+        let started = std::time::Instant::now();
+        let last_log = std::sync::atomic::AtomicU64::new(0);
+        let progress = move |sent: u64| {
+            let step = (size / 10).max(8 << 20);
+            if sent >= last_log.load(std::sync::atomic::Ordering::Relaxed) + step {
+                last_log.store(sent, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!("SST progress: {sent} of {size} bytes sent");
+            }
+        };
+        let upload = t.call_stream(
+            addr,
+            Some(&self.name),
+            kind::SNAPSHOT,
+            header,
+            file,
+            progress,
+        );
+        let reply = tokio::select! {
+            r = upload => r.map_err(|e| StreamingError::from(rpc_error(e)))?,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        tracing::info!(joiner = %self.name, "SST done in {:.1} s", started.elapsed().as_secs_f64());
+        decode(&reply).map_err(|e| StreamingError::Network(NetworkError::new(&Msg(e))))
+    }
+}
+
+/// Answer one incoming Raft RPC.
+pub async fn serve_rpc(raft: &Raft, kind: u8, body: &[u8]) -> Result<Bytes, String> {
+    match kind {
+        kind::VOTE => encode(&raft.vote(decode(body)?).await.map_err(|e| e.to_string())?),
+        kind::PRE_VOTE => encode(
+            &raft
+                .pre_vote(decode(body)?)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        kind::APPEND => encode(
+            &raft
+                .append_entries(decode(body)?)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        kind::TRANSFER_LEADER => encode(
+            &raft
+                .handle_transfer_leader(decode(body)?)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        other => Err(format!("unknown Raft RPC kind {other}")),
+    }
+}
+
+/// Receive a streamed snapshot (SST) into `dir`, and install it only once
+/// every byte arrived: a broken-off transfer leaves nothing behind.
+pub async fn serve_snapshot(
+    raft: &Raft,
+    dir: &Path,
+    header: &[u8],
+    mut chunks: ChunkStream,
+) -> Result<Bytes, String> {
+    let (vote, meta): (Vote, SnapshotMeta) = decode(header)?;
+    let path: PathBuf = dir.join(format!("receiving-{:016x}.tmp", rand::random::<u64>()));
+    tracing::info!(index = ?meta.last_log_id.as_ref().map(|l| l.index), "SST: receiving a snapshot from the donor");
+    let received = async {
+        let mut file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| e.to_string())?;
+        while let Some(chunk) = chunks.next().await.map_err(|e| e.to_string())? {
+            file.write_all(&chunk).await.map_err(|e| e.to_string())?;
+        }
+        file.sync_all().await.map_err(|e| e.to_string())?;
+        Ok::<u64, String>(chunks.bytes_received())
+    }
+    .await;
+    let bytes = match received {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            tracing::warn!("SST broke off: {e}; the partial copy was discarded");
+            return Err(format!("snapshot transfer broke off: {e}"));
+        }
+    };
+    tracing::info!(bytes, "SST: snapshot received; installing");
+    let snapshot = openraft::alias::SnapshotOf::<TypeConfig, SnapshotFile> {
+        meta,
+        snapshot: SnapshotFile { path: path.clone() },
+    };
+    let resp = raft
+        .install_full_snapshot(vote, snapshot)
+        .await
+        .map_err(|e| e.to_string());
+    if resp.is_err() {
+        let _ = tokio::fs::remove_file(&path).await;
+    }
+    encode(&resp?)
+}
+
+/// The member a Raft message claims to come from (candidate or leader).
+pub fn claimed_sender(kind: u8, body: &[u8]) -> Option<NodeId> {
+    use openraft::vote::RaftLeaderId;
+    match kind {
+        kind::VOTE | kind::PRE_VOTE => decode::<VoteRequest<TypeConfig>>(body)
+            .ok()
+            .map(|r| *r.vote.leader_id().node_id()),
+        kind::APPEND => decode::<AppendEntriesRequest<TypeConfig>>(body)
+            .ok()
+            .map(|r| *r.vote.leader_id().node_id()),
+        _ => None,
     }
 }

@@ -1,0 +1,347 @@
+//! The node among its peers: answering their requests, joining the cluster
+//! named in `replication.peers`, and leaving it on a graceful stop.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::ChangeMembers;
+use serde::{Deserialize, Serialize};
+
+use super::Node;
+use crate::order::{network, NodeId, NodeInfo};
+use crate::transport::{
+    ChunkStream, PeerIdentity, RpcFailure, RpcHandler, Transport, TransportOptions,
+};
+
+/// Node-level request kinds (Raft's own are in `order::network::kind`).
+pub mod kind {
+    pub const JOIN: u8 = 30;
+    pub const LEAVE: u8 = 31;
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub node_id: NodeId,
+    pub info: NodeInfo,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum MembershipReply {
+    /// Done, or under way (a joiner is being caught up, then promoted).
+    Accepted,
+    /// Ask the leader instead.
+    Redirect(NodeInfo),
+    /// No primary component here.
+    NoPrimary(String),
+}
+
+/// Build the replication transport when the node has peers (or TLS).
+pub async fn open_transport(
+    config: &crate::config::Config,
+) -> Result<Option<Transport>, super::NodeError> {
+    let Some(tls) = &config.tls else {
+        return Ok(None);
+    };
+    let refuse = |what: String| super::NodeError::Refused(what);
+    let identity = crate::tls::load_node_identity(&tls.ca, &tls.cert, &tls.key)
+        .map_err(|e| refuse(format!("[tls] material of this node: {e}")))?;
+    identity.check_node_name(&config.node_name).map_err(|e| {
+        refuse(format!(
+            "the certificate {} does not name node_name {:?}: {e}",
+            tls.cert.display(),
+            config.node_name
+        ))
+    })?;
+    let r = &config.replication;
+    let mut opts = TransportOptions::new(config.cluster_name.clone(), config.node_name.clone());
+    opts.connect_timeout = Duration::from_millis(r.connect_timeout_ms);
+    opts.rpc_timeout = Duration::from_millis(r.rpc_timeout_ms);
+    opts.keep_alive = Duration::from_millis(r.keep_alive_ms);
+    opts.idle_timeout = Duration::from_millis(r.idle_timeout_ms);
+    opts.max_frame_bytes = opts.max_frame_bytes.max(
+        r.max_writeset_bytes
+            .saturating_mul(2)
+            .saturating_add(1 << 20),
+    );
+    let t = Transport::bind(r.listen, identity, opts)
+        .await
+        .map_err(|e| refuse(format!("replication transport: {e}")))?;
+    tracing::info!(listen = %t.local_addr(), "replication transport listening (QUIC, mutual TLS)");
+    Ok(Some(t))
+}
+
+impl RpcHandler for Node {
+    async fn handle(&self, peer: PeerIdentity, kind: u8, body: Bytes) -> Result<Bytes, RpcFailure> {
+        let reply = match kind {
+            kind::JOIN => self.handle_join(&peer, &body).await,
+            kind::LEAVE => self.handle_leave(&peer, &body).await,
+            other => self.seq.serve_peer(&peer, other, &body).await,
+        };
+        reply.map_err(RpcFailure::new)
+    }
+
+    async fn handle_stream(
+        &self,
+        peer: PeerIdentity,
+        _kind: u8,
+        header: Bytes,
+        chunks: ChunkStream,
+    ) -> Result<Bytes, RpcFailure> {
+        self.seq
+            .serve_snapshot(&peer, &header, chunks)
+            .await
+            .map_err(RpcFailure::new)
+    }
+}
+
+impl Node {
+    fn leader_info(&self) -> Option<(NodeId, NodeInfo)> {
+        let m = self.seq.metrics();
+        let leader = m.current_leader?;
+        m.membership_config
+            .membership()
+            .get_node(&leader)
+            .cloned()
+            .map(|i| (leader, i))
+    }
+
+    async fn handle_join(&self, peer: &PeerIdentity, body: &[u8]) -> Result<Bytes, String> {
+        let req: JoinRequest = network::decode(body)?;
+        if req.info.name != peer.node_name {
+            tracing::warn!(peer = %peer.addr, "refused a join: certificate of {} asks to join as {}", peer.node_name, req.info.name);
+            return Err(format!(
+                "your certificate names {}, not {}",
+                peer.node_name, req.info.name
+            ));
+        }
+        let reply = match self.leader_info() {
+            Some((leader, _)) if leader == self.seq.node_id() => {
+                self.admit(req);
+                MembershipReply::Accepted
+            }
+            Some((_, info)) => MembershipReply::Redirect(info),
+            None => MembershipReply::NoPrimary(format!(
+                "{} has no primary component right now",
+                self.config.node_name
+            )),
+        };
+        network::encode(&reply)
+    }
+
+    /// On the leader: add the joiner as a learner (it catches up by IST from
+    /// the log, or SST when the log no longer reaches back), then promote it.
+    fn admit(&self, req: JoinRequest) {
+        let raft = self.seq.raft().clone();
+        let voters = self.seq.voters();
+        if voters.contains(&req.node_id) {
+            return;
+        }
+        {
+            let Ok(mut joining) = self.joining.lock() else {
+                return;
+            };
+            if !joining.insert(req.node_id) {
+                return;
+            }
+        }
+        let joining = self.joining_handle();
+        tokio::spawn(async move {
+            let name = req.info.name.clone();
+            tracing::info!(joiner = %name, node_id = req.node_id, "member joining: {name} added as learner, catching up");
+            let result = async {
+                raft.add_learner(req.node_id, req.info, true)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let ids: BTreeSet<NodeId> = [req.node_id].into_iter().collect();
+                raft.change_membership(ChangeMembers::AddVoterIds(ids), false)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            match result {
+                Ok(_) => tracing::info!(joiner = %name, "member joined: {name} is a voter now"),
+                Err(e) => {
+                    tracing::warn!(joiner = %name, "join of {name} did not complete: {e}; it will ask again")
+                }
+            }
+            if let Ok(mut j) = joining.lock() {
+                j.remove(&req.node_id);
+            }
+        });
+    }
+
+    async fn handle_leave(&self, peer: &PeerIdentity, body: &[u8]) -> Result<Bytes, String> {
+        let node_id: NodeId = network::decode(body)?;
+        let members = self.seq.members();
+        match members.iter().find(|(id, _, _)| *id == node_id) {
+            Some((_, info, _)) if info.name != peer.node_name => {
+                return Err(format!("{} may not remove {}", peer.node_name, info.name));
+            }
+            None => return network::encode(&MembershipReply::Accepted),
+            _ => {}
+        }
+        let reply = match self.leader_info() {
+            Some((leader, _)) if leader == self.seq.node_id() => {
+                let ids: BTreeSet<NodeId> = [node_id].into_iter().collect();
+                self.seq
+                    .raft()
+                    .change_membership(ChangeMembers::RemoveVoters(ids), false)
+                    .await
+                    .map_err(|e| format!("cannot remove {}: {e}", peer.node_name))?;
+                tracing::info!("member left: {} (graceful stop)", peer.node_name);
+                MembershipReply::Accepted
+            }
+            Some((_, info)) => MembershipReply::Redirect(info),
+            None => MembershipReply::NoPrimary("no primary component".into()),
+        };
+        network::encode(&reply)
+    }
+
+    /// Ask the configured peers to let this node in, until it is a voter.
+    pub fn spawn_join_loop(self: &Arc<Self>) {
+        let peers = self.config.other_peers();
+        if peers.is_empty() || self.transport.is_none() {
+            return;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            let mut shutdown = node.shutdown_signal();
+            let mut backoff = Duration::from_millis(200);
+            let mut announced = false;
+            loop {
+                if node.seq.voters().contains(&node.seq.node_id()) {
+                    break;
+                }
+                if !announced {
+                    tracing::info!("joining: asking peers {peers:?} to admit this node");
+                    announced = true;
+                }
+                let _ = node.try_join(&peers).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(3));
+            }
+        });
+    }
+
+    async fn try_join(&self, peers: &[SocketAddr]) -> Result<(), String> {
+        let Some(t) = &self.transport else {
+            return Err("no transport".into());
+        };
+        let req = JoinRequest {
+            node_id: self.seq.node_id(),
+            info: NodeInfo {
+                name: self.config.node_name.clone(),
+                repl_addr: self.config.advertise_addr().to_string(),
+                api_addr: self.config.api_advertise(),
+            },
+        };
+        let body = network::encode(&req)?;
+        let mut targets: Vec<(SocketAddr, Option<String>)> =
+            peers.iter().map(|p| (*p, None)).collect();
+        let mut hops = 0;
+        while let Some((addr, name)) = targets.pop() {
+            match t
+                .call(addr, name.as_deref(), kind::JOIN, body.clone())
+                .await
+            {
+                Ok(reply) => match network::decode::<MembershipReply>(&reply)? {
+                    MembershipReply::Accepted => return Ok(()),
+                    MembershipReply::Redirect(leader) if hops < 3 => {
+                        hops += 1;
+                        if let Ok(a) = leader.repl_addr.parse() {
+                            targets.push((a, Some(leader.name)));
+                        }
+                    }
+                    MembershipReply::Redirect(_) => {}
+                    MembershipReply::NoPrimary(why) => tracing::debug!("join via {addr}: {why}"),
+                },
+                Err(e) => tracing::debug!("join via {addr}: {e}"),
+            }
+        }
+        Err("no peer admitted this node".into())
+    }
+
+    /// Graceful leave: hand leadership over, then ask the leader to remove
+    /// this node. The last member stays a member.
+    pub async fn leave(&self) {
+        let me = self.seq.node_id();
+        let voters = self.seq.voters();
+        if voters.len() <= 1 || !voters.contains(&me) || self.transport.is_none() {
+            return;
+        }
+        if self.seq.metrics().current_leader == Some(me) {
+            if let Some(next) = voters.iter().find(|v| **v != me) {
+                tracing::info!("leader leaving: handing leadership to node {next}");
+                let _ = self.seq.raft().trigger().transfer_leader(*next).await;
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+                while tokio::time::Instant::now() < deadline {
+                    let l = self.seq.metrics().current_leader;
+                    if l.is_some() && l != Some(me) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline {
+            if !self.seq.voters().contains(&me) {
+                tracing::info!("left the cluster: membership no longer includes this node");
+                return;
+            }
+            match self.leader_info() {
+                Some((leader, _)) if leader == me => {
+                    let ids: BTreeSet<NodeId> = [me].into_iter().collect();
+                    match self
+                        .seq
+                        .raft()
+                        .change_membership(ChangeMembers::RemoveVoters(ids), false)
+                        .await
+                    {
+                        Ok(_) => {
+                            tracing::info!("left the cluster (removed self as leader)");
+                            return;
+                        }
+                        Err(e) => tracing::warn!("cannot leave: {e}"),
+                    }
+                }
+                Some((_, info)) => {
+                    if let (Some(t), Ok(addr)) =
+                        (&self.transport, info.repl_addr.parse::<SocketAddr>())
+                    {
+                        match network::encode(&me) {
+                            Ok(body) => {
+                                match t.call(addr, Some(&info.name), kind::LEAVE, body).await {
+                                    Ok(_) => {}
+                                    Err(e) => {
+                                        tracing::warn!("leave request to {} failed: {e}", info.name)
+                                    }
+                                }
+                            }
+                            Err(e) => tracing::warn!("{e}"),
+                        }
+                    }
+                }
+                None => {}
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::warn!(
+            "could not leave the membership within 10 s; stopping as a member (like a crash)"
+        );
+    }
+
+    pub fn members_by_id(&self) -> BTreeMap<NodeId, NodeInfo> {
+        self.seq
+            .members()
+            .into_iter()
+            .map(|(id, info, _)| (id, info))
+            .collect()
+    }
+}
