@@ -465,13 +465,61 @@ impl Sequencer {
 
     /// Wait until the local database reflects everything committed before now.
     pub async fn linearizable_barrier(&self) -> Result<(), SubmitError> {
-        self.raft
-            .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
+        let m = self.metrics();
+        if m.current_leader == Some(self.node_id) {
+            return self
+                .raft
+                .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    SubmitError::NotPrimary(format!("cannot confirm a linearizable read: {e}"))
+                });
+        }
+        // A follower asks the leader for its read index, then waits to apply it.
+        let leader = m
+            .current_leader
+            .and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+        let (Some(t), Some(leader)) = (&self.transport, leader) else {
+            return Err(SubmitError::NotPrimary("no leader is known".into()));
+        };
+        let addr: std::net::SocketAddr = leader
+            .repl_addr
+            .parse()
+            .map_err(|_| SubmitError::NotPrimary("the leader has no valid address".into()))?;
+        let reply = t
+            .call(
+                addr,
+                Some(&leader.name),
+                peer_kind::READ_INDEX,
+                bytes::Bytes::new(),
+            )
             .await
-            .map(|_| ())
             .map_err(|e| {
-                SubmitError::NotPrimary(format!("cannot confirm a linearizable read: {e}"))
-            })
+                SubmitError::NotPrimary(format!("cannot get a read index from the leader: {e}"))
+            })?;
+        let index: u64 = network::decode(&reply).map_err(SubmitError::NotPrimary)?;
+        let mut metrics = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if metrics
+                .borrow_watched()
+                .last_applied
+                .as_ref()
+                .map(|l| l.index)
+                >= Some(index)
+            {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, metrics.changed())
+                .await
+                .is_err()
+            {
+                return Err(SubmitError::NotPrimary(format!(
+                    "this node did not apply up to the read index {index} in time"
+                )));
+            }
+        }
     }
 
     pub async fn shutdown(&self) {

@@ -2,6 +2,8 @@
 //! real `quorate` CLI, and HTTP through the rqlite-compatible API.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -190,6 +192,21 @@ impl TestNode {
     /// Rows of a single query, as JSON arrays.
     pub fn query_rows(&self, sql: &str) -> Vec<Value> {
         let (code, resp) = self.post("/db/query?level=weak", &serde_json::json!([sql]));
+        assert_eq!(code, 200, "{}: query {sql} -> {code} {resp}", self.name);
+        let r = &resp["results"][0];
+        assert!(r.get("error").is_none(), "query {sql}: {resp}");
+        r.get("values")
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Rows of a query at a read consistency level (`none` reads even a non-Primary node).
+    pub fn query_rows_level(&self, sql: &str, level: &str) -> Vec<Value> {
+        let (code, resp) = self.post(
+            &format!("/db/query?level={level}"),
+            &serde_json::json!([sql]),
+        );
         assert_eq!(code, 200, "{}: query {sql} -> {code} {resp}", self.name);
         let r = &resp["results"][0];
         assert!(r.get("error").is_none(), "query {sql}: {resp}");

@@ -1,0 +1,168 @@
+//! A cluster of real `quorated` processes on loopback with real TLS
+//! material made by `quorate tls`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::*;
+
+pub struct Cluster {
+    pub nodes: Vec<TestNode>,
+    pub tls: tempfile::TempDir,
+    pub repl_ports: Vec<u16>,
+}
+
+/// `quorate tls ca` into `dir`.
+pub fn make_ca(dir: &Path) {
+    let out = Command::new(QUORATE)
+        .args(["tls", "ca", "--out"])
+        .arg(dir)
+        .output()
+        .expect("quorate tls ca");
+    assert!(out.status.success(), "tls ca: {}", stderr(&out));
+}
+
+/// `quorate tls node NAME` signed by the CA in `ca_dir`.
+pub fn make_node_cert(name: &str, ca_dir: &Path, out_dir: &Path) {
+    let out = Command::new(QUORATE)
+        .args(["tls", "node", name, "--addr", "127.0.0.1", "--ca-dir"])
+        .arg(ca_dir)
+        .arg("--out")
+        .arg(out_dir)
+        .output()
+        .expect("quorate tls node");
+    assert!(out.status.success(), "tls node {name}: {}", stderr(&out));
+}
+
+pub fn node_config(
+    name: &str,
+    repl_port: u16,
+    peers: &[u16],
+    tls_dir: &Path,
+    extra: &str,
+) -> String {
+    let peers: Vec<String> = peers.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    format!(
+        "[replication]\nlisten = \"127.0.0.1:{repl_port}\"\npeers = [{}]\nheartbeat_ms = 100\nelection_timeout_ms = 400\nprimary_timeout_ms = 1000\n{extra}\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        peers.join(", "),
+        tls_dir.join("ca.pem").display(),
+        tls_dir.join(format!("{name}.pem")).display(),
+        tls_dir.join(format!("{name}.key")).display(),
+    )
+}
+
+impl Cluster {
+    /// `n` configured nodes (not started), all listing each other as peers.
+    pub fn new(n: usize, extra: &str) -> Cluster {
+        let tls = tempfile::tempdir().expect("tempdir");
+        make_ca(tls.path());
+        let repl_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let nodes = (0..n)
+            .map(|i| {
+                let name = format!("node-{}", i + 1);
+                make_node_cert(&name, tls.path(), tls.path());
+                TestNode::new(
+                    &name,
+                    &node_config(&name, repl_ports[i], &repl_ports, tls.path(), extra),
+                )
+            })
+            .collect();
+        Cluster {
+            nodes,
+            tls,
+            repl_ports,
+        }
+    }
+
+    /// Bootstrap node 0, start the others, wait until all are Primary members.
+    pub fn start(n: usize, extra: &str) -> Cluster {
+        let mut c = Cluster::new(n, extra);
+        c.nodes[0].start(&["--bootstrap"]);
+        c.nodes[0].wait_primary(Duration::from_secs(30));
+        for node in c.nodes.iter_mut().skip(1) {
+            node.start(&[]);
+        }
+        c.wait_size(
+            &(0..n).collect::<Vec<_>>(),
+            n as i64,
+            Duration::from_secs(60),
+        );
+        c
+    }
+
+    pub fn status(&self, i: usize) -> Value {
+        let (_, s) = self.nodes[i].get("/status");
+        s
+    }
+
+    /// Wait until every node in `which` is Primary and sees `size` members.
+    pub fn wait_size(&self, which: &[usize], size: i64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let all = which.iter().all(|&i| {
+                let s = self.status(i);
+                s["cluster"]["cluster_status"] == "Primary" && s["cluster"]["cluster_size"] == size
+            });
+            if all {
+                return;
+            }
+            if Instant::now() > deadline {
+                let report: Vec<String> = which
+                    .iter()
+                    .map(|&i| {
+                        format!(
+                            "{}: {}\nlog tail:\n{}",
+                            self.nodes[i].name,
+                            self.status(i)["cluster"],
+                            tail(&self.nodes[i].log(), 30)
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "cluster did not reach size {size} on {which:?} in {timeout:?}:\n{}",
+                    report.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Wait until every node in `which` has applied the same last seqno and
+    /// holds the same rows in `table`; returns that seqno.
+    pub fn wait_converged(&self, which: &[usize], table: &str, timeout: Duration) -> i64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seqnos: Vec<i64> = which
+                .iter()
+                .map(|&i| {
+                    self.status(i)["cluster"]["last_committed"]
+                        .as_i64()
+                        .unwrap_or(-2)
+                })
+                .collect();
+            if seqnos.windows(2).all(|w| w[0] == w[1]) {
+                let dumps: Vec<Vec<Value>> = which
+                    .iter()
+                    .map(|&i| {
+                        self.nodes[i]
+                            .query_rows_level(&format!("SELECT * FROM {table} ORDER BY 1"), "none")
+                    })
+                    .collect();
+                if dumps.windows(2).all(|w| w[0] == w[1]) {
+                    return seqnos[0];
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("nodes {which:?} did not converge on {table}: seqnos {seqnos:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
