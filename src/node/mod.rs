@@ -65,6 +65,8 @@ pub struct Node {
     control: AsyncMutex<()>,
     shutdown_tx: watch::Sender<bool>,
     transport: Option<crate::transport::Transport>,
+    /// Set once a graceful stop begins.
+    leaving: AtomicBool,
     /// Joiners the leader is catching up right now.
     joining: Arc<std::sync::Mutex<std::collections::HashSet<crate::order::NodeId>>>,
 }
@@ -118,6 +120,7 @@ impl Node {
             control: AsyncMutex::new(()),
             shutdown_tx,
             transport,
+            leaving: AtomicBool::new(false),
             joining: Arc::default(),
         });
         let position = node.store.position();

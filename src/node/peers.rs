@@ -212,19 +212,28 @@ impl Node {
             let mut backoff = Duration::from_millis(200);
             let mut announced = false;
             loop {
-                if node.seq.voters().contains(&node.seq.node_id()) {
-                    break;
+                // Our own view of the membership can be stale (a node removed
+                // while it was away never hears of it), so the test is "are
+                // we Primary", and the leader decides whether we are a member.
+                if node.leaving.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
                 }
-                if !announced {
-                    tracing::info!("joining: asking peers {peers:?} to admit this node");
-                    announced = true;
-                }
-                let _ = node.try_join(&peers).await;
+                let wait = if node.is_primary() {
+                    backoff = Duration::from_millis(200);
+                    Duration::from_secs(1)
+                } else {
+                    if !announced {
+                        tracing::info!("joining: asking peers {peers:?} to admit this node");
+                        announced = true;
+                    }
+                    let _ = node.try_join(&peers).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    backoff
+                };
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => return,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(3));
             }
         });
     }
@@ -270,6 +279,9 @@ impl Node {
     /// Graceful leave: hand leadership over, then ask the leader to remove
     /// this node. The last member stays a member.
     pub async fn leave(&self) {
+        // From here on the join loop must not ask to be let back in.
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let me = self.seq.node_id();
         let voters = self.seq.voters();
         if voters.len() <= 1 || !voters.contains(&me) || self.transport.is_none() {

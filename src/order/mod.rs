@@ -142,6 +142,8 @@ impl Sequencer {
             election_timeout_max: opts.election_timeout_ms * 2,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_every_entries),
             max_in_snapshot_log_to_keep: opts.log_retain_entries,
+            // A node that rejoins with a stale view must not depose a healthy leader.
+            enable_pre_vote: Some(true),
             ..Default::default()
         };
         let config = Arc::new(
