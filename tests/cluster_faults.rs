@@ -1,0 +1,161 @@
+//! Crashes and joins in a cluster: IST after a short absence, SST after a
+//! long one and for an empty joiner, loss of quorum and its return.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::cluster::Cluster;
+use serde_json::json;
+
+/// Small log retention so that a node away for a few hundred writes needs SST.
+const SHORT_LOG: &str = "[storage]\nsnapshot_every_entries = 50\nlog_retain_entries = 20\n";
+
+fn insert_range(node: &common::TestNode, from: i64, to: i64) {
+    for id in from..to {
+        node.execute_ok(json!([[
+            "INSERT INTO t(id, v) VALUES(?, ?)",
+            id,
+            format!("v{id}")
+        ]]));
+    }
+}
+
+#[test]
+fn killed_node_catches_up_by_ist() {
+    let mut c = Cluster::start(3, "");
+    c.nodes[0].execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]));
+    insert_range(&c.nodes[0], 0, 20);
+    c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(20));
+    c.nodes[2].kill();
+    c.wait_size(&[0, 1], 3, Duration::from_secs(10)); // membership unchanged by a crash
+    insert_range(&c.nodes[1], 20, 60);
+    c.nodes[2].start(&[]);
+    c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(30));
+    assert_eq!(c.nodes[2].scalar("SELECT COUNT(*) FROM t"), 60);
+    let log = c.nodes[2].log();
+    assert!(
+        !log.contains("SST: receiving"),
+        "a short absence must be caught up from the log (IST), not SST:\n{}",
+        common::cluster::tail(&log, 40)
+    );
+}
+
+#[test]
+fn empty_joiner_gets_sst_while_writes_go_on() {
+    let mut c = Cluster::new(4, SHORT_LOG);
+    c.nodes[0].start(&["--bootstrap"]);
+    c.nodes[0].wait_primary(Duration::from_secs(30));
+    c.nodes[1].start(&[]);
+    c.nodes[2].start(&[]);
+    c.wait_size(&[0, 1, 2], 3, Duration::from_secs(60));
+    c.nodes[0].execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]));
+
+    // With every member up the leader compacts its log past what it keeps.
+    insert_range(&c.nodes[0], 0, 300);
+    c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(60));
+
+    // An empty fourth node joins while a client keeps writing.
+    let stop = AtomicBool::new(false);
+    let next = AtomicI64::new(1000);
+    let acked: Mutex<Vec<i64>> = Mutex::new(Vec::new());
+    let (head, joiner) = c.nodes.split_at_mut(3);
+    std::thread::scope(|s| {
+        let (c0, stop2, next2, acked2) = (&head[0], &stop, &next, &acked);
+        s.spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let id = next2.fetch_add(1, Ordering::Relaxed);
+                c0.execute_ok(json!([[
+                    "INSERT INTO t(id, v) VALUES(?, ?)",
+                    id,
+                    "during join"
+                ]]));
+                acked2.lock().unwrap().push(id);
+            }
+        });
+        joiner[0].start(&[]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !(joiner[0].get("/readyz").0 == 200
+            && head[0].get("/status").1["cluster"]["cluster_size"] == 4)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the fourth node did not join:\n{}",
+                common::cluster::tail(&joiner[0].log(), 30)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let seqno = c.wait_converged(&[0, 1, 2, 3], "t", Duration::from_secs(60));
+    assert!(seqno > 300);
+    assert!(
+        c.nodes[3].log().contains("SST: receiving"),
+        "the empty joiner is seeded by SST"
+    );
+    let acked = acked.into_inner().unwrap();
+    assert!(!acked.is_empty());
+    for id in acked {
+        assert_eq!(
+            c.nodes[3].query_rows_level(&format!("SELECT COUNT(*) FROM t WHERE id = {id}"), "none"),
+            vec![json!([1])]
+        );
+    }
+}
+
+#[test]
+fn two_of_three_killed_survivor_refuses_until_majority_returns() {
+    let mut c = Cluster::start(3, "");
+    c.nodes[0].execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]));
+    insert_range(&c.nodes[2], 0, 10);
+    c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(20));
+    c.nodes[0].kill();
+    c.nodes[1].kill();
+
+    // The survivor drops out of the primary component and says so.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, _) = c.nodes[2].get("/readyz");
+        if code == 503 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "survivor still claims to be Primary"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, body) = c.nodes[2].post(
+        "/db/execute",
+        &json!([["INSERT INTO t(id, v) VALUES(?, ?)", 99, "x"]]),
+    );
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["code"], "not_primary");
+    assert_eq!(c.status(2)["cluster"]["cluster_status"], "non-Primary");
+
+    // One killed node comes back: a majority re-forms by itself.
+    c.nodes[1].start(&[]);
+    c.wait_size(&[1, 2], 3, Duration::from_secs(30));
+    c.nodes[2].execute_ok(json!([["INSERT INTO t(id, v) VALUES(?, ?)", 100, "after"]]));
+    c.wait_converged(&[1, 2], "t", Duration::from_secs(20));
+    assert_eq!(c.nodes[1].scalar("SELECT COUNT(*) FROM t"), 11);
+}
+
+#[test]
+fn five_nodes_survive_the_loss_of_two() {
+    let mut c = Cluster::start(5, "");
+    c.nodes[0].execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]));
+    c.nodes[3].kill();
+    c.nodes[4].kill();
+    for (i, node) in c.nodes.iter().take(3).enumerate() {
+        node.execute_ok(json!([[
+            "INSERT INTO t(id, v) VALUES(?, ?)",
+            i as i64,
+            "survivor"
+        ]]));
+    }
+    c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(20));
+    assert_eq!(c.nodes[1].scalar("SELECT COUNT(*) FROM t"), 3);
+}
