@@ -79,8 +79,13 @@ fn flow(body: &str) -> String {
             if !l.starts_with('.') {
                 return Some(plain(l));
             }
-            let known = [".B ", ".I ", ".BR ", ".BI ", ".IR ", ".RB ", ".RI ", ".IB ", ".SY "];
-            known.iter().any(|m| l.starts_with(m)).then(|| macro_words(l))
+            let known = [
+                ".B ", ".I ", ".BR ", ".BI ", ".IR ", ".RB ", ".RI ", ".IB ", ".SY ",
+            ];
+            known
+                .iter()
+                .any(|m| l.starts_with(m))
+                .then(|| macro_words(l))
         })
         .collect::<Vec<_>>()
         .join(" ")
@@ -164,7 +169,9 @@ fn every_page_has_the_standard_sections() {
         let stem = name.rsplit_once('.').unwrap().0;
         let name_body = section(&roff, "NAME", name);
         assert!(
-            name_body.trim().starts_with(&format!("{} \\- ", stem.replace('-', "\\-"))),
+            name_body
+                .trim()
+                .starts_with(&format!("{} \\- ", stem.replace('-', "\\-"))),
             "{name}: NAME line must read `{stem} \\- summary`, got {name_body:?}"
         );
     }
@@ -208,7 +215,9 @@ fn quorate_8_documents_every_flag_and_subcommand() {
     let roff = page("quorate.8");
     let items = cli_items();
     assert!(
-        items.iter().any(|(p, f)| p.is_empty() && f == "--bootstrap-node"),
+        items
+            .iter()
+            .any(|(p, f)| p.is_empty() && f == "--bootstrap-node"),
         "walking the CLI found no --bootstrap-node: {items:?}"
     );
     let mut top_tags = item_tags(&section(&roff, "ACTIONS", "quorate.8"));
@@ -274,8 +283,18 @@ fn quorate_8_documents_every_status_row() {
         missing.is_empty(),
         "STATUS TABLE of man/quorate.8 does not explain the rows {missing:?}"
     );
-    for state in ["Primary", "non-Primary", "Disconnected", "Synced", "Donor", "Joiner"] {
-        assert!(plain(&roff).contains(state), "quorate.8 never names {state}");
+    for state in [
+        "Primary",
+        "non-Primary",
+        "Disconnected",
+        "Synced",
+        "Donor",
+        "Joiner",
+    ] {
+        assert!(
+            plain(&roff).contains(state),
+            "quorate.8 never names {state}"
+        );
     }
 }
 
@@ -351,10 +370,19 @@ fn quorate_8_has_the_outage_procedures() {
         "quorate --restart-node",
         "incarnation",
     ] {
-        assert!(text.contains(needle), "OUTAGE PROCEDURES never says {needle:?}");
+        assert!(
+            text.contains(needle),
+            "OUTAGE PROCEDURES never says {needle:?}"
+        );
     }
     let fencing = plain(&section(&roff, "FENCING", "quorate.8"));
-    for needle in ["incarnation", "data_dir", "SST", "--restart-node", "silently"] {
+    for needle in [
+        "incarnation",
+        "data_dir",
+        "SST",
+        "--restart-node",
+        "silently",
+    ] {
         assert!(fencing.contains(needle), "FENCING never says {needle:?}");
     }
     // The refusal banner, exactly as the CLI prints it.
@@ -376,10 +404,17 @@ fn quorated_8_documents_every_flag_of_its_help() {
         .split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']')
         .filter(|w| w.starts_with('-') && w.len() > 1 && w != &"-")
         .map(|w| w.split('=').next().unwrap().to_string())
-        .filter(|w| w.trim_start_matches('-').chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|w| {
+            w.trim_start_matches('-')
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
         .collect();
     for expected in ["--config", "--bootstrap", "--help"] {
-        assert!(flags.contains(expected), "quorated --help lacks {expected}: {help}");
+        assert!(
+            flags.contains(expected),
+            "quorated --help lacks {expected}: {help}"
+        );
     }
     let roff = page("quorated.8");
     let tags = item_tags(&section(&roff, "OPTIONS", "quorated.8"));
@@ -404,11 +439,17 @@ fn quorated_8_documents_exit_statuses_and_files() {
             codes.insert(n);
         }
     }
-    assert!(codes.contains(&78), "quorated no longer exits 78 for a bad config? {codes:?}");
+    assert!(
+        codes.contains(&78),
+        "quorated no longer exits 78 for a bad config? {codes:?}"
+    );
     let roff = page("quorated.8");
     let tags = item_tags(&section(&roff, "EXIT STATUS", "quorated.8"));
     for c in codes {
-        assert!(tagged(&tags, &c.to_string()), "EXIT STATUS of quorated.8 lacks {c}");
+        assert!(
+            tagged(&tags, &c.to_string()),
+            "EXIT STATUS of quorated.8 lacks {c}"
+        );
     }
 
     let files = section(&roff, "FILES", "quorated.8");
@@ -428,7 +469,14 @@ fn quorated_8_documents_exit_statuses_and_files() {
     assert_eq!(config.socket_path().file_name().unwrap(), "quorate.sock");
     assert_eq!(config.grastate_path().file_name().unwrap(), "grastate.dat");
     let text = plain(&roff);
-    for needle in ["SIGTERM", "SIGINT", "RUST_LOG", "log_level", "quorated.service", "78"] {
+    for needle in [
+        "SIGTERM",
+        "SIGINT",
+        "RUST_LOG",
+        "log_level",
+        "quorated.service",
+        "78",
+    ] {
         assert!(text.contains(needle), "quorated.8 never says {needle}");
     }
 }
@@ -503,7 +551,9 @@ fn quorate_toml_5_documents_every_key() {
         .find(KEYS_BEGIN)
         .expect("quorate.toml.5 lacks the BEGIN KEYS marker")
         + KEYS_BEGIN.len();
-    let end = roff.find(KEYS_END).expect("quorate.toml.5 lacks the END KEYS marker");
+    let end = roff
+        .find(KEYS_END)
+        .expect("quorate.toml.5 lacks the END KEYS marker");
     let expected = render_keys(documented_keys());
     if std::env::var_os("QUORATE_UPDATE_MAN").is_some() && roff[start..end] != expected {
         let updated = format!("{}{}{}", &roff[..start], expected, &roff[end..]);
@@ -550,8 +600,10 @@ fn first_example(body: &str) -> String {
 fn quorate_toml_5_example_is_a_valid_config() {
     let roff = page("quorate.toml.5");
     let example = first_example(&section(&roff, "EXAMPLE", "quorate.toml.5"));
-    let config = Config::parse(&example, Path::new("quorate.toml(5) EXAMPLE"))
-        .unwrap_or_else(|e| panic!("the example of quorate.toml(5) does not parse: {e}\n{example}"));
+    let config =
+        Config::parse(&example, Path::new("quorate.toml(5) EXAMPLE")).unwrap_or_else(|e| {
+            panic!("the example of quorate.toml(5) does not parse: {e}\n{example}")
+        });
     assert_eq!(config.node_name, "node-a");
     assert_eq!(config.replication.peers.len(), 3);
     assert!(config.tls.is_some());
@@ -564,7 +616,9 @@ fn quorate_toml_5_example_is_a_valid_config() {
 #[test]
 fn pages_format_without_warnings() {
     let Ok(version) = Command::new("groff").arg("--version").output() else {
-        eprintln!("groff is not installed: skipping the formatting check (apt-get install groff-base)");
+        eprintln!(
+            "groff is not installed: skipping the formatting check (apt-get install groff-base)"
+        );
         return;
     };
     assert!(version.status.success());

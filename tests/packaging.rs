@@ -167,9 +167,16 @@ fn deb_metadata_installs_everything() {
     for (source, dest, mode) in &assets {
         // Binaries come from the release build; everything else is in the tree.
         if !source.starts_with("target/") {
-            assert!(root().join(source).is_file(), "asset {source} does not exist");
+            assert!(
+                root().join(source).is_file(),
+                "asset {source} does not exist"
+            );
         }
-        let expected = if dest.starts_with("usr/bin/") { "755" } else { "644" };
+        let expected = if dest.starts_with("usr/bin/") {
+            "755"
+        } else {
+            "644"
+        };
         assert_eq!(mode, expected, "mode of /{dest}");
     }
     // The unit runs the binary where the package puts it.
@@ -208,7 +215,9 @@ fn maintainer_scripts_create_the_user_and_enable_nothing() {
             "{name} must not enable or start anything"
         );
         let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(root().join(dir).join(name)).unwrap().permissions(),
+            &std::fs::metadata(root().join(dir).join(name))
+                .unwrap()
+                .permissions(),
         );
         assert!(mode & 0o111 != 0, "{name} is not executable");
     }
