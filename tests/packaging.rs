@@ -266,7 +266,7 @@ fn rpm_spec_installs_the_same_files() {
         "%systemd_post quorated.service",
         "%systemd_preun quorated.service",
         "%systemd_postun quorated.service",
-        "%dir %attr(0750,quorate,quorate) %{_sharedstatedir}/quorate",
+        "%dir %attr(0750,quorate,quorate) %{_localstatedir}/lib/quorate",
     ] {
         assert!(spec.contains(needle), "the spec lacks {needle:?}");
     }
