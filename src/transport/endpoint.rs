@@ -199,18 +199,15 @@ impl Transport {
             Ok(pc) => pc?,
             Err(_) => return Err(not_connected(peer, timeout)),
         };
-        let result = match tokio::time::timeout_at(
-            deadline,
-            request(&pc.conn, peer, kind, body, max),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(TransportError::Timeout {
-                peer,
-                after: timeout,
-            }),
-        };
+        let result =
+            match tokio::time::timeout_at(deadline, request(&pc.conn, peer, kind, body, max)).await
+            {
+                Ok(r) => r,
+                Err(_) => Err(TransportError::Timeout {
+                    peer,
+                    after: timeout,
+                }),
+            };
         self.inner.evict_on_failure(peer, &pc, &result);
         result
     }
@@ -238,7 +235,16 @@ impl Transport {
             Ok(pc) => pc?,
             Err(_) => return Err(not_connected(peer, step)),
         };
-        let result = upload(&pc.conn, peer, &self.inner.opts, kind, header, body, progress).await;
+        let result = upload(
+            &pc.conn,
+            peer,
+            &self.inner.opts,
+            kind,
+            header,
+            body,
+            progress,
+        )
+        .await;
         self.inner.evict_on_failure(peer, &pc, &result);
         result
     }
@@ -248,7 +254,9 @@ impl Transport {
     pub async fn close(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
         lock(&self.inner.peers).clear();
-        self.inner.endpoint.close(CLOSE_SHUTDOWN, b"node shutting down");
+        self.inner
+            .endpoint
+            .close(CLOSE_SHUTDOWN, b"node shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
     }
 
@@ -485,7 +493,11 @@ fn check_expected(
     match expected {
         Some(want) if *want != *pc.name => Err(TransportError::Refused {
             peer,
-            reason: format!("peer at {peer} is node {}, expected {}", shown(&pc.name), shown(want)),
+            reason: format!(
+                "peer at {peer} is node {}, expected {}",
+                shown(&pc.name),
+                shown(want)
+            ),
         }),
         _ => Ok(pc),
     }
@@ -535,7 +547,16 @@ async fn request(
     max: usize,
 ) -> Result<Bytes, TransportError> {
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| classify(peer, e))?;
-    send_frame(&mut send, &mut recv, peer, FrameType::Request, &[kind], body, max).await?;
+    send_frame(
+        &mut send,
+        &mut recv,
+        peer,
+        FrameType::Request,
+        &[kind],
+        body,
+        max,
+    )
+    .await?;
     let _ = send.finish();
     read_answer(&mut recv, peer, max).await
 }
@@ -562,7 +583,15 @@ where
         .map_err(|e| classify(peer, e))?;
     tokio::time::timeout(
         step,
-        send_frame(&mut send, &mut recv, peer, FrameType::UploadHeader, &[kind], header, max),
+        send_frame(
+            &mut send,
+            &mut recv,
+            peer,
+            FrameType::UploadHeader,
+            &[kind],
+            header,
+            max,
+        ),
     )
     .await
     .map_err(stalled)??;
@@ -586,7 +615,15 @@ where
         buf.truncate(filled);
         tokio::time::timeout(
             step,
-            send_frame(&mut send, &mut recv, peer, FrameType::Chunk, &[], Bytes::from(buf), max),
+            send_frame(
+                &mut send,
+                &mut recv,
+                peer,
+                FrameType::Chunk,
+                &[],
+                Bytes::from(buf),
+                max,
+            ),
         )
         .await
         .map_err(stalled)??;
@@ -631,14 +668,17 @@ async fn send_frame(
 ) -> Result<(), TransportError> {
     match write_frame(send, ty, prefix, body, max).await {
         Ok(()) => Ok(()),
-        Err(WireError::Write(WriteError::Stopped(code))) => match read_answer(recv, peer, max).await
-        {
-            Err(e) => Err(e),
-            Ok(_) => Err(TransportError::Stream {
-                peer,
-                reason: format!("the peer answered before reading all of the request (code {code})"),
-            }),
-        },
+        Err(WireError::Write(WriteError::Stopped(code))) => {
+            match read_answer(recv, peer, max).await {
+                Err(e) => Err(e),
+                Ok(_) => Err(TransportError::Stream {
+                    peer,
+                    reason: format!(
+                        "the peer answered before reading all of the request (code {code})"
+                    ),
+                }),
+            }
+        }
         Err(e) => Err(wire_error(peer, e)),
     }
 }

@@ -359,10 +359,7 @@ mod tests {
             check_len(103, 100),
             Err(FrameError::TooLarge { len: 101, max: 100 })
         );
-        assert_eq!(
-            check_len(u32::MAX, MAX_FRAME_LIMIT),
-            Ok(u32::MAX as usize)
-        );
+        assert_eq!(check_len(u32::MAX, MAX_FRAME_LIMIT), Ok(u32::MAX as usize));
         assert!(matches!(
             check_len(u32::MAX, 1 << 20),
             Err(FrameError::TooLarge { .. })

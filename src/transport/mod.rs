@@ -202,7 +202,10 @@ pub enum TransportError {
     #[error("RPC stream with peer {peer} failed: {reason}")]
     Stream { peer: SocketAddr, reason: String },
     #[error("bad frame on an RPC stream with peer {peer}: {source}")]
-    Frame { peer: SocketAddr, source: FrameError },
+    Frame {
+        peer: SocketAddr,
+        source: FrameError,
+    },
     /// The peer's handler answered with an [`RpcFailure`].
     #[error("peer {peer} failed the request: {message}")]
     Remote { peer: SocketAddr, message: String },

@@ -17,8 +17,7 @@ use tracing::{debug, warn};
 use super::chunks::{ChunkItem, ChunkStream};
 use super::endpoint::Inner;
 use super::frame::{
-    decode_end, expect_frame, read_frame, write_frame, FrameType, Hello, WireError,
-    HELLO_MAX_BYTES,
+    decode_end, expect_frame, read_frame, write_frame, FrameType, Hello, WireError, HELLO_MAX_BYTES,
 };
 use super::tls::{check_hello, negotiated_alpn, peer_certificate, CLOSE_REFUSED};
 use super::{PeerIdentity, RpcFailure, RpcHandler};

@@ -1,6 +1,7 @@
 //! In-process tests over real UDP on 127.0.0.1, with certificates made by
 //! `crate::tls` in temporary directories.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -174,27 +175,24 @@ async fn two_nodes_call_each_other_both_ways() {
     let a = node(&p, "mine", "node-a").await;
     let b = node(&p, "mine", "node-b").await;
 
-    let got = a
-        .t
-        .call(b.addr(), Some("node-b"), ECHO, Bytes::from_static(b"hi"))
-        .await
-        .unwrap();
+    let got =
+        a.t.call(b.addr(), Some("node-b"), ECHO, Bytes::from_static(b"hi"))
+            .await
+            .unwrap();
     assert_eq!(got, echo_answer("node-b", "node-a", "hi"));
     // Without an expected name, the name is learnt from the Hello.
-    let got = b
-        .t
-        .call(a.addr(), None, ECHO, Bytes::from_static(b"yo"))
-        .await
-        .unwrap();
+    let got =
+        b.t.call(a.addr(), None, ECHO, Bytes::from_static(b"yo"))
+            .await
+            .unwrap();
     assert_eq!(got, echo_answer("node-a", "node-b", "yo"));
     let empty = a.t.call(b.addr(), None, ECHO, Bytes::new()).await.unwrap();
     assert_eq!(empty, echo_answer("node-b", "node-a", ""));
 
-    let err = a
-        .t
-        .call(b.addr(), Some("node-b"), FAIL, Bytes::new())
-        .await
-        .unwrap_err();
+    let err =
+        a.t.call(b.addr(), Some("node-b"), FAIL, Bytes::new())
+            .await
+            .unwrap_err();
     assert!(
         matches!(&err, TransportError::Remote { message, .. } if message == "no such table"),
         "{err}"
@@ -210,11 +208,10 @@ async fn two_nodes_call_each_other_both_ways() {
     );
 
     // The cached connection is to node-b: asking for another name there fails.
-    let err = a
-        .t
-        .call(b.addr(), Some("node-c"), ECHO, Bytes::new())
-        .await
-        .unwrap_err();
+    let err =
+        a.t.call(b.addr(), Some("node-c"), ECHO, Bytes::new())
+            .await
+            .unwrap_err();
     assert!(matches!(err, TransportError::Refused { .. }), "{err}");
     assert!(err.to_string().contains("expected 'node-c'"), "{err}");
     a.t.close().await;
@@ -251,14 +248,16 @@ async fn a_certificate_of_another_ca_is_refused() {
     let b = node(&theirs, "mine", "node-b").await;
 
     // Each side finds the other's server certificate untrusted.
-    let err = a.t.call(b.addr(), None, ECHO, Bytes::new()).await.unwrap_err();
+    let err =
+        a.t.call(b.addr(), None, ECHO, Bytes::new())
+            .await
+            .unwrap_err();
     assert!(matches!(err, TransportError::Tls { .. }), "{err}");
     assert!(err.to_string().contains(&b.addr().to_string()), "{err}");
-    let err = b
-        .t
-        .call(a.addr(), Some("node-a"), ECHO, Bytes::new())
-        .await
-        .unwrap_err();
+    let err =
+        b.t.call(a.addr(), Some("node-a"), ECHO, Bytes::new())
+            .await
+            .unwrap_err();
     assert!(matches!(err, TransportError::Tls { .. }), "{err}");
     assert!(err.to_string().contains(&a.addr().to_string()), "{err}");
 
@@ -273,11 +272,10 @@ async fn a_certificate_of_another_ca_is_refused() {
             .unwrap(),
     )
     .await;
-    let err = c
-        .t
-        .call(a.addr(), Some("node-a"), ECHO, Bytes::new())
-        .await
-        .unwrap_err();
+    let err =
+        c.t.call(a.addr(), Some("node-a"), ECHO, Bytes::new())
+            .await
+            .unwrap_err();
     assert!(matches!(err, TransportError::Tls { .. }), "{err}");
     let text = err.to_string();
     assert!(
@@ -323,18 +321,19 @@ async fn a_hello_name_not_in_the_certificate_is_refused() {
     );
 
     // A dialler refuses a rogue listener too, with or without a name.
-    let err = b
-        .t
-        .call(rogue.addr(), None, ECHO, Bytes::new())
-        .await
-        .unwrap_err();
+    let err =
+        b.t.call(rogue.addr(), None, ECHO, Bytes::new())
+            .await
+            .unwrap_err();
     assert!(matches!(err, TransportError::Refused { .. }), "{err}");
-    assert!(err.to_string().contains("claims to be node 'node-a'"), "{err}");
-    let err = b
-        .t
-        .call(rogue.addr(), Some("node-a"), ECHO, Bytes::new())
-        .await
-        .unwrap_err();
+    assert!(
+        err.to_string().contains("claims to be node 'node-a'"),
+        "{err}"
+    );
+    let err =
+        b.t.call(rogue.addr(), Some("node-a"), ECHO, Bytes::new())
+            .await
+            .unwrap_err();
     assert!(matches!(err, TransportError::Tls { .. }), "{err}");
     assert!(b.t.connected_peers().is_empty());
     rogue.t.close().await;
@@ -377,11 +376,10 @@ async fn another_cluster_is_refused_and_logged() {
     let p = pki();
     let b = node(&p, "mine", "node-b").await;
     let c = node(&p, "other", "node-c").await;
-    let err = c
-        .t
-        .call(b.addr(), Some("node-b"), ECHO, Bytes::new())
-        .await
-        .unwrap_err();
+    let err =
+        c.t.call(b.addr(), Some("node-b"), ECHO, Bytes::new())
+            .await
+            .unwrap_err();
     assert!(matches!(err, TransportError::Refused { .. }), "{err}");
     let text = err.to_string();
     assert!(
@@ -389,13 +387,16 @@ async fn another_cluster_is_refused_and_logged() {
             && text.contains("belongs to cluster 'other', we are 'mine'"),
         "{text}"
     );
-    let err = b
-        .t
-        .call(c.addr(), None, ECHO, Bytes::new())
-        .await
-        .unwrap_err();
+    let err =
+        b.t.call(c.addr(), None, ECHO, Bytes::new())
+            .await
+            .unwrap_err();
     assert!(matches!(err, TransportError::Refused { .. }), "{err}");
-    assert!(err.to_string().contains("belongs to cluster 'mine', we are 'other'"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("belongs to cluster 'mine', we are 'other'"),
+        "{err}"
+    );
 
     let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     let line = logged
@@ -430,7 +431,10 @@ async fn another_alpn_is_refused() {
         .unwrap_err();
     let err = super::tls::classify(b.addr(), err);
     assert!(matches!(err, TransportError::Refused { .. }), "{err}");
-    assert!(err.to_string().contains("does not speak quorate/1"), "{err}");
+    assert!(
+        err.to_string().contains("does not speak quorate/1"),
+        "{err}"
+    );
     b.t.close().await;
 }
 
@@ -441,7 +445,10 @@ async fn raw_exchange(conn: &quinn::Connection, bytes: &[u8]) -> (FrameType, Str
     let _ = send.write_all(bytes).await;
     let _ = send.finish();
     let frame = read_frame(&mut recv, MAX_FRAME).await.unwrap().unwrap();
-    (frame.ty, String::from_utf8_lossy(&frame.payload).into_owned())
+    (
+        frame.ty,
+        String::from_utf8_lossy(&frame.payload).into_owned(),
+    )
 }
 
 #[tokio::test]
@@ -454,7 +461,13 @@ async fn bad_frames_fail_their_stream_and_the_endpoint_keeps_serving() {
     let big = Bytes::from(vec![0u8; MAX_FRAME]);
     let err = a.t.call(b.addr(), None, ECHO, big).await.unwrap_err();
     assert!(
-        matches!(err, TransportError::Frame { source: FrameError::TooLarge { .. }, .. }),
+        matches!(
+            err,
+            TransportError::Frame {
+                source: FrameError::TooLarge { .. },
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(!err.is_connection_failure());
@@ -470,10 +483,19 @@ async fn bad_frames_fail_their_stream_and_the_endpoint_keeps_serving() {
     let cases: Vec<(Vec<u8>, &str)> = vec![
         // A length claiming 4 GiB: refused from the prefix alone.
         (u32::MAX.to_be_bytes().to_vec(), "exceeds the limit"),
-        (frame(MAX_FRAME as u32 + 3, WIRE_VERSION, 2, b"x"), "exceeds the limit"),
-        (frame(100, WIRE_VERSION, 2, b"only a few bytes"), "stream ended inside a frame"),
+        (
+            frame(MAX_FRAME as u32 + 3, WIRE_VERSION, 2, b"x"),
+            "exceeds the limit",
+        ),
+        (
+            frame(100, WIRE_VERSION, 2, b"only a few bytes"),
+            "stream ended inside a frame",
+        ),
         (vec![0, 0], "stream ended inside a frame"),
-        (frame(1, WIRE_VERSION, 2, b""), "shorter than the frame header"),
+        (
+            frame(1, WIRE_VERSION, 2, b""),
+            "shorter than the frame header",
+        ),
         (frame(3, 9, 2, &[ECHO]), "frame version 9"),
         (frame(3, WIRE_VERSION, 77, &[ECHO]), "unknown frame type 77"),
         (frame(2, WIRE_VERSION, 2, b""), "no RPC kind byte"),
@@ -486,9 +508,13 @@ async fn bad_frames_fail_their_stream_and_the_endpoint_keeps_serving() {
     }
 
     // Same connection, still serving.
-    let got = a
-        .t
-        .call(b.addr(), Some("node-b"), ECHO, Bytes::from_static(b"still here"))
+    let got =
+        a.t.call(
+            b.addr(),
+            Some("node-b"),
+            ECHO,
+            Bytes::from_static(b"still here"),
+        )
         .await
         .unwrap();
     assert_eq!(got, echo_answer("node-b", "node-a", "still here"));
@@ -511,11 +537,10 @@ async fn a_closed_peer_fails_fast_and_a_restarted_one_is_redialled() {
     b.t.close().await;
     drop(b);
     let started = Instant::now();
-    let err = a
-        .t
-        .call(b_addr, Some("node-b"), ECHO, Bytes::new())
-        .await
-        .unwrap_err();
+    let err =
+        a.t.call(b_addr, Some("node-b"), ECHO, Bytes::new())
+            .await
+            .unwrap_err();
     assert!(err.is_connection_failure(), "{err}");
     assert!(err.to_string().contains(&b_addr.to_string()), "{err}");
     let took = started.elapsed();
@@ -614,11 +639,10 @@ async fn a_silent_peer_times_out_and_is_redialled() {
 
     r.blackhole.store(true, Ordering::SeqCst);
     let started = Instant::now();
-    let err = a
-        .t
-        .call(r.addr, Some("node-b"), ECHO, Bytes::new())
-        .await
-        .unwrap_err();
+    let err =
+        a.t.call(r.addr, Some("node-b"), ECHO, Bytes::new())
+            .await
+            .unwrap_err();
     let took = started.elapsed();
     assert!(
         matches!(&err, TransportError::Timeout { peer, .. } if *peer == r.addr),
@@ -632,11 +656,10 @@ async fn a_silent_peer_times_out_and_is_redialled() {
     assert!(a.t.connected_peers().is_empty());
 
     r.blackhole.store(false, Ordering::SeqCst);
-    let got = a
-        .t
-        .call(r.addr, Some("node-b"), ECHO, Bytes::from_static(b"again"))
-        .await
-        .unwrap();
+    let got =
+        a.t.call(r.addr, Some("node-b"), ECHO, Bytes::from_static(b"again"))
+            .await
+            .unwrap();
     assert_eq!(got, echo_answer("node-b", "node-a", "again"));
     assert_ne!(a.t.raw_connection(r.addr).await.unwrap().stable_id(), first);
     r.task.abort();
@@ -649,9 +672,14 @@ async fn an_abandoned_call_does_not_hold_the_connection() {
     let p = pki();
     let a = node(&p, "mine", "node-a").await;
     let b = node(&p, "mine", "node-b").await;
-    let err = a
-        .t
-        .call_timeout(b.addr(), None, SLOW, Bytes::new(), Duration::from_millis(200))
+    let err =
+        a.t.call_timeout(
+            b.addr(),
+            None,
+            SLOW,
+            Bytes::new(),
+            Duration::from_millis(200),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
@@ -693,9 +721,8 @@ async fn a_streamed_upload_arrives_intact_with_progress() {
         let seen = seen.clone();
         move |n| seen.lock().unwrap().push(n)
     };
-    let answer = a
-        .t
-        .call_stream(
+    let answer =
+        a.t.call_stream(
             b.addr(),
             Some("node-b"),
             SNAPSHOT,
@@ -716,36 +743,36 @@ async fn a_streamed_upload_arrives_intact_with_progress() {
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
 
     // An empty upload is complete too.
-    let answer = a
-        .t
-        .call_stream(b.addr(), None, SNAPSHOT, Bytes::new(), &b""[..], |_| {})
-        .await
-        .unwrap();
+    let answer =
+        a.t.call_stream(b.addr(), None, SNAPSHOT, Bytes::new(), &b""[..], |_| {})
+            .await
+            .unwrap();
     assert_eq!(answer, Bytes::from(format!("0:{}", crc32fast::hash(b""))));
     a.t.close().await;
     b.t.close().await;
 }
 
-/// Yields `ok` bytes, then fails like a disk that went away.
-struct FailingReader {
-    data: Vec<u8>,
-    pos: usize,
+/// Fails like a disk that went away, after a pause that lets the chunks
+/// before it reach the handler (a stream reset before the listener has
+/// read its first frame never reaches a handler at all).
+struct FailsLater(Pin<Box<tokio::time::Sleep>>);
+
+impl FailsLater {
+    fn new() -> Self {
+        FailsLater(Box::pin(tokio::time::sleep(Duration::from_millis(200))))
+    }
 }
 
-impl AsyncRead for FailingReader {
+impl AsyncRead for FailsLater {
     fn poll_read(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
+        cx: &mut Context<'_>,
+        _buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.pos >= self.data.len() {
-            return Poll::Ready(Err(io::Error::other("disk gone")));
+        match self.0.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::other("disk gone"))),
+            Poll::Pending => Poll::Pending,
         }
-        let n = buf.remaining().min(self.data.len() - self.pos);
-        let pos = self.pos;
-        buf.put_slice(&self.data[pos..pos + n]);
-        self.pos += n;
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -769,15 +796,12 @@ async fn an_aborted_upload_is_an_error_for_the_handler() {
     let mut b = node(&p, "mine", "node-b").await;
 
     // The source fails mid-way: the stream is reset.
-    let reader = FailingReader {
-        data: test_data(1024 * 1024 + 5),
-        pos: 0,
-    };
-    let err = a
-        .t
-        .call_stream(b.addr(), None, SNAPSHOT, Bytes::new(), reader, |_| {})
-        .await
-        .unwrap_err();
+    let data = test_data(1024 * 1024 + 5);
+    let reader = (&data[..]).chain(FailsLater::new());
+    let err =
+        a.t.call_stream(b.addr(), None, SNAPSHOT, Bytes::new(), reader, |_| {})
+            .await
+            .unwrap_err();
     assert!(matches!(err, TransportError::Source { .. }), "{err}");
     let upload = next_upload(&mut b).await;
     let reason = upload.result.unwrap_err();
@@ -785,11 +809,9 @@ async fn an_aborted_upload_is_an_error_for_the_handler() {
 
     // The caller gives up (its future is dropped): the stream ends without
     // an end frame.
-    let data = test_data(600 * 1024);
-    let reader = (&data[..]).chain(Stuck);
-    let call = a
-        .t
-        .call_stream(b.addr(), None, SNAPSHOT, Bytes::new(), reader, |_| {});
+    let reader = (&data[..600 * 1024]).chain(Stuck);
+    let call =
+        a.t.call_stream(b.addr(), None, SNAPSHOT, Bytes::new(), reader, |_| {});
     assert!(tokio::time::timeout(Duration::from_millis(300), call)
         .await
         .is_err());
@@ -819,7 +841,11 @@ async fn options_are_validated() {
     assert!(o.validate().is_err());
     let mut o = opts("", "node-a");
     o.max_frame_bytes = MAX_FRAME;
-    assert!(o.validate().unwrap_err().to_string().contains("cluster_name"));
+    assert!(o
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("cluster_name"));
     assert!(opts("mine", "node-a").validate().is_ok());
 }
 
@@ -861,7 +887,9 @@ async fn measure_small_calls() {
         let body = body.clone();
         tokio::spawn(async move {
             for _ in 0..per_caller {
-                t.call(peer, Some("node-b"), ECHO, body.clone()).await.unwrap();
+                t.call(peer, Some("node-b"), ECHO, body.clone())
+                    .await
+                    .unwrap();
             }
         })
     });

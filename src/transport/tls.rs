@@ -54,9 +54,10 @@ pub(super) fn quic_configs(
     );
     let bad_identity = |e: rustls::Error| TransportError::Identity(e.to_string());
 
-    let client_verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-        .build()
-        .map_err(|e| TransportError::Identity(e.to_string()))?;
+    let client_verifier =
+        WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| TransportError::Identity(e.to_string()))?;
     let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(bad_identity)?
@@ -68,8 +69,8 @@ pub(super) fn quic_configs(
     // certificate chain, which the Hello check reads.
     server.session_storage = Arc::new(NoServerSessionStorage {});
     server.send_tls13_tickets = 0;
-    let server = QuicServerConfig::try_from(server)
-        .map_err(|e| TransportError::Identity(e.to_string()))?;
+    let server =
+        QuicServerConfig::try_from(server).map_err(|e| TransportError::Identity(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
 
     let client = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -91,7 +92,8 @@ pub(super) fn quic_configs(
     let quic_client = |mut c: rustls::ClientConfig| -> Result<quinn::ClientConfig, TransportError> {
         c.alpn_protocols = vec![ALPN.to_vec()];
         c.resumption = Resumption::disabled();
-        let c = QuicClientConfig::try_from(c).map_err(|e| TransportError::Identity(e.to_string()))?;
+        let c =
+            QuicClientConfig::try_from(c).map_err(|e| TransportError::Identity(e.to_string()))?;
         let mut c = quinn::ClientConfig::new(Arc::new(c));
         c.transport_config(transport.clone());
         Ok(c)
@@ -276,7 +278,10 @@ pub(super) fn classify(peer: SocketAddr, err: ConnectionError) -> TransportError
             Some(ALERT_NO_APPLICATION_PROTOCOL) => no_common_protocol(peer),
             Some(_) => TransportError::Tls {
                 peer,
-                reason: format!("{} (is its certificate signed by our cluster CA?)", e.reason),
+                reason: format!(
+                    "{} (is its certificate signed by our cluster CA?)",
+                    e.reason
+                ),
             },
             None => TransportError::Connection {
                 peer,
