@@ -5,16 +5,16 @@
 //! tagged with a `u8` kind; the answer is a body or an [`RpcFailure`].
 //!
 //! - One QUIC endpoint per node both listens and dials. Calls to a peer
-//!   share one cached connection ([`endpoint`]); each RPC is one
+//!   share one cached connection (`endpoint`); each RPC is one
 //!   bidirectional stream. A call that times out or hits a connection error
 //!   evicts the connection, so a dead peer never leaves a zombie behind.
 //! - TLS 1.3 only, both sides present a certificate of the cluster CA, and
-//!   ALPN `quorate/1` gates the protocol version ([`tls`]).
+//!   ALPN `quorate/1` gates the protocol version (`tls`).
 //! - A CA signature is not an identity: the first stream of every
-//!   connection carries a [`frame::Hello`] each way (cluster name, node
+//!   connection carries a `Hello` each way (cluster name, node
 //!   name), and the claimed node name must be in the peer's certificate
-//!   ([`server`] and [`endpoint`] both check).
-//! - Frames are length-delimited and bounded ([`frame`]); a bad frame fails
+//!   (`server` and `endpoint` both check).
+//! - Frames are length-delimited and bounded (`frame`); a bad frame fails
 //!   its stream, never the node. Snapshots and SST go as a header, bounded
 //!   chunks and an end frame, pulled by the handler from a [`ChunkStream`].
 
@@ -41,7 +41,7 @@ pub use frame::FrameError;
 /// The ALPN protocol name: a peer of another wire version fails the TLS
 /// handshake instead of misreading our frames.
 pub const ALPN: &[u8] = b"quorate/1";
-/// Carried in [`frame::Hello`]; bump together with [`ALPN`].
+/// Carried in the Hello frame; bump together with [`ALPN`].
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Size of the data frames of a streamed upload.
 pub const CHUNK_BYTES: usize = 256 * 1024;
