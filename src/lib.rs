@@ -15,4 +15,5 @@ pub mod sql;
 pub mod status;
 pub mod store;
 pub mod tls;
+pub mod transport;
 pub mod writeset;
