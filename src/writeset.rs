@@ -66,6 +66,9 @@ pub enum FailReason {
     SchemaChanged { ddl_seqno: Seqno },
     /// Applying the changeset or statements failed (constraint, missing row).
     ApplyFailed { message: String },
+    /// The same (origin, trx id) was ordered before, at `seqno` (a forward
+    /// retried after a lost answer): skipped, consuming no seqno.
+    Duplicate { seqno: Seqno },
 }
 
 impl std::fmt::Display for FailReason {
@@ -84,6 +87,7 @@ impl std::fmt::Display for FailReason {
                 "certification failed: the schema changed at seqno {ddl_seqno} after this transaction's snapshot; retry the transaction"
             ),
             FailReason::ApplyFailed { message } => write!(f, "write-set failed to apply: {message}"),
+            FailReason::Duplicate { seqno } => write!(f, "duplicate of the write-set ordered at seqno {seqno}"),
         }
     }
 }
@@ -92,7 +96,10 @@ impl FailReason {
     /// Certification failures are retryable (Galera reports a deadlock);
     /// apply failures are not.
     pub fn is_certification_failure(&self) -> bool {
-        !matches!(self, FailReason::ApplyFailed { .. })
+        !matches!(
+            self,
+            FailReason::ApplyFailed { .. } | FailReason::Duplicate { .. }
+        )
     }
 }
 

@@ -27,6 +27,7 @@ fn insert_range(node: &common::TestNode, from: i64, to: i64) {
 fn killed_node_catches_up_by_ist() {
     let mut c = Cluster::start(3, "");
     c.nodes[0].execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]));
+    c.wait_synced(&c.running(), Duration::from_secs(20));
     insert_range(&c.nodes[0], 0, 20);
     c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(20));
     c.nodes[2].kill();
@@ -52,6 +53,7 @@ fn empty_joiner_gets_sst_while_writes_go_on() {
     c.nodes[2].start(&[]);
     c.wait_size(&[0, 1, 2], 3, Duration::from_secs(60));
     c.nodes[0].execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]));
+    c.wait_synced(&c.running(), Duration::from_secs(20));
 
     // With every member up the leader compacts its log past what it keeps.
     insert_range(&c.nodes[0], 0, 300);
@@ -109,6 +111,7 @@ fn empty_joiner_gets_sst_while_writes_go_on() {
 fn two_of_three_killed_survivor_refuses_until_majority_returns() {
     let mut c = Cluster::start(3, "");
     c.nodes[0].execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]));
+    c.wait_synced(&c.running(), Duration::from_secs(20));
     insert_range(&c.nodes[2], 0, 10);
     c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(20));
     c.nodes[0].kill();
@@ -147,6 +150,7 @@ fn two_of_three_killed_survivor_refuses_until_majority_returns() {
 fn five_nodes_survive_the_loss_of_two() {
     let mut c = Cluster::start(5, "");
     c.nodes[0].execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]));
+    c.wait_synced(&c.running(), Duration::from_secs(20));
     c.nodes[3].kill();
     c.nodes[4].kill();
     for (i, node) in c.nodes.iter().take(3).enumerate() {

@@ -20,6 +20,7 @@ fn safe(c: &Cluster, i: usize) -> String {
 fn graceful_leave_shrinks_and_rejoin_grows() {
     let mut c = Cluster::start(3, "");
     c.nodes[0].execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY)"]));
+    c.wait_synced(&c.running(), Duration::from_secs(20));
     c.nodes[0].execute_ok(json!(["INSERT INTO t VALUES(1)"]));
 
     // Stop the leader first: leadership moves, the cluster shrinks to 2.

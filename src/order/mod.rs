@@ -284,58 +284,97 @@ impl Sequencer {
         }
     }
 
+    /// Hand a write-set to the leader. A lost answer is retried: the
+    /// state machine orders each (origin, trx id) once, so a second copy is
+    /// harmless, and the origin's waiter sees the first one applied.
     async fn forward_write(
         &self,
-        leader: Option<&NodeInfo>,
+        first_leader: Option<&NodeInfo>,
         ws: &WriteSet,
         timeout: Duration,
     ) -> Result<(), SubmitError> {
-        let (Some(t), Some(leader)) = (&self.transport, leader) else {
+        use crate::transport::TransportError as T;
+        let Some(t) = &self.transport else {
             return Err(SubmitError::NotPrimary(
                 "no leader is known; nothing was applied".into(),
             ));
         };
-        let addr: std::net::SocketAddr = leader.repl_addr.parse().map_err(|_| {
-            SubmitError::NotPrimary(format!(
-                "leader {} has no valid address; nothing was applied",
-                leader.name
-            ))
-        })?;
+        let started = tokio::time::Instant::now();
+        // Without a leader for this long the node is not Primary: say so.
+        let give_up_unsent = started + timeout.min(Duration::from_secs(3));
+        let give_up = started + timeout;
         let body = network::encode(ws).map_err(SubmitError::NotPrimary)?;
-        match t
-            .call_timeout(
-                addr,
-                Some(&leader.name),
-                peer_kind::FORWARD_WRITE,
-                body,
-                timeout,
-            )
-            .await
-        {
-            Ok(reply) => {
-                match network::decode::<ForwardOutcome>(&reply).map_err(SubmitError::Unknown)? {
-                    ForwardOutcome::Ordered => Ok(()),
-                    ForwardOutcome::NotLeader => Err(SubmitError::NotPrimary(format!(
-                        "{} is no longer the leader; nothing was applied",
-                        leader.name
-                    ))),
-                    ForwardOutcome::Failed(m) => Err(SubmitError::Unknown(format!(
-                        "the leader could not order it: {m}"
-                    ))),
+        let mut leader = first_leader.cloned();
+        let mut maybe_sent = false;
+        let mut last_error = String::from("no leader is known");
+        loop {
+            let target = match leader.take() {
+                Some(l) => Some(l),
+                None => {
+                    let m = self.metrics();
+                    m.current_leader
+                        .and_then(|l| m.membership_config.membership().get_node(&l).cloned())
                 }
+            };
+            match target {
+                Some(l) if l.name == self.node_info.name => {
+                    // Leadership came here meanwhile.
+                    match self.raft.client_write(Request::WriteSet(ws.clone())).await {
+                        Ok(_) => return Ok(()),
+                        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
+                        Err(e) => {
+                            maybe_sent = true;
+                            last_error = e.to_string();
+                        }
+                    }
+                }
+                Some(l) => match l.repl_addr.parse::<std::net::SocketAddr>() {
+                    Err(_) => last_error = format!("leader {} has no valid address", l.name),
+                    Ok(addr) => match t
+                        .call_timeout(
+                            addr,
+                            Some(&l.name),
+                            peer_kind::FORWARD_WRITE,
+                            body.clone(),
+                            timeout,
+                        )
+                        .await
+                    {
+                        Ok(reply) => match network::decode::<ForwardOutcome>(&reply) {
+                            Ok(ForwardOutcome::Ordered) => return Ok(()),
+                            Ok(ForwardOutcome::NotLeader) => {
+                                last_error = format!("{} is no longer the leader", l.name)
+                            }
+                            Ok(ForwardOutcome::Failed(m)) => {
+                                maybe_sent = true;
+                                last_error = format!("the leader could not order it: {m}");
+                            }
+                            Err(m) => {
+                                maybe_sent = true;
+                                last_error = m;
+                            }
+                        },
+                        // Never dialled, so never sent.
+                        Err(e @ (T::Unreachable { .. } | T::Tls { .. } | T::Refused { .. })) => {
+                            last_error = format!("cannot reach the leader {}: {e}", l.name);
+                        }
+                        Err(e) => {
+                            maybe_sent = true;
+                            last_error = format!("forwarding to the leader {} failed: {e}", l.name);
+                        }
+                    },
+                },
+                None => {}
             }
-            // Never dialled, so never sent: certainly not ordered.
-            Err(
-                e @ (crate::transport::TransportError::Unreachable { .. }
-                | crate::transport::TransportError::Tls { .. }
-                | crate::transport::TransportError::Refused { .. }),
-            ) => Err(SubmitError::NotPrimary(format!(
-                "cannot reach the leader: {e}; nothing was applied"
-            ))),
-            Err(e) => Err(SubmitError::Unknown(format!(
-                "forwarding to the leader {} failed: {e}",
-                leader.name
-            ))),
+            let now = tokio::time::Instant::now();
+            if now >= give_up || (!maybe_sent && now >= give_up_unsent) {
+                return Err(if maybe_sent {
+                    SubmitError::Unknown(format!("{last_error}; it may or may not have committed"))
+                } else {
+                    SubmitError::NotPrimary(format!("{last_error}; nothing was applied"))
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

@@ -83,6 +83,13 @@ impl ApplyWaiters {
     }
 
     fn resolve(&self, ws: &WriteSet, outcome: &ApplyOutcome) {
+        if matches!(
+            outcome.verdict,
+            Verdict::Failed(crate::writeset::FailReason::Duplicate { .. })
+        ) {
+            // Its first copy already answered the client.
+            return;
+        }
         self.applied_writesets.fetch_add(1, Ordering::Relaxed);
         if ws.origin != self.origin {
             return;

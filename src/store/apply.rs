@@ -114,7 +114,17 @@ fn apply_in_txn(
     let mut last_ddl = w.last_ddl_seqno;
     let mut outcomes = Vec::with_capacity(batch.len());
     for (i, ws) in batch.iter().enumerate() {
+        // A forward retried after a lost answer can be ordered twice; only
+        // the first counts. The check reads replicated state only.
+        if let Some(first) = meta::trx_seen(&w.apply, &ws.origin, ws.trx_id)? {
+            outcomes.push(ApplyOutcome {
+                seqno: first,
+                verdict: Verdict::Failed(FailReason::Duplicate { seqno: first }),
+            });
+            continue;
+        }
         seqno += 1;
+        meta::trx_record(&w.apply, &ws.origin, ws.trx_id, seqno)?;
         let verdict = if ended.contains(&i) {
             Verdict::Failed(FailReason::ApplyFailed {
                 message: "a statement ended the transaction (ROLLBACK conflict clause or RAISE(ROLLBACK))".into(),
@@ -606,6 +616,7 @@ mod tests {
         let filler = capture_ws(&s, &[st("INSERT INTO t VALUES (2)")], 3);
         let mut filler2 = filler.clone();
         filler2.keys.clear();
+        filler2.trx_id = 30;
         let out = s.apply_batch(&[filler, filler2, old], b"").unwrap();
         assert_eq!(
             out[2].verdict,
@@ -649,9 +660,11 @@ mod tests {
                 st("UPDATE _quorate_meta SET seqno = 99"),
                 st("PRAGMA foreign_keys=ON"),
             ]),
+            trx_id: ws.trx_id + 100,
             ..ws.clone()
         };
         let rollback = WriteSet {
+            trx_id: ws.trx_id + 200,
             payload: Payload::Statements(vec![
                 st("CREATE TABLE r(id INTEGER PRIMARY KEY)"),
                 st("INSERT INTO r VALUES (1)"),
@@ -681,6 +694,36 @@ mod tests {
     }
 
     #[test]
+    fn a_write_set_ordered_twice_applies_once_on_every_node() {
+        let (_dir, a, b) = two_nodes();
+        let ddl = capture_ws(
+            &a,
+            &[st("CREATE TABLE t(id INTEGER PRIMARY KEY, n INTEGER)")],
+            101,
+        );
+        both(&a, &b, &[ddl]);
+        let ws = capture_ws(&a, &[st("INSERT INTO t VALUES (1, 1)")], 107);
+        let bump = capture_ws(&a, &[st("INSERT INTO t VALUES (2, 2)")], 108);
+        // A forward retried after a lost answer: the same trx id twice.
+        let out = both(&a, &b, &[ws.clone(), bump, ws]);
+        assert!(committed(&out[0].verdict), "{out:?}");
+        assert!(committed(&out[1].verdict), "{out:?}");
+        assert_eq!(
+            out[2].verdict,
+            Verdict::Failed(FailReason::Duplicate {
+                seqno: out[0].seqno
+            })
+        );
+        assert_eq!(
+            a.position().seqno,
+            out[1].seqno,
+            "a duplicate consumes no seqno"
+        );
+        assert_eq!(dump(&a, "t"), dump(&b, "t"));
+        assert_eq!(dump(&a, "t").len(), 2);
+    }
+
+    #[test]
     fn applied_position_survives_a_restart() {
         let dir = TempDir::new().unwrap();
         let uuid = uuid::Uuid::new_v4();
@@ -693,7 +736,11 @@ mod tests {
                 &capture_ws(&s, &[st("CREATE TABLE t(id INTEGER PRIMARY KEY)")], 1),
             );
             let ws = capture_ws(&s, &[st("INSERT INTO t VALUES (1)")], 2);
-            s.apply_batch(&[ws.clone(), ws], b"state-2").unwrap();
+            let again = WriteSet {
+                trx_id: 3,
+                ..ws.clone()
+            };
+            s.apply_batch(&[ws, again], b"state-2").unwrap();
             assert_eq!(s.position().seqno, 3, "bootstrap is seqno 0, then 1, 2, 3");
         }
         let s = open(dir.path());

@@ -28,6 +28,12 @@ pub(crate) fn create_tables(conn: &Connection) -> rusqlite::Result<()> {
              key BLOB PRIMARY KEY,
              seqno INTEGER NOT NULL
          ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS _quorate_trx (
+             origin TEXT NOT NULL,
+             trx_id INTEGER NOT NULL,
+             seqno INTEGER NOT NULL,
+             PRIMARY KEY (origin, trx_id)
+         ) WITHOUT ROWID;
          COMMIT;",
     )
 }
@@ -138,6 +144,39 @@ pub(crate) fn cert_record(
 pub(crate) fn cert_prune(conn: &Connection, below: Seqno) -> rusqlite::Result<()> {
     conn.prepare_cached("DELETE FROM _quorate_cert WHERE seqno < ?1")?
         .execute([below])?;
+    // The same log-position rule forgets old transaction ids.
+    conn.prepare_cached("DELETE FROM _quorate_trx WHERE seqno < ?1")?
+        .execute([below])?;
+    Ok(())
+}
+
+/// Trx ids are u64; SQLite stores their bits as i64 (same on every node).
+fn trx_key(trx_id: u64) -> i64 {
+    i64::from_ne_bytes(trx_id.to_ne_bytes())
+}
+
+/// The seqno at which `(origin, trx_id)` was ordered, if it was (recently).
+pub(crate) fn trx_seen(
+    conn: &Connection,
+    origin: &str,
+    trx_id: u64,
+) -> rusqlite::Result<Option<Seqno>> {
+    use rusqlite::OptionalExtension;
+    conn.prepare_cached("SELECT seqno FROM _quorate_trx WHERE origin = ?1 AND trx_id = ?2")?
+        .query_row(rusqlite::params![origin, trx_key(trx_id)], |r| r.get(0))
+        .optional()
+}
+
+pub(crate) fn trx_record(
+    conn: &Connection,
+    origin: &str,
+    trx_id: u64,
+    seqno: Seqno,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO _quorate_trx (origin, trx_id, seqno) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(rusqlite::params![origin, trx_key(trx_id), seqno])?;
     Ok(())
 }
 

@@ -456,8 +456,14 @@ impl Inner {
                 *cached = None;
             }
         }
-        pc.conn
-            .close(CLOSE_EVICTED, b"an RPC failed; dropping the connection");
+        // A slow answer (a heartbeat with a tight deadline on a loaded
+        // machine) does not prove the connection dead: new calls dial afresh,
+        // but calls still in flight on it may finish, and QUIC's idle timeout
+        // ends it if the peer is really gone. Other failures mean it is dead.
+        if !matches!(e, TransportError::Timeout { .. }) {
+            pc.conn
+                .close(CLOSE_EVICTED, b"an RPC failed; dropping the connection");
+        }
         tracing::debug!(peer = %peer, node = %pc.name, error = %e, "dropped the connection to a peer");
     }
 }

@@ -288,11 +288,19 @@ pub(super) fn classify(peer: SocketAddr, err: ConnectionError) -> TransportError
                 reason: e.to_string(),
             },
         },
-        ConnectionError::TimedOut => TransportError::Unreachable {
+        // Also reached by requests already sent on a connection that then
+        // went silent: not "never sent", so not `Unreachable`.
+        ConnectionError::TimedOut => TransportError::Connection {
             peer,
             reason: "no answer (QUIC idle timeout)".into(),
         },
-        ConnectionError::LocallyClosed => TransportError::Closed,
+        // This side closed the connection (an eviction raced with this
+        // call): a connection failure, so the next call dials afresh. A
+        // closed transport is reported as `Closed` before any call starts.
+        ConnectionError::LocallyClosed => TransportError::Connection {
+            peer,
+            reason: "the connection was closed on this side".into(),
+        },
         other => TransportError::Connection {
             peer,
             reason: other.to_string(),
@@ -376,7 +384,7 @@ mod tests {
         assert!(err.is_connection_failure());
         assert!(matches!(
             classify(addr(), ConnectionError::TimedOut),
-            TransportError::Unreachable { .. }
+            TransportError::Connection { .. }
         ));
         assert!(matches!(
             classify(addr(), ConnectionError::Reset),

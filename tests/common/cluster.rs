@@ -92,6 +92,13 @@ impl Cluster {
         c
     }
 
+    /// Indexes of the nodes whose process runs.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].child.is_some())
+            .collect()
+    }
+
     pub fn status(&self, i: usize) -> Value {
         let (_, s) = self.nodes[i].get("/status");
         s
@@ -126,6 +133,30 @@ impl Cluster {
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Wait until every node in `which` has applied the same last seqno (for
+    /// instance after a schema change, before clients use other nodes).
+    pub fn wait_synced(&self, which: &[usize], timeout: Duration) -> i64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seqnos: Vec<i64> = which
+                .iter()
+                .map(|&i| {
+                    self.status(i)["cluster"]["last_committed"]
+                        .as_i64()
+                        .unwrap_or(-2)
+                })
+                .collect();
+            if seqnos.windows(2).all(|w| w[0] == w[1]) {
+                return seqnos[0];
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nodes {which:?} did not sync: seqnos {seqnos:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

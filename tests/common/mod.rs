@@ -91,7 +91,10 @@ impl TestNode {
             .arg("--config")
             .arg(&self.config_path)
             .args(args)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("QUORATE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
@@ -178,7 +181,13 @@ impl TestNode {
     /// Execute statements; panics unless HTTP 200 and no statement error.
     pub fn execute_ok(&self, body: Value) -> Value {
         let (code, resp) = self.post("/db/execute", &body);
-        assert_eq!(code, 200, "{}: execute {body} -> {code} {resp}", self.name);
+        assert_eq!(
+            code,
+            200,
+            "{}: execute {body} -> {code} {resp}\nlog tail:\n{}",
+            self.name,
+            cluster::tail(&self.log(), 40)
+        );
         for r in resp["results"].as_array().expect("results array") {
             assert!(
                 r.get("error").is_none(),
