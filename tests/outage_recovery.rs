@@ -11,11 +11,17 @@ use serde_json::json;
 
 fn safe(c: &Cluster, i: usize) -> String {
     let g = common::read(&c.nodes[i].grastate_path());
-    g.lines().find(|l| l.starts_with("safe_to_bootstrap:")).unwrap_or("").to_string()
+    g.lines()
+        .find(|l| l.starts_with("safe_to_bootstrap:"))
+        .unwrap_or("")
+        .to_string()
 }
 
 fn uuid_of(c: &Cluster, i: usize) -> String {
-    c.status(i)["cluster"]["cluster_state_uuid"].as_str().unwrap_or("").to_string()
+    c.status(i)["cluster"]["cluster_state_uuid"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 #[test]
@@ -36,19 +42,33 @@ fn all_stopped_gracefully_the_last_one_out_restarts_the_cluster_by_itself() {
 
     // --bootstrap-node on a node that is not safe is refused with the banner.
     let out = c.nodes[0].cli(&["--bootstrap-node", "--no-systemd"]);
-    assert_eq!(out.status.code(), Some(3), "{}{}", common::stdout(&out), common::stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}{}",
+        common::stdout(&out),
+        common::stderr(&out)
+    );
     assert!(common::stderr(&out).contains("It is not safe to bootstrap this node"));
 
     // The first two come back and wait: no primary component without the last member.
     c.nodes[0].start(&[]);
     c.nodes[1].start(&[]);
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(c.nodes[0].get("/readyz").0, 503, "a node that left must not form a cluster of its own");
+    assert_eq!(
+        c.nodes[0].get("/readyz").0,
+        503,
+        "a node that left must not form a cluster of its own"
+    );
     // The last one out starts Primary by itself, and the others join it.
     c.nodes[2].start(&[]);
     c.wait_size(&[0, 1, 2], 3, Duration::from_secs(60));
     c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(30));
-    assert_eq!(c.nodes[0].scalar("SELECT COUNT(*) FROM t"), 3, "no acknowledged write lost");
+    assert_eq!(
+        c.nodes[0].scalar("SELECT COUNT(*) FROM t"),
+        3,
+        "no acknowledged write lost"
+    );
     assert_eq!(uuid_of(&c, 1), uuid, "the state UUID is kept");
 }
 
@@ -69,14 +89,21 @@ fn all_killed_the_cluster_reforms_once_a_majority_is_back() {
     for i in 0..3 {
         assert_eq!(safe(&c, i), "safe_to_bootstrap: 0");
         let out = c.nodes[i].cli(&["--recover"]);
-        assert!(common::stdout(&out).trim().starts_with(&uuid), "{}", common::stdout(&out));
+        assert!(
+            common::stdout(&out).trim().starts_with(&uuid),
+            "{}",
+            common::stdout(&out)
+        );
     }
     // Two of the three come back: a majority of the last membership re-forms by itself.
     c.nodes[1].start(&[]);
     c.nodes[2].start(&[]);
     c.wait_size(&[1, 2], 3, Duration::from_secs(60));
     assert_eq!(uuid_of(&c, 1), uuid, "state UUID kept across a full crash");
-    assert!(c.status(1)["cluster"]["last_committed"].as_i64().unwrap() >= seqno_before, "seqno history kept");
+    assert!(
+        c.status(1)["cluster"]["last_committed"].as_i64().unwrap() >= seqno_before,
+        "seqno history kept"
+    );
     c.nodes[1].execute_ok(json!([["INSERT INTO t VALUES(?)", 100]]));
     c.nodes[0].start(&[]);
     c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(30));

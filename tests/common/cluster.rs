@@ -43,9 +43,27 @@ pub fn node_config(
     tls_dir: &Path,
     extra: &str,
 ) -> String {
-    let peers: Vec<String> = peers.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    let hosts: Vec<String> = peers.iter().map(|_| "127.0.0.1".to_string()).collect();
+    node_config_at(name, "127.0.0.1", repl_port, &hosts, peers, tls_dir, extra)
+}
+
+/// A node config with explicit addresses (nodes in network namespaces).
+pub fn node_config_at(
+    name: &str,
+    host: &str,
+    repl_port: u16,
+    peer_hosts: &[String],
+    peers: &[u16],
+    tls_dir: &Path,
+    extra: &str,
+) -> String {
+    let peers: Vec<String> = peers
+        .iter()
+        .zip(peer_hosts)
+        .map(|(p, h)| format!("\"{h}:{p}\""))
+        .collect();
     format!(
-        "[replication]\nlisten = \"127.0.0.1:{repl_port}\"\npeers = [{}]\nheartbeat_ms = 100\nelection_timeout_ms = 400\nprimary_timeout_ms = 1000\n{extra}\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        "[replication]\nlisten = \"{host}:{repl_port}\"\npeers = [{}]\nheartbeat_ms = 100\nelection_timeout_ms = 400\nprimary_timeout_ms = 1000\n{extra}\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
         peers.join(", "),
         tls_dir.join("ca.pem").display(),
         tls_dir.join(format!("{name}.pem")).display(),
@@ -54,6 +72,62 @@ pub fn node_config(
 }
 
 impl Cluster {
+    /// `n` nodes, each in a network namespace of `net`, on the same ports.
+    pub fn new_in(net: &super::netns::Net, n: usize, extra: &str) -> Cluster {
+        let tls = tempfile::tempdir().expect("tempdir");
+        make_ca(tls.path());
+        let repl_ports: Vec<u16> = vec![4567; n];
+        let hosts: Vec<String> = (0..n).map(|i| net.ip(i)).collect();
+        let nodes = (0..n)
+            .map(|i| {
+                let name = format!("node-{}", i + 1);
+                make_node_cert(&name, tls.path(), tls.path());
+                let cfg = node_config_at(
+                    &name,
+                    &hosts[i],
+                    4567,
+                    &hosts,
+                    &repl_ports,
+                    tls.path(),
+                    extra,
+                );
+                let mut node = TestNode::new(&name, &format!("{cfg}"));
+                // The API listens on the node's own address inside its namespace.
+                let text = std::fs::read_to_string(&node.config_path).expect("config");
+                let text = text.replace(
+                    &format!("listen = \"127.0.0.1:{}\"", node.api_port),
+                    &format!("listen = \"{}:4001\"", hosts[i]),
+                );
+                std::fs::write(&node.config_path, text).expect("config");
+                node.api_port = 4001;
+                node.api_host = hosts[i].clone();
+                node.netns = Some(net.ns(i));
+                node
+            })
+            .collect();
+        Cluster {
+            nodes,
+            tls,
+            repl_ports,
+        }
+    }
+
+    /// Bootstrap node 0 of a configured cluster, start the rest, wait for all.
+    pub fn start_configured(mut self) -> Cluster {
+        let n = self.nodes.len();
+        self.nodes[0].start(&["--bootstrap"]);
+        self.nodes[0].wait_primary(Duration::from_secs(30));
+        for node in self.nodes.iter_mut().skip(1) {
+            node.start(&[]);
+        }
+        self.wait_size(
+            &(0..n).collect::<Vec<_>>(),
+            n as i64,
+            Duration::from_secs(60),
+        );
+        self
+    }
+
     /// `n` configured nodes (not started), all listing each other as peers.
     pub fn new(n: usize, extra: &str) -> Cluster {
         let tls = tempfile::tempdir().expect("tempdir");

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod netns;
 
 use std::fs;
 use std::net::TcpListener;
@@ -28,6 +29,10 @@ pub struct TestNode {
     pub api_port: u16,
     pub child: Option<Child>,
     pub agent: ureq::Agent,
+    /// Address the API listens on (loopback unless the node lives in a netns).
+    pub api_host: String,
+    /// Network namespace the daemon runs in, if any.
+    pub netns: Option<String>,
 }
 
 impl TestNode {
@@ -60,6 +65,8 @@ impl TestNode {
             api_port,
             child: None,
             agent,
+            api_host: "127.0.0.1".into(),
+            netns: None,
         }
     }
 
@@ -87,7 +94,15 @@ impl TestNode {
             .append(true)
             .open(self.log_path())
             .expect("open log");
-        let child = Command::new(QUORATED)
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, QUORATED]);
+                c
+            }
+            None => Command::new(QUORATED),
+        };
+        let child = cmd
             .arg("--config")
             .arg(&self.config_path)
             .args(args)
@@ -146,7 +161,7 @@ impl TestNode {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.api_port, path)
+        format!("http://{}:{}{}", self.api_host, self.api_port, path)
     }
 
     /// POST a JSON body; returns (HTTP status, JSON body).
