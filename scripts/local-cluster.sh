@@ -6,6 +6,7 @@
 #   scripts/local-cluster.sh up [N]     # default 3 nodes, data under $BASE
 #   scripts/local-cluster.sh down
 #   BIN=target/release BASE=/tmp/quorate-cluster
+#   REPLICATION_EXTRA='election_timeout_ms = 300'   # extra [replication] lines
 set -euo pipefail
 BIN=${BIN:-target/release}
 BASE=${BASE:-/tmp/quorate-cluster}
@@ -15,7 +16,7 @@ n=${2:-3}
 case "$cmd" in
 up)
     rm -rf "$BASE" && mkdir -p "$BASE/tls"
-    "$BIN/quorate" tls ca --out "$BASE/tls" >/dev/null
+    "$BIN/quorate" tls ca --out "$BASE/tls" >/dev/null 2>&1
     peers=""
     for i in $(seq 1 "$n"); do peers="$peers\"127.0.0.1:$((4566 + i))\", "; done
     peers="[${peers%, }]"
@@ -36,6 +37,7 @@ listen = "127.0.0.1:$((4000 + i))"
 [replication]
 listen = "127.0.0.1:$((4566 + i))"
 peers = $peers
+${REPLICATION_EXTRA:-}
 
 [tls]
 ca = "$BASE/tls/ca.pem"
@@ -59,6 +61,15 @@ CONF
 down)
     for pidfile in "$BASE"/node-*/pid; do
         [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+    done
+    # A graceful stop leaves the membership first: wait for every node.
+    for pidfile in "$BASE"/node-*/pid; do
+        [ -f "$pidfile" ] || continue
+        for _ in $(seq 1 300); do
+            kill -0 "$(cat "$pidfile")" 2>/dev/null || break
+            sleep 0.1
+        done
+        rm -f "$pidfile"
     done
     ;;
 *)

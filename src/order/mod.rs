@@ -330,16 +330,15 @@ impl Sequencer {
                 }
                 Some(l) => match l.repl_addr.parse::<std::net::SocketAddr>() {
                     Err(_) => last_error = format!("leader {} has no valid address", l.name),
-                    Ok(addr) => match t
-                        .call_timeout(
-                            addr,
-                            Some(&l.name),
-                            peer_kind::FORWARD_WRITE,
-                            body.clone(),
-                            timeout,
-                        )
-                        .await
-                    {
+                    Ok(addr) => match tokio::select! {
+                        r = t.call_timeout(addr, Some(&l.name), peer_kind::FORWARD_WRITE, body.clone(), timeout) => r,
+                        // The leader died and another was elected: its answer
+                        // will not come; retrying is safe (exactly-once apply).
+                        () = self.leader_changed_from(&l.name) => Err(crate::transport::TransportError::Connection {
+                            peer: addr,
+                            reason: format!("{} is no longer the leader", l.name),
+                        }),
+                    } {
                         Ok(reply) => match network::decode::<ForwardOutcome>(&reply) {
                             Ok(ForwardOutcome::Ordered) => return Ok(()),
                             Ok(ForwardOutcome::NotLeader) => {
@@ -375,6 +374,27 @@ impl Sequencer {
                 });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Resolves once a leader other than `name` is known.
+    async fn leader_changed_from(&self, name: &str) {
+        let mut m = self.raft.metrics();
+        loop {
+            let changed = {
+                let now = m.borrow_watched();
+                now.current_leader
+                    .and_then(|l| {
+                        now.membership_config
+                            .membership()
+                            .get_node(&l)
+                            .map(|n| n.name != name)
+                    })
+                    .unwrap_or(false)
+            };
+            if changed || m.changed().await.is_err() {
+                return;
+            }
         }
     }
 
