@@ -91,7 +91,7 @@ impl Cluster {
                     tls.path(),
                     extra,
                 );
-                let mut node = TestNode::new(&name, &format!("{cfg}"));
+                let mut node = TestNode::new(&name, &cfg);
                 // The API listens on the node's own address inside its namespace.
                 let text = std::fs::read_to_string(&node.config_path).expect("config");
                 let text = text.replace(
