@@ -149,6 +149,11 @@ impl Node {
         self.joining.clone()
     }
 
+    /// Not a member yet, but asking peers to admit this node.
+    fn joining_now(&self) -> bool {
+        !self.config.other_peers().is_empty() && !self.seq.voters().contains(&self.seq.node_id())
+    }
+
     pub fn transport(&self) -> Option<&crate::transport::Transport> {
         self.transport.as_ref()
     }

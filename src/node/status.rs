@@ -47,11 +47,7 @@ impl Node {
             last_committed: position.seqno,
             local_state_uuid: position.state_uuid,
             ready: primary,
-            local_state: if primary {
-                LocalState::Synced
-            } else {
-                LocalState::Initialized
-            },
+            local_state: self.local_state(primary, &members),
             local_cert_failures: self.seq.waiters().cert_failures.load(Ordering::Relaxed),
             incoming_addresses: members
                 .iter()
@@ -61,6 +57,29 @@ impl Node {
             incarnation: position.incarnation,
             leader,
             safe_to_bootstrap: self.safe_to_bootstrap(),
+        }
+    }
+
+    /// Galera's local state: Joiner while receiving state (a learner, or an
+    /// SST under way), Donor while sending a snapshot, Synced when Primary.
+    fn local_state(
+        &self,
+        primary: bool,
+        members: &[(crate::order::NodeId, crate::order::NodeInfo, bool)],
+    ) -> LocalState {
+        let me = self.seq.node_id();
+        let (donating, receiving) = self.seq.transfers();
+        let learner = members.iter().any(|(id, _, voter)| *id == me && !voter);
+        if receiving > 0 || learner {
+            LocalState::Joiner
+        } else if donating > 0 && primary {
+            LocalState::Donor
+        } else if primary {
+            LocalState::Synced
+        } else if self.joining_now() {
+            LocalState::Joining
+        } else {
+            LocalState::Initialized
         }
     }
 

@@ -86,6 +86,7 @@ pub struct Sequencer {
     started: std::time::Instant,
     /// Milliseconds after `started` when a leader last reached us (0: never).
     last_leader_contact_ms: AtomicU64,
+    transfers: Arc<network::TransferCounters>,
 }
 
 /// Transport kinds of the node-level requests between members.
@@ -151,10 +152,11 @@ impl Sequencer {
                 .validate()
                 .map_err(|e| OrderError::Start(e.to_string()))?,
         );
+        let transfers = Arc::new(network::TransferCounters::default());
         let raft = Raft::new(
             node_id,
             config,
-            network::RaftNetwork::new(transport.clone()),
+            network::RaftNetwork::new(transport.clone(), transfers.clone()),
             log.clone(),
             sm,
         )
@@ -170,6 +172,7 @@ impl Sequencer {
             snapshot_dir: data_dir.join("snapshots"),
             started: std::time::Instant::now(),
             last_leader_contact_ms: AtomicU64::new(0),
+            transfers,
         })
     }
 
@@ -450,7 +453,14 @@ impl Sequencer {
         chunks: crate::transport::ChunkStream,
     ) -> Result<bytes::Bytes, String> {
         tracing::info!(donor = %peer.node_name, "SST: {} is sending this node a snapshot", peer.node_name);
-        network::serve_snapshot(&self.raft, &self.snapshot_dir, header, chunks).await
+        network::serve_snapshot(
+            &self.raft,
+            &self.snapshot_dir,
+            &self.transfers,
+            header,
+            chunks,
+        )
+        .await
     }
 
     fn check_identity(&self, peer: &PeerIdentity, claimed: NodeId) -> Result<(), String> {
@@ -502,6 +512,14 @@ impl Sequencer {
 
     pub fn metrics(&self) -> openraft::RaftMetrics<types::TypeConfig> {
         self.raft.metrics().borrow_watched().clone()
+    }
+
+    /// SST transfers under way: (as donor, as joiner).
+    pub fn transfers(&self) -> (usize, usize) {
+        (
+            self.transfers.donating.load(Ordering::SeqCst),
+            self.transfers.receiving.load(Ordering::SeqCst),
+        )
     }
 
     /// Voting members of the current membership.

@@ -52,20 +52,51 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     bincode::deserialize(bytes).map_err(|e| format!("malformed message: {e}"))
 }
 
+/// SST transfers under way on this node, as donor and as joiner (status).
+#[derive(Debug, Default)]
+pub struct TransferCounters {
+    pub donating: std::sync::atomic::AtomicUsize,
+    pub receiving: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a transfer for as long as it lives.
+struct Busy<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Busy<'a> {
+    fn new(c: &'a std::sync::atomic::AtomicUsize) -> Busy<'a> {
+        c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Busy(c)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// The network of one node: the transport, when it has peers.
 #[derive(Clone, Default)]
 pub struct RaftNetwork {
     transport: Option<Transport>,
+    transfers: std::sync::Arc<TransferCounters>,
 }
 
 impl RaftNetwork {
-    pub fn new(transport: Option<Transport>) -> RaftNetwork {
-        RaftNetwork { transport }
+    pub fn new(
+        transport: Option<Transport>,
+        transfers: std::sync::Arc<TransferCounters>,
+    ) -> RaftNetwork {
+        RaftNetwork {
+            transport,
+            transfers,
+        }
     }
 }
 
 pub struct Connection {
     transport: Option<Transport>,
+    transfers: std::sync::Arc<TransferCounters>,
     target: NodeId,
     addr: Option<SocketAddr>,
     name: String,
@@ -76,6 +107,7 @@ impl RaftNetworkFactory<TypeConfig> for RaftNetwork {
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Connection {
         Connection {
             transport: self.transport.clone(),
+            transfers: self.transfers.clone(),
             target,
             addr: node.repl_addr.parse().ok(),
             name: node.name.clone(),
@@ -171,6 +203,7 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let (t, addr) = self.route().map_err(StreamingError::from)?;
+        let _donor = Busy::new(&self.transfers.donating);
         let header = encode(&(vote, snapshot.meta.clone()))
             .map_err(|e| StreamingError::Network(NetworkError::new(&Msg(e))))?;
         let file = tokio::fs::File::open(&snapshot.snapshot.path)
@@ -236,10 +269,12 @@ pub async fn serve_rpc(raft: &Raft, kind: u8, body: &[u8]) -> Result<Bytes, Stri
 pub async fn serve_snapshot(
     raft: &Raft,
     dir: &Path,
+    transfers: &TransferCounters,
     header: &[u8],
     mut chunks: ChunkStream,
 ) -> Result<Bytes, String> {
     let (vote, meta): (Vote, SnapshotMeta) = decode(header)?;
+    let _joiner = Busy::new(&transfers.receiving);
     let path: PathBuf = dir.join(format!("receiving-{:016x}.tmp", rand::random::<u64>()));
     tracing::info!(index = ?meta.last_log_id.as_ref().map(|l| l.index), "SST: receiving a snapshot from the donor");
     let received = async {
