@@ -51,10 +51,17 @@ CONF
         [ "$i" = 1 ] && sleep 1
     done
     for i in $(seq 1 "$n"); do
-        for _ in $(seq 1 100); do
-            curl -sf "127.0.0.1:$((4000 + i))/readyz" >/dev/null && break
+        ready=""
+        for _ in $(seq 1 200); do
+            curl -sf "127.0.0.1:$((4000 + i))/readyz" >/dev/null && ready=1 && break
+            kill -0 "$(cat "$BASE/node-$i/pid")" 2>/dev/null || break
             sleep 0.1
         done
+        if [ -z "$ready" ]; then
+            echo "node-$i did not become ready; its log:" >&2
+            tail -n 20 "$BASE/node-$i/quorated.log" >&2
+            exit 1
+        fi
     done
     "$BIN/quorate" --config "$BASE/node-1/quorate.toml" --show-cluster-status
     ;;
