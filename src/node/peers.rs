@@ -186,10 +186,18 @@ impl Node {
         let reply = match self.leader_info() {
             Some((leader, _)) if leader == self.seq.node_id() => {
                 let ids: BTreeSet<NodeId> = [node_id].into_iter().collect();
-                self.seq
+                let removed = self
+                    .seq
                     .raft()
-                    .change_membership(ChangeMembers::RemoveVoters(ids), false)
+                    .change_membership(ChangeMembers::RemoveVoters(ids), false);
+                tokio::time::timeout(Duration::from_secs(10), removed)
                     .await
+                    .map_err(|_| {
+                        format!(
+                            "cannot remove {}: no quorum to commit the change",
+                            peer.node_name
+                        )
+                    })?
                     .map_err(|e| format!("cannot remove {}: {e}", peer.node_name))?;
                 tracing::info!("member left: {} (graceful stop)", peer.node_name);
                 MembershipReply::Accepted
@@ -290,7 +298,11 @@ impl Node {
         if self.seq.metrics().current_leader == Some(me) {
             if let Some(next) = voters.iter().find(|v| **v != me) {
                 tracing::info!("leader leaving: handing leadership to node {next}");
-                let _ = self.seq.raft().trigger().transfer_leader(*next).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    self.seq.raft().trigger().transfer_leader(*next),
+                )
+                .await;
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
                 while tokio::time::Instant::now() < deadline {
                     let l = self.seq.metrics().current_leader;
@@ -310,17 +322,18 @@ impl Node {
             match self.leader_info() {
                 Some((leader, _)) if leader == me => {
                     let ids: BTreeSet<NodeId> = [me].into_iter().collect();
-                    match self
+                    // Without a quorum the change never commits: bounded.
+                    let change = self
                         .seq
                         .raft()
-                        .change_membership(ChangeMembers::RemoveVoters(ids), false)
-                        .await
-                    {
-                        Ok(_) => {
+                        .change_membership(ChangeMembers::RemoveVoters(ids), false);
+                    match tokio::time::timeout_at(deadline, change).await {
+                        Ok(Ok(_)) => {
                             tracing::info!("left the cluster (removed self as leader)");
                             return;
                         }
-                        Err(e) => tracing::warn!("cannot leave: {e}"),
+                        Ok(Err(e)) => tracing::warn!("cannot leave: {e}"),
+                        Err(_) => break,
                     }
                 }
                 Some((_, info)) => {
