@@ -125,3 +125,43 @@ fn two_stopped_gracefully_the_third_goes_on_alone_and_they_rejoin() {
     c.wait_size(&[0, 1, 2], 3, Duration::from_secs(60));
     c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(30));
 }
+
+#[test]
+fn restart_node_starts_a_crashed_member_which_catches_up() {
+    let mut c = Cluster::start(3, "");
+    c.nodes[0].execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY)"]));
+    c.wait_synced(&[0, 1, 2], Duration::from_secs(20));
+    c.nodes[2].kill();
+    for i in 0..10 {
+        c.nodes[0].execute_ok(json!([["INSERT INTO t VALUES(?)", i]]));
+    }
+    // Without systemd the CLI starts the daemon itself and waits for it.
+    let out = c.nodes[2].cli(&["--restart-node", "--no-systemd", "--wait", "60"]);
+    assert!(
+        out.status.success(),
+        "--restart-node: {}{}",
+        common::stdout(&out),
+        common::stderr(&out)
+    );
+    c.wait_size(&[0, 1, 2], 3, Duration::from_secs(30));
+    c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(30));
+    // The daemon the CLI started logs to data_dir/quorated.log.
+    let log = common::read(&c.nodes[2].data_dir().join("quorated.log"));
+    assert!(
+        log.contains("quorated serving"),
+        "the CLI-started daemon's log: {log}"
+    );
+    assert!(
+        !log.contains("SST: receiving"),
+        "a short absence is caught up by IST:\n{log}"
+    );
+    // `--restart-node` on a running node refuses and says why.
+    let out = c.nodes[2].cli(&["--restart-node", "--no-systemd"]);
+    assert!(!out.status.success());
+    assert!(
+        common::stderr(&out).contains("running"),
+        "{}",
+        common::stderr(&out)
+    );
+    c.nodes[2].kill_by_status_pid();
+}
