@@ -88,6 +88,28 @@ fn bootstrap_via_cli_then_concurrent_load_and_status() {
     assert_eq!(status["wsrep_last_committed"], 5001, "{status}");
     assert_eq!(status["wsrep_cluster_status"], "Primary", "{status}");
 
+    // Prometheus metrics carry the same figures.
+    let metrics = node
+        .agent
+        .get(&node.url("/metrics"))
+        .call()
+        .expect("metrics")
+        .into_string()
+        .unwrap();
+    for line in [
+        "quorate_cluster_size 1",
+        "quorate_last_committed 5001",
+        "quorate_cluster_status{status=\"Primary\"} 1",
+        "quorate_commits_total 5001",
+        "quorate_commit_latency_seconds_count 5001",
+        "# TYPE quorate_local_cert_failures_total counter",
+    ] {
+        assert!(
+            metrics.contains(line),
+            "/metrics lacks `{line}`:\n{metrics}"
+        );
+    }
+
     // grastate.dat while running: seqno -1, the sole member is safe to bootstrap.
     let g = read(&node.grastate_path());
     assert!(g.contains("seqno:   -1"), "{g}");

@@ -44,13 +44,24 @@ impl Node {
             keys: ws.keys,
             payload: ws.payload,
         };
+        self.counters
+            .replicated_writesets
+            .fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .replicated_bytes
+            .fetch_add(writeset.payload_len() as u64, Ordering::Relaxed);
         let outcome = self
             .seq
             .submit(writeset, self.config.commit_timeout())
             .await
             .map_err(|e| match e {
                 SubmitError::NotPrimary(m) => ApiError::NotPrimary(format!("{NOT_PRIMARY}; {m}")),
-                SubmitError::Unknown(m) => ApiError::OutcomeUnknown(m),
+                SubmitError::Unknown(m) => {
+                    self.counters
+                        .outcome_unknown
+                        .fetch_add(1, Ordering::Relaxed);
+                    ApiError::OutcomeUnknown(m)
+                }
             })?;
         match outcome.verdict {
             Verdict::Committed { toi_results } => Ok(Attempt::Done(ExecuteResponse {
@@ -96,10 +107,17 @@ impl Backend for Node {
         } else {
             0
         };
+        let started = std::time::Instant::now();
         let mut attempt = 0;
         loop {
             match self.execute_once(&req).await? {
-                Attempt::Done(resp) => return Ok(resp),
+                Attempt::Done(resp) => {
+                    if resp.seqno.is_some() {
+                        self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                        self.counters.commit_latency.observe(started.elapsed());
+                    }
+                    return Ok(resp);
+                }
                 Attempt::CertificationFailed(msg) if attempt >= retries => {
                     return Err(ApiError::CertificationFailed(format!(
                         "{msg} (tried {} time{})",
@@ -139,6 +157,10 @@ impl Backend for Node {
             .await
             .map_err(internal)?
             .map_err(internal)
+    }
+
+    async fn metrics(&self) -> String {
+        self.render_metrics()
     }
 
     fn is_read_only(&self, sql: &str) -> bool {

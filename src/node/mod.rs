@@ -6,6 +6,7 @@
 
 mod admin;
 mod backend;
+mod metrics;
 mod peers;
 mod run;
 mod status;
@@ -67,6 +68,7 @@ pub struct Node {
     transport: Option<crate::transport::Transport>,
     /// Set once a graceful stop begins.
     leaving: AtomicBool,
+    counters: metrics::ClientCounters,
     /// Joiners the leader is catching up right now.
     joining: Arc<std::sync::Mutex<std::collections::HashSet<crate::order::NodeId>>>,
 }
@@ -121,6 +123,7 @@ impl Node {
             shutdown_tx,
             transport,
             leaving: AtomicBool::new(false),
+            counters: metrics::ClientCounters::default(),
             joining: Arc::default(),
         });
         let position = node.store.position();
