@@ -7,6 +7,7 @@
 mod admin;
 mod backend;
 mod metrics;
+mod notify;
 mod peers;
 mod run;
 mod status;
@@ -298,6 +299,7 @@ impl Node {
 
     /// Graceful stop: order stops, grastate.dat records the last committed seqno.
     pub async fn stop(&self) -> Result<(), NodeError> {
+        notify::notify("STOPPING=1\nSTATUS=leaving the cluster and stopping");
         self.leave().await;
         let _ = self.shutdown_tx.send(true);
         // Decided before Raft stops: afterwards its metrics no longer say who the members were.

@@ -46,6 +46,7 @@ pub async fn run(config: Config, opts: StartOptions) -> Result<(), NodeError> {
     let peer_server = node.transport().map(|t| t.serve(node.clone()));
     node.start(opts).await?;
     node.spawn_grastate_keeper();
+    node.spawn_notifier();
     tracing::info!(api = %cfg.api.listen, admin = %cfg.socket_path().display(), "quorated serving");
 
     let mut term = signal(SignalKind::terminate()).map_err(|source| NodeError::Io {

@@ -33,6 +33,8 @@ pub struct TestNode {
     pub api_host: String,
     /// Network namespace the daemon runs in, if any.
     pub netns: Option<String>,
+    /// Extra environment for the daemon (e.g. NOTIFY_SOCKET).
+    pub env: Vec<(String, String)>,
 }
 
 impl TestNode {
@@ -67,6 +69,7 @@ impl TestNode {
             agent,
             api_host: "127.0.0.1".into(),
             netns: None,
+            env: Vec::new(),
         }
     }
 
@@ -102,6 +105,7 @@ impl TestNode {
             }
             None => Command::new(QUORATED),
         };
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let child = cmd
             .arg("--config")
             .arg(&self.config_path)
