@@ -16,10 +16,39 @@ use serde_json::Value;
 pub const QUORATED: &str = env!("CARGO_BIN_EXE_quorated");
 pub const QUORATE: &str = env!("CARGO_BIN_EXE_quorate");
 
-/// A port nobody listens on right now (the OS picks it).
+/// A port free for both TCP and UDP right now, outside the kernel's
+/// ephemeral range (so no outgoing socket of another process takes it
+/// between this check and the daemon's bind), never handed out twice.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..10_000 {
+        let port = 20_000 + (rand_u32() % 12_000) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port found");
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish() as u32
 }
 
 pub struct TestNode {
