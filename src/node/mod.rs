@@ -228,7 +228,13 @@ impl Node {
         } else {
             position.state_uuid
         };
-        self.seq.bootstrap(uuid, position.incarnation).await?;
+        self.seq
+            .bootstrap(
+                uuid,
+                position.incarnation,
+                self.config.replication.cert_window,
+            )
+            .await?;
         Ok(uuid)
     }
 

@@ -570,6 +570,7 @@ mod tests {
             Request::Bootstrap {
                 state_uuid: uuid::Uuid::nil(),
                 incarnation: index,
+                cert_window: 1000,
             },
         )
     }

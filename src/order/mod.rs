@@ -203,6 +203,7 @@ impl Sequencer {
         &self,
         state_uuid: uuid::Uuid,
         incarnation: u64,
+        cert_window: i64,
     ) -> Result<(), OrderError> {
         let members: BTreeMap<NodeId, NodeInfo> = [(self.node_id, self.node_info.clone())]
             .into_iter()
@@ -231,6 +232,7 @@ impl Sequencer {
             .client_write(Request::Bootstrap {
                 state_uuid,
                 incarnation,
+                cert_window,
             })
             .await
             .map_err(|e| OrderError::Bootstrap(e.to_string()))?;

@@ -165,7 +165,7 @@ impl StateMachine {
     async fn apply_group(&self, group: Vec<EntryResponder<TypeConfig>>) -> io::Result<()> {
         let mut st = self.state()?;
         let mut writesets: Vec<WriteSet> = Vec::new();
-        let mut identity: Option<(uuid::Uuid, u64)> = None;
+        let mut identity: Option<(uuid::Uuid, u64, i64)> = None;
         for (entry, _) in &group {
             st.last_applied = Some(entry.log_id);
             match &entry.payload {
@@ -173,8 +173,9 @@ impl StateMachine {
                 EntryPayload::Normal(Request::Bootstrap {
                     state_uuid,
                     incarnation,
+                    cert_window,
                 }) => {
-                    identity = Some((*state_uuid, *incarnation));
+                    identity = Some((*state_uuid, *incarnation, *cert_window));
                 }
                 EntryPayload::Membership(m) => {
                     st.membership = StoredMembership::new(Some(entry.log_id), m.clone());
@@ -186,9 +187,9 @@ impl StateMachine {
         let store = self.store.clone();
         let outcomes = tokio::task::spawn_blocking(
             move || -> Result<Vec<ApplyOutcome>, crate::store::StoreError> {
-                if let Some((uuid, incarnation)) = identity {
+                if let Some((uuid, incarnation, cert_window)) = identity {
                     // A bootstrap entry starts a group of its own (see apply()).
-                    store.set_identity(uuid, incarnation, &raft_state)?;
+                    store.set_identity(uuid, incarnation, Some(cert_window), &raft_state)?;
                     return Ok(Vec::new());
                 }
                 if writesets.is_empty() {

@@ -28,7 +28,13 @@ pub enum Request {
     WriteSet(WriteSet),
     /// First entry of a new cluster (or of a new incarnation after a forced
     /// bootstrap): fixes the state UUID every member shares.
-    Bootstrap { state_uuid: Uuid, incarnation: u64 },
+    Bootstrap {
+        state_uuid: Uuid,
+        incarnation: u64,
+        /// The certification window every member must use (a local setting
+        /// could differ between nodes and split their verdicts).
+        cert_window: i64,
+    },
 }
 
 impl fmt::Display for Request {
@@ -44,6 +50,7 @@ impl fmt::Display for Request {
             Request::Bootstrap {
                 state_uuid,
                 incarnation,
+                ..
             } => {
                 write!(f, "bootstrap {state_uuid} incarnation {incarnation}")
             }

@@ -694,6 +694,36 @@ mod tests {
     }
 
     #[test]
+    fn the_replicated_window_wins_over_the_local_option() {
+        // This node's own option would keep everything; the cluster's
+        // bootstrap fixed a window of 2, and every node must use that.
+        let dir = TempDir::new().unwrap();
+        let s = Store::open(
+            dir.path(),
+            crate::store::StoreOptions {
+                cert_window: 1 << 30,
+                ..opts()
+            },
+        )
+        .unwrap();
+        s.set_identity(uuid::Uuid::new_v4(), 0, Some(2), b"")
+            .unwrap();
+        apply_one(
+            &s,
+            &capture_ws(&s, &[st("CREATE TABLE t(id INTEGER PRIMARY KEY)")], 1),
+        );
+        let old = capture_ws(&s, &[st("INSERT INTO t VALUES (1)")], 2);
+        let a = capture_ws(&s, &[st("INSERT INTO t VALUES (2)")], 3);
+        let b = capture_ws(&s, &[st("INSERT INTO t VALUES (3)")], 4);
+        let out = s.apply_batch(&[a, b, old], b"").unwrap();
+        assert!(
+            matches!(out[2].verdict, Verdict::Failed(FailReason::TooOld { .. })),
+            "{:?}",
+            out[2]
+        );
+    }
+
+    #[test]
     fn a_write_set_ordered_twice_applies_once_on_every_node() {
         let (_dir, a, b) = two_nodes();
         let ddl = capture_ws(
@@ -730,7 +760,7 @@ mod tests {
         {
             let s = open(dir.path());
             assert_eq!(s.position().seqno, -1);
-            s.set_identity(uuid, 3, b"id").unwrap();
+            s.set_identity(uuid, 3, None, b"id").unwrap();
             apply_one(
                 &s,
                 &capture_ws(&s, &[st("CREATE TABLE t(id INTEGER PRIMARY KEY)")], 1),

@@ -19,7 +19,8 @@ pub(crate) fn create_tables(conn: &Connection) -> rusqlite::Result<()> {
              seqno INTEGER NOT NULL,
              incarnation INTEGER NOT NULL,
              last_ddl_seqno INTEGER NOT NULL,
-             raft_state BLOB
+             raft_state BLOB,
+             cert_window INTEGER
          );
          INSERT INTO _quorate_meta (id, state_uuid, seqno, incarnation, last_ddl_seqno, raft_state)
              SELECT 0, '00000000-0000-0000-0000-000000000000', -1, 0, -1, NULL
@@ -90,18 +91,31 @@ pub(crate) fn set_identity(
     conn: &Connection,
     uuid: Uuid,
     incarnation: u64,
+    cert_window: Option<i64>,
     raft_state: &[u8],
 ) -> rusqlite::Result<()> {
     let incarnation = i64::try_from(incarnation)
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     conn.prepare_cached(
         // A new cluster starts at seqno 0 (Galera's initial position), so
-        // its first write-set gets seqno 1; existing history is kept.
+        // its first write-set gets seqno 1; existing history is kept. The
+        // certification window is the cluster's, fixed by its bootstrap.
         "UPDATE _quorate_meta SET state_uuid = ?1, incarnation = ?2, raft_state = ?3, \
-         seqno = MAX(seqno, 0) WHERE id = 0",
+         seqno = MAX(seqno, 0), cert_window = COALESCE(?4, cert_window) WHERE id = 0",
     )?
-    .execute(rusqlite::params![uuid.to_string(), incarnation, raft_state])?;
+    .execute(rusqlite::params![
+        uuid.to_string(),
+        incarnation,
+        raft_state,
+        cert_window
+    ])?;
     Ok(())
+}
+
+/// The cluster-wide certification window, once a bootstrap fixed it.
+pub(crate) fn cert_window(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT cert_window FROM _quorate_meta WHERE id = 0")?
+        .query_row([], |r| r.get(0))
 }
 
 /// Record where a batch left the data; same transaction as the batch.

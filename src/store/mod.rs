@@ -229,9 +229,13 @@ impl Store {
     ) -> Result<Vec<ApplyOutcome>, StoreError> {
         let mut w = self.lock_writer()?;
         let from = self.position();
-        let (outcomes, seqno) =
-            apply::apply_batch(&mut w, batch, raft_state, from.seqno, self.opts.cert_window)
-                .map_err(sqlite_err(&self.path))?;
+        // Every node must certify with the same window: the one replicated
+        // by the bootstrap entry; the local option only before that.
+        let window = meta::cert_window(&w.apply)
+            .map_err(sqlite_err(&self.path))?
+            .unwrap_or(self.opts.cert_window);
+        let (outcomes, seqno) = apply::apply_batch(&mut w, batch, raft_state, from.seqno, window)
+            .map_err(sqlite_err(&self.path))?;
         self.set_cached_position(Position { seqno, ..from });
         Ok(outcomes)
     }
@@ -250,10 +254,11 @@ impl Store {
         &self,
         state_uuid: uuid::Uuid,
         incarnation: u64,
+        cert_window: Option<i64>,
         raft_state: &[u8],
     ) -> Result<(), StoreError> {
         let w = self.lock_writer()?;
-        meta::set_identity(&w.apply, state_uuid, incarnation, raft_state)
+        meta::set_identity(&w.apply, state_uuid, incarnation, cert_window, raft_state)
             .map_err(sqlite_err(&self.path))?;
         let pos = self.position();
         self.set_cached_position(Position {

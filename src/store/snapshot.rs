@@ -73,7 +73,7 @@ mod tests {
         let dir = TempDir::new().unwrap();
         let donor = open(&dir.path().join("donor"));
         let uuid = uuid::Uuid::new_v4();
-        donor.set_identity(uuid, 1, b"").unwrap();
+        donor.set_identity(uuid, 1, None, b"").unwrap();
         apply_one(
             &donor,
             &capture_ws(
