@@ -8,14 +8,6 @@ use std::time::Duration;
 use common::cluster::Cluster;
 use serde_json::json;
 
-fn safe(c: &Cluster, i: usize) -> String {
-    let g = common::read(&c.nodes[i].grastate_path());
-    g.lines()
-        .find(|l| l.starts_with("safe_to_bootstrap:"))
-        .unwrap_or("")
-        .to_string()
-}
-
 #[test]
 fn graceful_leave_shrinks_and_rejoin_grows() {
     let mut c = Cluster::start(3, "");
@@ -27,7 +19,7 @@ fn graceful_leave_shrinks_and_rejoin_grows() {
     assert!(c.nodes[0].stop().success());
     c.wait_size(&[1, 2], 2, Duration::from_secs(20));
     assert_eq!(
-        safe(&c, 0),
+        c.safe_line(0),
         "safe_to_bootstrap: 0",
         "a node that leaves a cluster with others in it is not safe"
     );
@@ -35,14 +27,14 @@ fn graceful_leave_shrinks_and_rejoin_grows() {
 
     assert!(c.nodes[1].stop().success());
     c.wait_size(&[2], 1, Duration::from_secs(20));
-    assert_eq!(safe(&c, 1), "safe_to_bootstrap: 0");
+    assert_eq!(c.safe_line(1), "safe_to_bootstrap: 0");
     c.nodes[2].execute_ok(json!(["INSERT INTO t VALUES(3)"]));
     // The sole member becomes safe to bootstrap while it runs.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while safe(&c, 2) != "safe_to_bootstrap: 1" && std::time::Instant::now() < deadline {
+    while c.safe_line(2) != "safe_to_bootstrap: 1" && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(safe(&c, 2), "safe_to_bootstrap: 1");
+    assert_eq!(c.safe_line(2), "safe_to_bootstrap: 1");
 
     // The leavers rejoin by themselves and catch up.
     c.nodes[0].start(&[]);

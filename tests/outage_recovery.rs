@@ -9,14 +9,6 @@ use std::time::Duration;
 use common::cluster::Cluster;
 use serde_json::json;
 
-fn safe(c: &Cluster, i: usize) -> String {
-    let g = common::read(&c.nodes[i].grastate_path());
-    g.lines()
-        .find(|l| l.starts_with("safe_to_bootstrap:"))
-        .unwrap_or("")
-        .to_string()
-}
-
 fn uuid_of(c: &Cluster, i: usize) -> String {
     c.status(i)["cluster"]["cluster_state_uuid"]
         .as_str()
@@ -36,9 +28,9 @@ fn all_stopped_gracefully_the_last_one_out_restarts_the_cluster_by_itself() {
         assert!(c.nodes[i].stop().success(), "graceful stop of node {i}");
     }
     // Only the last one out is safe to bootstrap (as in Galera).
-    assert_eq!(safe(&c, 0), "safe_to_bootstrap: 0");
-    assert_eq!(safe(&c, 1), "safe_to_bootstrap: 0");
-    assert_eq!(safe(&c, 2), "safe_to_bootstrap: 1");
+    assert_eq!(c.safe_line(0), "safe_to_bootstrap: 0");
+    assert_eq!(c.safe_line(1), "safe_to_bootstrap: 0");
+    assert_eq!(c.safe_line(2), "safe_to_bootstrap: 1");
 
     // --bootstrap-node on a node that is not safe is refused with the banner.
     let out = c.nodes[0].cli(&["--bootstrap-node", "--no-systemd"]);
@@ -87,7 +79,7 @@ fn all_killed_the_cluster_reforms_once_a_majority_is_back() {
     }
     // Power loss: nobody is the sole member, nobody was safe to bootstrap.
     for i in 0..3 {
-        assert_eq!(safe(&c, i), "safe_to_bootstrap: 0");
+        assert_eq!(c.safe_line(i), "safe_to_bootstrap: 0");
         let out = c.nodes[i].cli(&["--recover"]);
         assert!(
             common::stdout(&out).trim().starts_with(&uuid),

@@ -173,6 +173,15 @@ impl Cluster {
             .collect()
     }
 
+    /// The `safe_to_bootstrap:` line of node `i`'s grastate.dat.
+    pub fn safe_line(&self, i: usize) -> String {
+        let g = read(&self.nodes[i].grastate_path());
+        g.lines()
+            .find(|l| l.starts_with("safe_to_bootstrap:"))
+            .unwrap_or("")
+            .to_string()
+    }
+
     pub fn status(&self, i: usize) -> Value {
         let (_, s) = self.nodes[i].get("/status");
         s
