@@ -163,3 +163,34 @@ fn five_nodes_survive_the_loss_of_two() {
     c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(20));
     assert_eq!(c.nodes[1].scalar("SELECT COUNT(*) FROM t"), 3);
 }
+
+#[test]
+fn paused_leader_is_replaced_and_rejoins_without_divergence() {
+    use nix::sys::signal::Signal;
+    let c = Cluster::start(3, "");
+    c.nodes[0].execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]));
+    c.wait_synced(&[0, 1, 2], Duration::from_secs(20));
+    let leader = c.status(0)["cluster"]["leader"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let li = c.nodes.iter().position(|n| n.name == leader).unwrap();
+    let others: Vec<usize> = (0..3).filter(|&i| i != li).collect();
+
+    // SIGSTOP: the leader is frozen, not dead (a long GC pause, a hung disk).
+    c.nodes[li].signal(Signal::SIGSTOP);
+    c.wait_size(&others, 3, Duration::from_secs(30));
+    for i in 0..20 {
+        c.nodes[others[i % 2]].execute_ok(json!([[
+            "INSERT INTO t(id, v) VALUES(?, ?)",
+            i as i64,
+            "while paused"
+        ]]));
+    }
+    // It wakes up believing it leads: it must step down and catch up, not diverge.
+    c.nodes[li].signal(Signal::SIGCONT);
+    c.wait_size(&[0, 1, 2], 3, Duration::from_secs(30));
+    c.nodes[li].execute_ok(json!([["INSERT INTO t(id, v) VALUES(?, ?)", 100, "after"]]));
+    c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(30));
+    assert_eq!(c.nodes[li].scalar("SELECT COUNT(*) FROM t"), 21);
+}
