@@ -24,6 +24,31 @@ pub enum LocalState {
     Donor,
 }
 
+/// What a peer said about itself when a non-Primary node asked (or why it
+/// did not answer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerReport {
+    pub addr: String,
+    pub node_name: Option<String>,
+    pub state_uuid: Option<Uuid>,
+    pub seqno: Option<i64>,
+    pub incarnation: Option<u64>,
+    pub safe_to_bootstrap: Option<bool>,
+    pub primary: Option<bool>,
+    pub error: Option<String>,
+}
+
+/// Which node an operator should bootstrap, judged from what is reachable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootstrapAdvice {
+    /// A primary component exists: join it (restart this node), do not bootstrap.
+    JoinPrimary(String),
+    /// This node (or the named one) has safe_to_bootstrap: 1 or the most advanced data.
+    Bootstrap { node: String, why: String },
+    /// Nothing to compare (no data anywhere reachable).
+    Unknown,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterStatus {
     pub node_name: String,
@@ -49,6 +74,9 @@ pub struct ClusterStatus {
     pub incarnation: u64,
     pub leader: Option<String>,
     pub safe_to_bootstrap: bool,
+    /// Filled on a node that is not Primary: what each configured peer said.
+    #[serde(default)]
+    pub peers: Vec<PeerReport>,
 }
 
 /// Printed (exit status 3) when `--bootstrap-node` is refused.
@@ -109,7 +137,107 @@ impl ClusterStatus {
 
     /// The `--show-cluster-status` table (DESIGN.md §6).
     pub fn render_table(&self) -> String {
-        render_status_table(&self.wsrep_rows())
+        let mut out = render_status_table(&self.wsrep_rows());
+        if !self.peers.is_empty() {
+            out.push_str("\nPeers (uuid:seqno:incarnation), as this node sees them:\n");
+            for p in &self.peers {
+                let name = p.node_name.clone().unwrap_or_else(|| "?".into());
+                match (&p.error, p.state_uuid, p.seqno) {
+                    (Some(e), _, _) => {
+                        out.push_str(&format!("  {:<12} {:<22} unreachable: {e}\n", name, p.addr))
+                    }
+                    (None, Some(u), Some(s)) => out.push_str(&format!(
+                        "  {:<12} {:<22} {u}:{s}:{}  {}  safe_to_bootstrap: {}\n",
+                        name,
+                        p.addr,
+                        p.incarnation.unwrap_or(0),
+                        if p.primary == Some(true) {
+                            "Primary"
+                        } else {
+                            "non-Primary"
+                        },
+                        u8::from(p.safe_to_bootstrap == Some(true)),
+                    )),
+                    _ => out.push_str(&format!("  {:<12} {:<22} no answer\n", name, p.addr)),
+                }
+            }
+            match self.bootstrap_advice() {
+                BootstrapAdvice::JoinPrimary(n) => out.push_str(&format!(
+                    "A primary component exists at {n}: do not bootstrap; restart this node (quorate --restart-node) to join it.\n"
+                )),
+                BootstrapAdvice::Bootstrap { node, why } => {
+                    out.push_str(&format!("Node to bootstrap: {node} ({why}).\n"))
+                }
+                BootstrapAdvice::Unknown => {}
+            }
+        }
+        out
+    }
+
+    /// Galera's rule made explicit: never bootstrap while a primary component
+    /// exists; else the node with safe_to_bootstrap: 1; else the most advanced
+    /// data (highest incarnation, then seqno) among this node and its peers.
+    pub fn bootstrap_advice(&self) -> BootstrapAdvice {
+        if let Some(p) = self.peers.iter().find(|p| p.primary == Some(true)) {
+            return BootstrapAdvice::JoinPrimary(
+                p.node_name.clone().unwrap_or_else(|| p.addr.clone()),
+            );
+        }
+        let mut candidates: Vec<(String, u64, i64, bool)> = Vec::new();
+        if !self.local_state_uuid.is_nil() {
+            candidates.push((
+                self.node_name.clone(),
+                self.incarnation,
+                self.last_committed,
+                self.safe_to_bootstrap,
+            ));
+        }
+        for p in &self.peers {
+            if let (Some(name), Some(u), Some(s)) = (&p.node_name, p.state_uuid, p.seqno) {
+                if !u.is_nil() {
+                    candidates.push((
+                        name.clone(),
+                        p.incarnation.unwrap_or(0),
+                        s,
+                        p.safe_to_bootstrap == Some(true),
+                    ));
+                }
+            }
+        }
+        if let Some(c) = candidates.iter().find(|c| c.3) {
+            return BootstrapAdvice::Bootstrap {
+                node: c.0.clone(),
+                why: "it has safe_to_bootstrap: 1".into(),
+            };
+        }
+        candidates.sort_by(|a, b| (b.1, b.2).cmp(&(a.1, a.2)).then(a.0.cmp(&b.0)));
+        let silent: Vec<&str> = self
+            .peers
+            .iter()
+            .filter(|p| p.error.is_some())
+            .map(|p| p.addr.as_str())
+            .collect();
+        match candidates.first() {
+            Some(c) => BootstrapAdvice::Bootstrap {
+                node: c.0.clone(),
+                why: if silent.is_empty() {
+                    format!(
+                        "the most advanced data: incarnation {}, seqno {}; force it with --force-safe-to-bootstrap",
+                        c.1, c.2
+                    )
+                } else {
+                    format!(
+                        "the most advanced data of the nodes that answered: incarnation {}, seqno {}; but {} did \
+                         not answer and the last one out (safe_to_bootstrap: 1) may be among them: start those \
+                         first, and force only if they are lost",
+                        c.1,
+                        c.2,
+                        silent.join(", ")
+                    )
+                },
+            },
+            None => BootstrapAdvice::Unknown,
+        }
     }
 
     /// The rows of [`ClusterStatus::wsrep_rows`] as one JSON object for
@@ -120,6 +248,21 @@ impl ClusterStatus {
     /// can compare against what an operator sees; `quorate_leader` is `null`
     /// when there is no leader.
     pub fn to_json(&self) -> serde_json::Value {
+        let mut v = self.wsrep_json();
+        if !self.peers.is_empty() {
+            v["quorate_peers"] = serde_json::to_value(&self.peers).unwrap_or_default();
+            v["quorate_bootstrap_advice"] = match self.bootstrap_advice() {
+                BootstrapAdvice::JoinPrimary(n) => serde_json::json!({"join_primary": n}),
+                BootstrapAdvice::Bootstrap { node, why } => {
+                    serde_json::json!({"bootstrap": node, "why": why})
+                }
+                BootstrapAdvice::Unknown => serde_json::Value::Null,
+            };
+        }
+        v
+    }
+
+    fn wsrep_json(&self) -> serde_json::Value {
         serde_json::json!({
             "wsrep_cluster_conf_id": self.cluster_conf_id,
             "wsrep_cluster_size": self.cluster_size,
@@ -237,6 +380,66 @@ mod tests {
 +--------------------------+--------------------------------------+
 ";
 
+    fn peer(name: &str, seqno: i64, safe: bool, primary: bool) -> PeerReport {
+        PeerReport {
+            addr: format!("10.0.0.{seqno}:4567"),
+            node_name: Some(name.into()),
+            state_uuid: Some(Uuid::from_u128(7)),
+            seqno: Some(seqno),
+            incarnation: Some(0),
+            safe_to_bootstrap: Some(safe),
+            primary: Some(primary),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn bootstrap_advice_follows_galeras_rules() {
+        let mut me = example();
+        me.node_name = "node-c".into();
+        me.local_state_uuid = Uuid::from_u128(7);
+        me.last_committed = 5;
+        me.incarnation = 0;
+        me.safe_to_bootstrap = false;
+        // A primary component exists: join it, never bootstrap.
+        me.peers = vec![
+            peer("node-a", 9, false, true),
+            peer("node-b", 3, true, false),
+        ];
+        assert_eq!(
+            me.bootstrap_advice(),
+            BootstrapAdvice::JoinPrimary("node-a".into())
+        );
+        // No primary: the safe node wins even with less data.
+        me.peers = vec![
+            peer("node-a", 9, false, false),
+            peer("node-b", 3, true, false),
+        ];
+        assert!(
+            matches!(me.bootstrap_advice(), BootstrapAdvice::Bootstrap { node, .. } if node == "node-b")
+        );
+        // Nobody safe (a full crash): the most advanced data.
+        me.peers = vec![
+            peer("node-a", 9, false, false),
+            peer("node-b", 3, false, false),
+        ];
+        assert!(
+            matches!(me.bootstrap_advice(), BootstrapAdvice::Bootstrap { node, .. } if node == "node-a")
+        );
+        me.last_committed = 12;
+        assert!(
+            matches!(me.bootstrap_advice(), BootstrapAdvice::Bootstrap { node, .. } if node == "node-c")
+        );
+        let table = me.render_table();
+        assert!(table.contains("Node to bootstrap: node-c"), "{table}");
+        assert!(
+            table.contains("00000000-0000-0000-0000-000000000007:9:0"),
+            "{table}"
+        );
+        let json = me.to_json();
+        assert_eq!(json["quorate_bootstrap_advice"]["bootstrap"], "node-c");
+    }
+
     fn example() -> ClusterStatus {
         ClusterStatus {
             node_name: "node-a".into(),
@@ -257,6 +460,7 @@ mod tests {
             incarnation: 1,
             leader: Some("node-b".into()),
             safe_to_bootstrap: false,
+            peers: Vec::new(),
         }
     }
 

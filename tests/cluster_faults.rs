@@ -137,6 +137,16 @@ fn two_of_three_killed_survivor_refuses_until_majority_returns() {
     assert_eq!(code, 503, "{body}");
     assert_eq!(body["code"], "not_primary");
     assert_eq!(c.status(2)["cluster"]["cluster_status"], "non-Primary");
+    // The operator asks the survivor what to do: it lists the peers and
+    // names the node to bootstrap, warning that two peers did not answer.
+    let out = c.nodes[2].cli(&["--show-cluster-status"]);
+    let text = common::stdout(&out);
+    assert!(text.contains("Peers (uuid:seqno:incarnation)"), "{text}");
+    assert_eq!(text.matches("unreachable").count(), 2, "{text}");
+    assert!(
+        text.contains("Node to bootstrap: node-3") && text.contains("did not answer"),
+        "{text}"
+    );
 
     // One killed node comes back: a majority re-forms by itself.
     c.nodes[1].start(&[]);

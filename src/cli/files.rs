@@ -93,6 +93,7 @@ pub fn offline_status(
         incarnation: position.map(|p| p.incarnation).unwrap_or(0),
         leader: None,
         safe_to_bootstrap: grastate.is_some_and(|g| g.safe_to_bootstrap),
+        peers: Vec::new(),
     }
 }
 

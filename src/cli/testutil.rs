@@ -76,6 +76,7 @@ pub fn sample_status() -> ClusterStatus {
         incarnation: 1,
         leader: Some("node-a".into()),
         safe_to_bootstrap: false,
+        peers: Vec::new(),
     }
 }
 

@@ -6,7 +6,15 @@ use crate::admin::{AdminHandler, Command, Response};
 impl AdminHandler for Node {
     async fn handle(&self, cmd: Command) -> Response {
         match cmd {
-            Command::Status => Response::Status(Box::new(self.cluster_status())),
+            Command::Status => {
+                let mut status = self.cluster_status();
+                if !status.ready {
+                    // An operator looking at a non-Primary node wants to know
+                    // where the data is: ask the peers.
+                    status.peers = self.probe_peers().await;
+                }
+                Response::Status(Box::new(status))
+            }
             Command::Bootstrap => {
                 if self.is_primary() {
                     return Response::Error(

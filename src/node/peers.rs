@@ -20,6 +20,8 @@ use crate::transport::{
 pub mod kind {
     pub const JOIN: u8 = 30;
     pub const LEAVE: u8 = 31;
+    /// "What is your position?" — asked by a node that is not Primary.
+    pub const PROBE: u8 = 32;
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -78,6 +80,7 @@ impl RpcHandler for Node {
         let reply = match kind {
             kind::JOIN => self.handle_join(&peer, &body).await,
             kind::LEAVE => self.handle_leave(&peer, &body).await,
+            kind::PROBE => network::encode(&self.own_report()),
             other => self.seq.serve_peer(&peer, other, &body).await,
         };
         reply.map_err(RpcFailure::new)
@@ -360,6 +363,61 @@ impl Node {
         tracing::warn!(
             "could not leave the membership within 10 s; stopping as a member (like a crash)"
         );
+    }
+
+    /// This node's position, as a peer would report it.
+    fn own_report(&self) -> crate::status::PeerReport {
+        let position = self.store.position();
+        crate::status::PeerReport {
+            addr: self.config.advertise_addr().to_string(),
+            node_name: Some(self.config.node_name.clone()),
+            state_uuid: Some(position.state_uuid),
+            seqno: Some(position.seqno),
+            incarnation: Some(position.incarnation),
+            safe_to_bootstrap: Some(self.safe_to_bootstrap()),
+            primary: Some(self.is_primary()),
+            error: None,
+        }
+    }
+
+    /// Ask every configured peer for its position (for an operator deciding
+    /// which node to bootstrap).
+    pub async fn probe_peers(&self) -> Vec<crate::status::PeerReport> {
+        let Some(t) = &self.transport else {
+            return Vec::new();
+        };
+        let probes = self
+            .config
+            .other_peers()
+            .into_iter()
+            .map(|addr| async move {
+                let reply = t
+                    .call_timeout(
+                        addr,
+                        None,
+                        kind::PROBE,
+                        Bytes::new(),
+                        Duration::from_secs(2),
+                    )
+                    .await;
+                match reply
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| network::decode::<crate::status::PeerReport>(&b))
+                {
+                    Ok(report) => report,
+                    Err(e) => crate::status::PeerReport {
+                        addr: addr.to_string(),
+                        node_name: None,
+                        state_uuid: None,
+                        seqno: None,
+                        incarnation: None,
+                        safe_to_bootstrap: None,
+                        primary: None,
+                        error: Some(e),
+                    },
+                }
+            });
+        futures::future::join_all(probes).await
     }
 
     pub fn members_by_id(&self) -> BTreeMap<NodeId, NodeInfo> {

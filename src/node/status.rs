@@ -57,6 +57,7 @@ impl Node {
             incarnation: position.incarnation,
             leader,
             safe_to_bootstrap: self.safe_to_bootstrap(),
+            peers: Vec::new(),
         }
     }
 
