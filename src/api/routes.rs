@@ -152,6 +152,17 @@ async fn execute<B: Backend>(
     req: Request,
 ) -> Result<Response, HttpError> {
     let statements = body_statements(app, req).await?;
+    run_execute(app, params, statements, params.has("queue")).await
+}
+
+/// The write path shared by `/db/execute` and a writing `/db/request`;
+/// `sequence_number` is rqlite's answer to `queue` on `/db/execute` only.
+async fn run_execute<B: Backend>(
+    app: &App<B>,
+    params: &QueryParams,
+    statements: Vec<Statement>,
+    with_sequence_number: bool,
+) -> Result<Response, HttpError> {
     let start = Instant::now();
     let resp = app
         .backend
@@ -165,7 +176,7 @@ async fn execute<B: Backend>(
         results: resp.results.iter().map(Slot::Exec).collect(),
         format: format(params),
         time: params.timings().then(|| start.elapsed().as_secs_f64()),
-        sequence_number: resp.seqno.filter(|_| params.has("queue")),
+        sequence_number: resp.seqno.filter(|_| with_sequence_number),
         raft_index: resp.seqno.filter(|_| params.has("raft_index")),
     };
     let mut response = json_response(StatusCode::OK, &envelope, params.pretty())?;
@@ -224,25 +235,7 @@ async fn request<B: Backend>(
     if statements.iter().all(|s| app.backend.is_read_only(&s.sql)) {
         return run_query(app, params, statements).await;
     }
-    let start = Instant::now();
-    let resp = app
-        .backend
-        .execute(ExecuteRequest {
-            statements,
-            transaction: params.has("transaction"),
-            timings: params.timings(),
-        })
-        .await?;
-    let envelope = Envelope {
-        results: resp.results.iter().map(Slot::Exec).collect(),
-        format: format(params),
-        time: params.timings().then(|| start.elapsed().as_secs_f64()),
-        sequence_number: None,
-        raft_index: resp.seqno.filter(|_| params.has("raft_index")),
-    };
-    let mut response = json_response(StatusCode::OK, &envelope, params.pretty())?;
-    add_seqno(response.headers_mut(), resp.seqno);
-    Ok(response)
+    run_execute(app, params, statements, false).await
 }
 
 async fn status<B: Backend>(app: &App<B>, params: &QueryParams) -> Result<Response, HttpError> {

@@ -219,59 +219,58 @@ impl Cluster {
         }
     }
 
+    /// The same last applied seqno on every node in `which`, if they agree.
+    fn common_seqno(&self, which: &[usize]) -> Result<i64, Vec<i64>> {
+        let seqnos: Vec<i64> = which
+            .iter()
+            .map(|&i| {
+                self.status(i)["cluster"]["last_committed"]
+                    .as_i64()
+                    .unwrap_or(-2)
+            })
+            .collect();
+        if seqnos.windows(2).all(|w| w[0] == w[1]) {
+            Ok(seqnos[0])
+        } else {
+            Err(seqnos)
+        }
+    }
+
     /// Wait until every node in `which` has applied the same last seqno (for
     /// instance after a schema change, before clients use other nodes).
     pub fn wait_synced(&self, which: &[usize], timeout: Duration) -> i64 {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let seqnos: Vec<i64> = which
-                .iter()
-                .map(|&i| {
-                    self.status(i)["cluster"]["last_committed"]
-                        .as_i64()
-                        .unwrap_or(-2)
-                })
-                .collect();
-            if seqnos.windows(2).all(|w| w[0] == w[1]) {
-                return seqnos[0];
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nodes {which:?} did not sync: seqnos {seqnos:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_converged_on(which, None, timeout)
     }
 
     /// Wait until every node in `which` has applied the same last seqno and
     /// holds the same rows in `table`; returns that seqno.
     pub fn wait_converged(&self, which: &[usize], table: &str, timeout: Duration) -> i64 {
+        self.wait_converged_on(which, Some(table), timeout)
+    }
+
+    fn wait_converged_on(&self, which: &[usize], table: Option<&str>, timeout: Duration) -> i64 {
         let deadline = Instant::now() + timeout;
         loop {
-            let seqnos: Vec<i64> = which
-                .iter()
-                .map(|&i| {
-                    self.status(i)["cluster"]["last_committed"]
-                        .as_i64()
-                        .unwrap_or(-2)
-                })
-                .collect();
-            if seqnos.windows(2).all(|w| w[0] == w[1]) {
-                let dumps: Vec<Vec<Value>> = which
-                    .iter()
-                    .map(|&i| {
-                        self.nodes[i]
-                            .query_rows_level(&format!("SELECT * FROM {table} ORDER BY 1"), "none")
-                    })
-                    .collect();
-                if dumps.windows(2).all(|w| w[0] == w[1]) {
-                    return seqnos[0];
+            let agreed = self.common_seqno(which);
+            if let Ok(seqno) = agreed {
+                let same_rows = table.is_none_or(|table| {
+                    let sql = format!("SELECT * FROM {table} ORDER BY 1");
+                    let dumps: Vec<Vec<Value>> = which
+                        .iter()
+                        .map(|&i| self.nodes[i].query_rows_level(&sql, "none"))
+                        .collect();
+                    dumps.windows(2).all(|w| w[0] == w[1])
+                });
+                if same_rows {
+                    return seqno;
                 }
             }
-            if Instant::now() > deadline {
-                panic!("nodes {which:?} did not converge on {table}: seqnos {seqnos:?}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
+            assert!(
+                Instant::now() < deadline,
+                "nodes {which:?} did not converge{}: seqnos {agreed:?}",
+                table.map(|t| format!(" on {t}")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
