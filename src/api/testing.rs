@@ -70,7 +70,7 @@ impl Backend for FakeBackend {
         let n = self.executes_seen.fetch_add(1, Ordering::SeqCst) + 1;
         let every = self.cert_fail_every.load(Ordering::SeqCst);
         let has = |marker: &str| req.statements.iter().any(|s| s.sql.contains(marker));
-        if (every > 0 && n % every == 0) || has("CONFLICT") {
+        if (every > 0 && n.is_multiple_of(every)) || has("CONFLICT") {
             return Err(ApiError::CertificationFailed(
                 "certification failed: a concurrent transaction changed the same rows".into(),
             ));

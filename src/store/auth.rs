@@ -168,7 +168,7 @@ fn internal_refusal(name: &str) -> String {
 fn writer_policy(ctx: &AuthContext<'_>, log: &mut StmtInfo) -> Result<(), String> {
     let main = ctx
         .database_name
-        .map_or(true, |d| d.eq_ignore_ascii_case("main"));
+        .is_none_or(|d| d.eq_ignore_ascii_case("main"));
     let ddl = |log: &mut StmtInfo, what: &str, table: &str| {
         if is_internal(table) {
             return Err(internal_refusal(table));
@@ -350,7 +350,7 @@ pub(crate) fn nondeterministic_calls(info: &StmtInfo, sql: &str, params: &Params
         } else if DATE_TIME.contains(&f.as_str()) {
             let reads_clock = now_param
                 || lower.contains("now")
-                || call_arg_counts(&lower, f).map_or(true, |counts| {
+                || call_arg_counts(&lower, f).is_none_or(|counts| {
                     counts
                         .iter()
                         .any(|&n| n == 0 || (f == "strftime" && n == 1))
