@@ -407,20 +407,17 @@ fn systemd_unit_text(ctx: &Ctx) -> Option<String> {
     if ctx.no_systemd {
         return None;
     }
-    let out = std::process::Command::new("systemctl")
-        .args(["cat", SYSTEMD_UNIT])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    systemctl_stdout(&["cat", SYSTEMD_UNIT])
 }
 
 fn systemd_active_state() -> Option<String> {
+    systemctl_stdout(&["show", "--property=ActiveState", "--value", SYSTEMD_UNIT])
+}
+
+/// What `systemctl ARGS` printed, when it succeeded.
+fn systemctl_stdout(args: &[&str]) -> Option<String> {
     let out = std::process::Command::new("systemctl")
-        .args(["show", "--property=ActiveState", "--value", SYSTEMD_UNIT])
+        .args(args)
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()

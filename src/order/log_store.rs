@@ -58,6 +58,8 @@ struct Inner {
     locations: BTreeMap<u64, Location>,
     last_log_id: Option<LogId>,
     meta: LogMeta,
+    /// Start a new segment past this size (a constant but for tests).
+    segment_bytes: u64,
 }
 
 /// A log store handle; clones share the same files.
@@ -83,6 +85,10 @@ fn segment_path(dir: &Path, first_index: u64) -> PathBuf {
 impl LogStore {
     /// Open (or create) the log in `dir`, repairing a torn tail.
     pub fn open(dir: &Path) -> io::Result<LogStore> {
+        Self::open_with_segment_bytes(dir, SEGMENT_BYTES)
+    }
+
+    fn open_with_segment_bytes(dir: &Path, segment_bytes: u64) -> io::Result<LogStore> {
         fs::create_dir_all(dir)?;
         let meta = read_meta(dir)?;
         let mut inner = Inner {
@@ -91,6 +97,7 @@ impl LogStore {
             locations: BTreeMap::new(),
             last_log_id: None,
             meta,
+            segment_bytes,
         };
         let mut firsts: Vec<u64> = Vec::new();
         for dirent in fs::read_dir(dir)? {
@@ -208,7 +215,41 @@ pub(crate) fn write_file_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// A record encoded but not yet written: where it will sit in its segment.
+struct Pending {
+    index: u64,
+    offset: u64,
+    len: u32,
+    log_id: LogId,
+}
+
 impl Inner {
+    /// Write `buf` at the end of the active segment (which starts at
+    /// `seg_first`) and index the records it holds; returns the segment's file.
+    fn write_pending(
+        &mut self,
+        seg_first: u64,
+        buf: &[u8],
+        pending: impl Iterator<Item = Pending>,
+    ) -> io::Result<Arc<File>> {
+        let seg = self.active()?.1;
+        seg.file.write_all_at(buf, seg.len)?;
+        seg.len += buf.len() as u64;
+        let file = seg.file.clone();
+        for p in pending {
+            self.locations.insert(
+                p.index,
+                Location {
+                    segment: seg_first,
+                    offset: p.offset,
+                    len: p.len,
+                },
+            );
+            self.last_log_id = Some(p.log_id);
+        }
+        Ok(file)
+    }
+
     fn write_meta(&self) -> io::Result<()> {
         let bytes = serde_json::to_vec(&self.meta).map_err(io::Error::other)?;
         write_file_durably(&self.dir.join(META_FILE), &bytes)
@@ -432,30 +473,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut inner = self.lock()?;
         let mut buf = Vec::new();
-        let mut pending: Vec<(u64, u64, u32, LogId)> = Vec::new();
+        let mut pending: Vec<Pending> = Vec::new();
         let (mut seg_first, seg) = inner.active()?;
         let mut seg_len = seg.len;
-        let mut old_file: Option<Arc<File>> = None;
         for entry in entries {
             let index = entry.index();
-            if seg_len + buf.len() as u64 > SEGMENT_BYTES {
-                // Rotate: flush what we have to the old segment, make it durable, start a new one.
-                let seg = inner.active()?.1;
-                seg.file.write_all_at(&buf, seg.len)?;
-                seg.len += buf.len() as u64;
-                seg.file.sync_data()?;
-                old_file = Some(seg.file.clone());
-                for (i, off, len, log_id) in pending.drain(..) {
-                    inner.locations.insert(
-                        i,
-                        Location {
-                            segment: seg_first,
-                            offset: off,
-                            len,
-                        },
-                    );
-                    inner.last_log_id = Some(log_id);
-                }
+            if seg_len + buf.len() as u64 > inner.segment_bytes {
+                // Rotate: the old segment gets what it holds and is made
+                // durable before the new one starts.
+                inner
+                    .write_pending(seg_first, &buf, pending.drain(..))?
+                    .sync_data()?;
                 buf.clear();
                 inner.create_segment(index)?;
                 seg_first = index;
@@ -468,24 +496,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             buf.extend_from_slice(&len.to_le_bytes());
             buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
             buf.extend_from_slice(&body);
-            pending.push((index, offset, len, entry.log_id()));
+            pending.push(Pending {
+                index,
+                offset,
+                len,
+                log_id: entry.log_id(),
+            });
         }
-        let _ = old_file;
-        let seg = inner.active()?.1;
-        seg.file.write_all_at(&buf, seg.len)?;
-        seg.len += buf.len() as u64;
-        let file = seg.file.clone();
-        for (i, off, len, log_id) in pending {
-            inner.locations.insert(
-                i,
-                Location {
-                    segment: seg_first,
-                    offset: off,
-                    len,
-                },
-            );
-            inner.last_log_id = Some(log_id);
-        }
+        let file = inner.write_pending(seg_first, &buf, pending.into_iter())?;
         drop(inner);
         self.syncer
             .send(SyncJob {
@@ -628,6 +646,46 @@ mod tests {
                 .last_log_id
                 .map(|l| l.index),
             Some(10)
+        );
+    }
+
+    #[tokio::test]
+    async fn segments_rotate_and_purge_removes_whole_old_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let segments = |d: &Path| {
+            fs::read_dir(d)
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(".seg")
+                })
+                .count()
+        };
+        {
+            let mut store = LogStore::open_with_segment_bytes(dir.path(), 200).unwrap();
+            // One batch that spans several segments, then single appends.
+            append(&mut store, (0..10).map(|i| entry(1, i)).collect()).await;
+            for i in 10..20 {
+                append(&mut store, vec![entry(1, i)]).await;
+            }
+            assert!(segments(dir.path()) > 3, "small segments must rotate");
+            store.purge(entry(1, 14).log_id()).await.unwrap();
+        }
+        let mut store = LogStore::open_with_segment_bytes(dir.path(), 200).unwrap();
+        let got = store.try_get_log_entries(0..100).await.unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.index()).collect::<Vec<_>>(),
+            (15..20).collect::<Vec<_>>()
+        );
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(19));
+        // Every remaining segment still holds a record past the purge point or is the active one.
+        assert!(
+            segments(dir.path()) <= 6,
+            "fully purged segments are deleted"
         );
     }
 

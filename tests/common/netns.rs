@@ -101,57 +101,31 @@ impl Net {
         format!("10.213.{}.{}", self.subnet, 10 + i)
     }
 
+    /// `ip route VERB blackhole` for `to`'s address inside `from`'s namespace.
+    fn blackhole(&self, verb: &str, from: usize, to: usize) -> Result<(), String> {
+        let dest = format!("{}/32", self.ip(to));
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns(from),
+            "ip",
+            "route",
+            verb,
+            "blackhole",
+            &dest,
+        ])
+    }
+
     /// Drop every packet between nodes `a` and `b`, both ways.
     pub fn cut(&self, a: usize, b: usize) {
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.ns(a),
-            "ip",
-            "route",
-            "add",
-            "blackhole",
-            &format!("{}/32", self.ip(b)),
-        ])
-        .expect("cut");
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.ns(b),
-            "ip",
-            "route",
-            "add",
-            "blackhole",
-            &format!("{}/32", self.ip(a)),
-        ])
-        .expect("cut");
+        self.blackhole("add", a, b).expect("cut");
+        self.blackhole("add", b, a).expect("cut");
     }
 
     pub fn heal(&self, a: usize, b: usize) {
-        let _ = run(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.ns(a),
-            "ip",
-            "route",
-            "del",
-            "blackhole",
-            &format!("{}/32", self.ip(b)),
-        ]);
-        let _ = run(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.ns(b),
-            "ip",
-            "route",
-            "del",
-            "blackhole",
-            &format!("{}/32", self.ip(a)),
-        ]);
+        let _ = self.blackhole("del", a, b);
+        let _ = self.blackhole("del", b, a);
     }
 
     /// Cut node `a` off from every other node.
