@@ -18,10 +18,8 @@ use crate::admin::{self, AdminError, Command, Response};
 use crate::config::DEFAULT_CONFIG_PATH;
 use crate::status::{ClusterStatus, ComponentStatus, LocalState};
 
-/// Marker in `data_dir` asking a daemon started by systemd to bootstrap.
-/// systemd starts quorated with fixed arguments, so the request travels as
-/// a file; the daemon must apply the bootstrap guard itself and remove it.
-pub const BOOTSTRAP_REQUEST_FILE: &str = "bootstrap.request";
+/// The marker the daemon consumes at start (defined with the daemon).
+pub use crate::node::BOOTSTRAP_REQUEST_FILE;
 /// Where a daemon started without systemd writes its output, in `data_dir`.
 pub const LOG_FILE: &str = "quorated.log";
 pub const SYSTEMD_UNIT: &str = "quorated.service";

@@ -14,7 +14,6 @@ mod status;
 
 pub use run::run;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -329,9 +328,4 @@ impl Node {
     pub fn is_primary(&self) -> bool {
         self.seq.is_primary(self.primary_timeout())
     }
-}
-
-/// Where the daemon logs go when the CLI starts it without systemd.
-pub fn daemon_log_path(config: &Config) -> PathBuf {
-    config.data_dir.join("quorated.log")
 }

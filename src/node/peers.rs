@@ -1,7 +1,7 @@
 //! The node among its peers: answering their requests, joining the cluster
 //! named in `replication.peers`, and leaving it on a graceful stop.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -418,13 +418,5 @@ impl Node {
                 }
             });
         futures::future::join_all(probes).await
-    }
-
-    pub fn members_by_id(&self) -> BTreeMap<NodeId, NodeInfo> {
-        self.seq
-            .members()
-            .into_iter()
-            .map(|(id, info, _)| (id, info))
-            .collect()
     }
 }
