@@ -36,6 +36,9 @@ pub struct PeerReport {
     pub safe_to_bootstrap: Option<bool>,
     pub primary: Option<bool>,
     pub error: Option<String>,
+    /// Where the peer's incarnation forked from the previous one (fencing).
+    #[serde(default)]
+    pub fork_index: Option<u64>,
 }
 
 /// Which node an operator should bootstrap, judged from what is reachable.
@@ -77,6 +80,12 @@ pub struct ClusterStatus {
     /// Filled on a node that is not Primary: what each configured peer said.
     #[serde(default)]
     pub peers: Vec<PeerReport>,
+    /// Set when a newer incarnation fenced this node (DESIGN.md §4): who and why.
+    #[serde(default)]
+    pub fenced: Option<String>,
+    /// Where a fenced node's restart saved what it held (until the operator removes it).
+    #[serde(default)]
+    pub fence_saved: Option<String>,
 }
 
 /// Printed (exit status 3) when `--bootstrap-node` is refused.
@@ -131,6 +140,12 @@ impl ClusterStatus {
             ),
             ("quorate_node_name", self.node_name.clone()),
         ];
+        if let Some(f) = &self.fenced {
+            rows.push(("quorate_fenced", f.clone()));
+        }
+        if let Some(f) = &self.fence_saved {
+            rows.push(("quorate_fence_saved", f.clone()));
+        }
         rows.sort_by(|a, b| a.0.cmp(b.0));
         rows
     }
@@ -249,6 +264,12 @@ impl ClusterStatus {
     /// when there is no leader.
     pub fn to_json(&self) -> serde_json::Value {
         let mut v = self.wsrep_json();
+        if let Some(f) = &self.fenced {
+            v["quorate_fenced"] = f.clone().into();
+        }
+        if let Some(f) = &self.fence_saved {
+            v["quorate_fence_saved"] = f.clone().into();
+        }
         if !self.peers.is_empty() {
             v["quorate_peers"] = serde_json::to_value(&self.peers).unwrap_or_default();
             v["quorate_bootstrap_advice"] = match self.bootstrap_advice() {
@@ -390,6 +411,7 @@ mod tests {
             safe_to_bootstrap: Some(safe),
             primary: Some(primary),
             error: None,
+            fork_index: None,
         }
     }
 
@@ -461,6 +483,8 @@ mod tests {
             leader: Some("node-b".into()),
             safe_to_bootstrap: false,
             peers: Vec::new(),
+            fenced: None,
+            fence_saved: None,
         }
     }
 

@@ -94,6 +94,8 @@ pub fn offline_status(
         leader: None,
         safe_to_bootstrap: grastate.is_some_and(|g| g.safe_to_bootstrap),
         peers: Vec::new(),
+        fenced: None,
+        fence_saved: None,
     }
 }
 

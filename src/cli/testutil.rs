@@ -77,6 +77,8 @@ pub fn sample_status() -> ClusterStatus {
         leader: Some("node-a".into()),
         safe_to_bootstrap: false,
         peers: Vec::new(),
+        fenced: None,
+        fence_saved: None,
     }
 }
 

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::grastate::GrastateFile;
-use crate::order::{NodeInfo, Sequencer, SequencerOptions};
+use crate::order::{fence, NodeInfo, Sequencer, SequencerOptions};
 use crate::store::{Store, StoreOptions};
 
 /// Why the node could not start or stopped badly.
@@ -83,20 +83,41 @@ impl Node {
         )))?;
         // A damaged grastate.dat stops the node: it does not guess.
         let grastate = GrastateFile::read(&config.grastate_path())?;
-        let store = Arc::new(Store::open(
-            &config.data_dir,
-            StoreOptions {
-                read_connections: config.storage.read_connections,
-                max_writeset_bytes: config.replication.max_writeset_bytes,
-                cert_window: config.replication.cert_window,
-            },
-        )?);
+        let notice = fence::read_marker(&config.data_dir).map_err(io(format!(
+            "cannot read the fence marker in {}",
+            config.data_dir.display()
+        )))?;
+        if let Some(notice) = notice {
+            Self::save_and_reset_fenced(&config, &notice).await?;
+        }
+        let store_options = StoreOptions {
+            read_connections: config.storage.read_connections,
+            max_writeset_bytes: config.replication.max_writeset_bytes,
+            cert_window: config.replication.cert_window,
+        };
+        let mut store = Arc::new(Store::open(&config.data_dir, store_options.clone())?);
         let info = NodeInfo {
             name: config.node_name.clone(),
             repl_addr: config.advertise_addr().to_string(),
             api_addr: config.api_advertise(),
         };
         let transport = peers::open_transport(&config).await?;
+        // A node of an older incarnation learns it before it takes part.
+        if let Some(notice) = Self::newer_incarnation(&config, transport.as_ref(), &store).await {
+            tracing::error!(
+                "FENCED at start: this node holds incarnation {} of cluster {}, but {notice}, started \
+                 by a forced bootstrap",
+                store.position().incarnation,
+                notice.state_uuid
+            );
+            fence::write_marker(&config.data_dir, &notice).map_err(io(format!(
+                "cannot write the fence marker in {}",
+                config.data_dir.display()
+            )))?;
+            drop(store);
+            Self::save_and_reset_fenced(&config, &notice).await?;
+            store = Arc::new(Store::open(&config.data_dir, store_options)?);
+        }
         let seq = Sequencer::open(
             &config.data_dir,
             info,
@@ -146,6 +167,60 @@ impl Node {
         Ok(node)
     }
 
+    /// Keep what a fenced node held under `data_dir/fenced-*` and start it empty.
+    async fn save_and_reset_fenced(
+        config: &Config,
+        notice: &fence::FenceNotice,
+    ) -> Result<(), NodeError> {
+        let saved = fence::save_and_reset(&config.data_dir, notice)
+            .await
+            .map_err(|source| NodeError::Io {
+                context: format!(
+                    "fenced node: cannot save its data under {}",
+                    config.data_dir.display()
+                ),
+                source,
+            })?;
+        tracing::warn!(
+            "fence: saved this node's database, log and {} write-sets past the fork point to {} \
+             ({}); it now starts empty with a new node id and rejoins {} by SST",
+            saved.writesets,
+            saved.dir.display(),
+            saved.writesets_file.display(),
+            notice.by_node
+        );
+        Ok(())
+    }
+
+    /// Ask the configured peers (briefly) whether one runs a newer
+    /// incarnation of this node's cluster.
+    async fn newer_incarnation(
+        config: &Config,
+        transport: Option<&crate::transport::Transport>,
+        store: &Store,
+    ) -> Option<fence::FenceNotice> {
+        let position = store.position();
+        let t = transport?;
+        if position.state_uuid.is_nil() || config.other_peers().is_empty() {
+            return None;
+        }
+        let reports = peers::probe(t, &config.other_peers(), Duration::from_secs(1)).await;
+        reports
+            .into_iter()
+            .filter(|r| {
+                r.state_uuid == Some(position.state_uuid)
+                    && r.incarnation.is_some_and(|i| i > position.incarnation)
+            })
+            .max_by_key(|r| r.incarnation)
+            .map(|r| fence::FenceNotice {
+                state_uuid: position.state_uuid,
+                incarnation: r.incarnation.unwrap_or_default(),
+                fork_index: r.fork_index,
+                by_node: r.node_name.clone().unwrap_or_else(|| r.addr.clone()),
+                by_addr: r.addr.clone(),
+            })
+    }
+
     fn joining_handle(
         &self,
     ) -> Arc<std::sync::Mutex<std::collections::HashSet<crate::order::NodeId>>> {
@@ -172,7 +247,7 @@ impl Node {
         if request_file.exists() {
             let _ = std::fs::remove_file(&request_file);
         }
-        if self.seq.is_initialized().await {
+        if self.seq.is_initialized().await && !requested {
             tracing::info!("rejoining the primary component this node belonged to");
         } else if requested {
             match self.bootstrap().await {
@@ -196,21 +271,76 @@ impl Node {
             );
         }
         self.spawn_join_loop();
+        self.spawn_fence_watcher();
         self.write_grastate_running().await?;
         Ok(())
     }
 
+    /// A fenced node stops its Raft: it takes no part until restarted.
+    fn spawn_fence_watcher(self: &Arc<Self>) {
+        let node = self.clone();
+        let mut fenced = self.seq.fence().subscribe();
+        tokio::spawn(async move {
+            while !*fenced.borrow_and_update() {
+                if fenced.changed().await.is_err() {
+                    return;
+                }
+            }
+            notify::notify(
+                "STATUS=fenced by a newer incarnation; restart with quorate --restart-node",
+            );
+            node.seq.shutdown().await;
+        });
+    }
+
     /// Start a new primary component from this node (guarded).
+    ///
+    /// On a node that is not a member yet, this creates the cluster. On a
+    /// member that lost its quorum (the survivor of a crash of the others),
+    /// it is Galera's `pc.bootstrap=YES`: only when forced, and it starts a
+    /// new incarnation that fences the old one (DESIGN.md §4).
     pub async fn bootstrap(&self) -> Result<Uuid, NodeError> {
         let _guard = self.control.lock().await;
-        if self.seq.is_initialized().await {
-            return Err(NodeError::Refused(
-                "this node is already a member of a cluster; nothing to bootstrap".into(),
-            ));
-        }
         let grastate = GrastateFile::read(&self.config.grastate_path())?;
         let guard = crate::grastate::check_bootstrap(grastate.as_ref());
-        if guard.is_err() && !self.forced_safe.load(Ordering::SeqCst) {
+        let allowed = guard.is_ok() || self.forced_safe.load(Ordering::SeqCst);
+        let position = self.store.position();
+        if self.seq.is_initialized().await {
+            if self.is_primary() {
+                return Err(NodeError::Refused(
+                    "this node is already Primary; nothing to bootstrap".into(),
+                ));
+            }
+            let voters = self.seq.voters();
+            if voters.len() == 1 && voters.contains(&self.seq.node_id()) {
+                // The only member elects itself; nothing to force.
+                return Ok(position.state_uuid);
+            }
+            if !allowed {
+                tracing::warn!(
+                    "bootstrap refused: safe_to_bootstrap is 0 in {} and this node is one of {} members",
+                    self.config.grastate_path().display(),
+                    voters.len()
+                );
+                return Err(NodeError::Refused(format!(
+                    "safe_to_bootstrap is 0 in {}",
+                    self.config.grastate_path().display()
+                )));
+            }
+            let incarnation = self
+                .seq
+                .force_new_incarnation(self.config.replication.cert_window)
+                .await?;
+            // Now the only member: the flag is true by Galera's rule.
+            self.forced_safe.store(false, Ordering::SeqCst);
+            tracing::warn!(
+                "forced bootstrap done: this node is Primary alone, incarnation {incarnation}; \
+                 restart the other nodes with `quorate --restart-node` to rejoin (a node of the old \
+                 incarnation saves what it holds and rejoins by SST)"
+            );
+            return Ok(position.state_uuid);
+        }
+        if !allowed {
             // A refused bootstrap changes nothing in grastate.dat.
             tracing::warn!(
                 "bootstrap refused: safe_to_bootstrap is 0 in {}",
@@ -221,7 +351,9 @@ impl Node {
                 self.config.grastate_path().display()
             )));
         }
-        let position = self.store.position();
+        if position.state_uuid.is_nil() {
+            self.refuse_empty_bootstrap_beside_data().await?;
+        }
         let uuid = if position.state_uuid.is_nil() {
             Uuid::new_v4()
         } else {
@@ -235,6 +367,44 @@ impl Node {
             )
             .await?;
         Ok(uuid)
+    }
+
+    /// The foot-gun of a fresh install: bootstrapping an empty node while its
+    /// peers hold the cluster's data would start a second, empty cluster.
+    async fn refuse_empty_bootstrap_beside_data(&self) -> Result<(), NodeError> {
+        let with_data: Vec<String> = self
+            .probe_peers()
+            .await
+            .into_iter()
+            .filter(|r| r.state_uuid.is_some_and(|u| !u.is_nil()))
+            .map(|r| {
+                format!(
+                    "{} ({}:{}{})",
+                    r.node_name.unwrap_or(r.addr),
+                    r.state_uuid.unwrap_or_default(),
+                    r.seqno.unwrap_or(-1),
+                    if r.primary == Some(true) {
+                        ", Primary"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect();
+        if with_data.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(
+            "bootstrap refused: this node has no data, but its peers do: {}",
+            with_data.join(", ")
+        );
+        Err(NodeError::Refused(format!(
+            "bootstrap refused: this node has no data (state UUID 00000000-...), but its peers hold \
+             the cluster's: {}. Bootstrapping here would start a second, empty cluster. Start this \
+             node normally (`quorate --restart-node`) and it joins them by SST; if they are not \
+             Primary, bootstrap the node that `quorate --show-cluster-status` names.",
+            with_data.join(", ")
+        )))
     }
 
     pub fn force_safe_to_bootstrap(&self) {

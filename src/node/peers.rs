@@ -28,6 +28,9 @@ pub mod kind {
 pub struct JoinRequest {
     pub node_id: NodeId,
     pub info: NodeInfo,
+    /// The joiner's place in history: a member of an older incarnation
+    /// with data must not be let in (its log would be cut silently).
+    pub stamp: crate::order::fence::Stamp,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -38,6 +41,10 @@ pub enum MembershipReply {
     Redirect(NodeInfo),
     /// No primary component here.
     NoPrimary(String),
+    /// The joiner is of an older incarnation: it is fenced.
+    Fenced(crate::order::fence::FenceNotice),
+    /// Not for this cluster.
+    Refused(String),
 }
 
 /// Build the replication transport when the node has peers (or TLS).
@@ -120,6 +127,13 @@ impl Node {
                 peer.node_name, req.info.name
             ));
         }
+        if let Err(refusal) = self.seq.fence().admit::<()>(&req.stamp, &peer.node_name) {
+            return network::encode(&match refusal {
+                crate::order::fence::Reply::Fenced(n) => MembershipReply::Fenced(n),
+                crate::order::fence::Reply::Refused(why) => MembershipReply::Refused(why),
+                crate::order::fence::Reply::Ok(()) => MembershipReply::Accepted,
+            });
+        }
         let reply = match self.leader_info() {
             Some((leader, _)) if leader == self.seq.node_id() => {
                 self.admit(req);
@@ -189,10 +203,8 @@ impl Node {
         let reply = match self.leader_info() {
             Some((leader, _)) if leader == self.seq.node_id() => {
                 let ids: BTreeSet<NodeId> = [node_id].into_iter().collect();
-                let removed = self
-                    .seq
-                    .raft()
-                    .change_membership(ChangeMembers::RemoveVoters(ids), false);
+                let raft = self.seq.raft();
+                let removed = raft.change_membership(ChangeMembers::RemoveVoters(ids), false);
                 tokio::time::timeout(Duration::from_secs(10), removed)
                     .await
                     .map_err(|_| {
@@ -253,7 +265,11 @@ impl Node {
         let Some(t) = &self.transport else {
             return Err("no transport".into());
         };
+        if self.seq.fence().fenced().is_some() {
+            return Err("this node is fenced".into());
+        }
         let req = JoinRequest {
+            stamp: self.seq.fence().stamp(),
             node_id: self.seq.node_id(),
             info: NodeInfo {
                 name: self.config.node_name.clone(),
@@ -280,6 +296,13 @@ impl Node {
                     }
                     MembershipReply::Redirect(_) => {}
                     MembershipReply::NoPrimary(why) => tracing::debug!("join via {addr}: {why}"),
+                    MembershipReply::Fenced(notice) => {
+                        self.seq.fence().fence_self(notice);
+                        return Err("this node is fenced".into());
+                    }
+                    MembershipReply::Refused(why) => {
+                        tracing::warn!("join via {addr} refused: {why}");
+                    }
                 },
                 Err(e) => tracing::debug!("join via {addr}: {e}"),
             }
@@ -326,10 +349,8 @@ impl Node {
                 Some((leader, _)) if leader == me => {
                     let ids: BTreeSet<NodeId> = [me].into_iter().collect();
                     // Without a quorum the change never commits: bounded.
-                    let change = self
-                        .seq
-                        .raft()
-                        .change_membership(ChangeMembers::RemoveVoters(ids), false);
+                    let raft = self.seq.raft();
+                    let change = raft.change_membership(ChangeMembers::RemoveVoters(ids), false);
                     match tokio::time::timeout_at(deadline, change).await {
                         Ok(Ok(_)) => {
                             tracing::info!("left the cluster (removed self as leader)");
@@ -377,46 +398,47 @@ impl Node {
             safe_to_bootstrap: Some(self.safe_to_bootstrap()),
             primary: Some(self.is_primary()),
             error: None,
+            fork_index: self.seq.fence().stamp().fork_index,
         }
     }
 
     /// Ask every configured peer for its position (for an operator deciding
     /// which node to bootstrap).
     pub async fn probe_peers(&self) -> Vec<crate::status::PeerReport> {
-        let Some(t) = &self.transport else {
-            return Vec::new();
-        };
-        let probes = self
-            .config
-            .other_peers()
-            .into_iter()
-            .map(|addr| async move {
-                let reply = t
-                    .call_timeout(
-                        addr,
-                        None,
-                        kind::PROBE,
-                        Bytes::new(),
-                        Duration::from_secs(2),
-                    )
-                    .await;
-                match reply
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| network::decode::<crate::status::PeerReport>(&b))
-                {
-                    Ok(report) => report,
-                    Err(e) => crate::status::PeerReport {
-                        addr: addr.to_string(),
-                        node_name: None,
-                        state_uuid: None,
-                        seqno: None,
-                        incarnation: None,
-                        safe_to_bootstrap: None,
-                        primary: None,
-                        error: Some(e),
-                    },
-                }
-            });
-        futures::future::join_all(probes).await
+        match &self.transport {
+            Some(t) => probe(t, &self.config.other_peers(), Duration::from_secs(2)).await,
+            None => Vec::new(),
+        }
     }
+}
+
+/// Ask each address for its position, in parallel, each bounded by `timeout`.
+pub(super) async fn probe(
+    t: &crate::transport::Transport,
+    addrs: &[std::net::SocketAddr],
+    timeout: Duration,
+) -> Vec<crate::status::PeerReport> {
+    let probes = addrs.iter().map(|&addr| async move {
+        let reply = t
+            .call_timeout(addr, None, kind::PROBE, Bytes::new(), timeout)
+            .await;
+        match reply
+            .map_err(|e| e.to_string())
+            .and_then(|b| network::decode::<crate::status::PeerReport>(&b))
+        {
+            Ok(report) => report,
+            Err(e) => crate::status::PeerReport {
+                addr: addr.to_string(),
+                node_name: None,
+                state_uuid: None,
+                seqno: None,
+                incarnation: None,
+                safe_to_bootstrap: None,
+                primary: None,
+                error: Some(e),
+                fork_index: None,
+            },
+        }
+    });
+    futures::future::join_all(probes).await
 }

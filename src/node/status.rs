@@ -58,6 +58,14 @@ impl Node {
             leader,
             safe_to_bootstrap: self.safe_to_bootstrap(),
             peers: Vec::new(),
+            fenced: self.seq.fence().fenced().map(|n| {
+                format!(
+                    "yes: {n}; this node stops serving until `quorate --restart-node` (it then saves \
+                     what it holds and rejoins by SST)"
+                )
+            }),
+            fence_saved: crate::order::fence::newest_saved_dir(&self.config.data_dir)
+                .map(|d| d.display().to_string()),
         }
     }
 

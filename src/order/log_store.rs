@@ -67,6 +67,10 @@ struct Inner {
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
     syncer: mpsc::Sender<SyncJob>,
+    /// The newest incarnation started by an entry in the log (appended, not
+    /// necessarily applied) and its fork index: a member's fencing stamp must
+    /// not lag behind its log while the state machine catches up.
+    incarnation: Arc<Mutex<Option<(u64, Option<u64>)>>>,
 }
 
 struct SyncJob {
@@ -138,7 +142,39 @@ impl LogStore {
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
             syncer: tx,
+            incarnation: Arc::default(),
         })
+    }
+
+    /// Remember the incarnations these entries start (see `incarnation`).
+    pub fn note_incarnations<'a>(&self, entries: impl IntoIterator<Item = &'a Entry>) {
+        let Ok(mut current) = self.incarnation.lock() else {
+            return;
+        };
+        for e in entries {
+            let started = match &e.payload {
+                openraft::EntryPayload::Normal(super::types::Request::Bootstrap {
+                    incarnation,
+                    ..
+                }) => Some((*incarnation, None)),
+                openraft::EntryPayload::Normal(super::types::Request::NewIncarnation {
+                    incarnation,
+                    fork_index,
+                    ..
+                }) => Some((*incarnation, Some(*fork_index))),
+                _ => None,
+            };
+            if let Some((inc, fork)) = started {
+                if current.is_none_or(|(c, _)| inc >= c) {
+                    *current = Some((inc, fork));
+                }
+            }
+        }
+    }
+
+    /// The newest incarnation an appended entry started, with its fork index.
+    pub fn appended_incarnation(&self) -> Option<(u64, Option<u64>)> {
+        self.incarnation.lock().ok().and_then(|c| *c)
     }
 
     fn lock(&self) -> io::Result<MutexGuard<'_, Inner>> {
@@ -477,6 +513,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let (mut seg_first, seg) = inner.active()?;
         let mut seg_len = seg.len;
         for entry in entries {
+            self.note_incarnations(std::iter::once(&entry));
             let index = entry.index();
             if seg_len + buf.len() as u64 > inner.segment_bytes {
                 // Rotate: the old segment gets what it holds and is made

@@ -5,6 +5,7 @@
 //! `state_machine` (certify + apply into SQLite), `network` (RPCs). The rest
 //! of quorate sees [`Sequencer`].
 
+pub mod fence;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
@@ -76,7 +77,12 @@ pub struct SequencerOptions {
 
 /// The node's handle on the total order.
 pub struct Sequencer {
-    raft: Raft,
+    /// Replaced (under this lock) only by a forced bootstrap, which restarts
+    /// Raft on rewritten storage; everything else clones it per use.
+    raft: std::sync::RwLock<Raft>,
+    raft_config: Arc<RaftConfig>,
+    store: Arc<Store>,
+    fence: Arc<fence::Fence>,
     node_id: NodeId,
     node_info: NodeInfo,
     waiters: Arc<ApplyWaiters>,
@@ -134,8 +140,37 @@ impl Sequencer {
         let node_id = load_or_make_node_id(&raft_dir).map_err(io_err)?;
         let log = LogStore::open(&raft_dir).map_err(io_err)?;
         let waiters = Arc::new(ApplyWaiters::new(&node_info.name));
-        let sm = StateMachine::open(store, &data_dir.join("snapshots"), waiters.clone())
-            .map_err(io_err)?;
+        // Incarnations the log holds beyond what was applied count for the stamp.
+        if let Ok(Some(st)) = store
+            .raft_state()
+            .map(|b| b.map(|b| state_machine::RaftState::decode(&b)))
+        {
+            if let Ok(st) = st {
+                use openraft::storage::RaftLogReader;
+                let from = st.last_applied.map(|l| l.index + 1).unwrap_or(0);
+                let unapplied = log
+                    .clone()
+                    .try_get_log_entries(from..)
+                    .await
+                    .map_err(io_err)?;
+                log.note_incarnations(&unapplied);
+            }
+        }
+        let fence = fence::Fence::new(
+            store.clone(),
+            Some(log.clone()),
+            &node_info.name,
+            &node_info.repl_addr,
+            data_dir,
+            None,
+        );
+        let sm = StateMachine::open(
+            store.clone(),
+            &data_dir.join("snapshots"),
+            waiters.clone(),
+            fence.clone(),
+        )
+        .map_err(io_err)?;
         let config = RaftConfig {
             cluster_name: opts.cluster_name.clone(),
             heartbeat_interval: opts.heartbeat_ms,
@@ -155,15 +190,18 @@ impl Sequencer {
         let transfers = Arc::new(network::TransferCounters::default());
         let raft = Raft::new(
             node_id,
-            config,
-            network::RaftNetwork::new(transport.clone(), transfers.clone()),
+            config.clone(),
+            network::RaftNetwork::new(transport.clone(), transfers.clone(), fence.clone()),
             log.clone(),
             sm,
         )
         .await
         .map_err(|e| OrderError::Start(e.to_string()))?;
         Ok(Sequencer {
-            raft,
+            raft: std::sync::RwLock::new(raft),
+            raft_config: config,
+            store,
+            fence,
             node_id,
             node_info,
             waiters,
@@ -180,8 +218,16 @@ impl Sequencer {
         self.node_id
     }
 
-    pub fn raft(&self) -> &Raft {
-        &self.raft
+    /// The current Raft instance (a cheap handle).
+    pub fn raft(&self) -> Raft {
+        match self.raft.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn fence(&self) -> &Arc<fence::Fence> {
+        &self.fence
     }
 
     pub fn waiters(&self) -> &ApplyWaiters {
@@ -194,7 +240,7 @@ impl Sequencer {
 
     /// Whether this node has ever been part of a cluster (it has a vote or a membership).
     pub async fn is_initialized(&self) -> bool {
-        self.raft.is_initialized().await.unwrap_or(false)
+        self.raft().is_initialized().await.unwrap_or(false)
     }
 
     /// Start a new primary component with this node as its only member, and
@@ -208,12 +254,12 @@ impl Sequencer {
         let members: BTreeMap<NodeId, NodeInfo> = [(self.node_id, self.node_info.clone())]
             .into_iter()
             .collect();
-        self.raft
+        self.raft()
             .initialize(members)
             .await
             .map_err(|e| OrderError::Bootstrap(e.to_string()))?;
         // initialize() returns before this node has won its (single-voter) election.
-        let mut m = self.raft.metrics();
+        let mut m = self.raft().metrics();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             if m.borrow_watched().current_leader == Some(self.node_id) {
@@ -228,7 +274,7 @@ impl Sequencer {
                 ));
             }
         }
-        self.raft
+        self.raft()
             .client_write(Request::Bootstrap {
                 state_uuid,
                 incarnation,
@@ -237,6 +283,152 @@ impl Sequencer {
             .await
             .map_err(|e| OrderError::Bootstrap(e.to_string()))?;
         Ok(())
+    }
+
+    /// A forced bootstrap of a node that is (or was) a member of a larger
+    /// cluster: a new incarnation from this node's data, with this node as
+    /// the only member, Primary at once.
+    ///
+    /// openraft has no API for this, so Raft is stopped and its storage
+    /// rewritten: a membership entry naming this node alone and the entry
+    /// that starts the new incarnation are appended after everything this
+    /// node holds, at a term above any it has seen, and the vote moves to
+    /// that term. The term bump matters: at the old term this node could
+    /// reuse the log index of an entry the others dropped and diverge
+    /// silently. Entries this node holds beyond its last applied one are
+    /// kept and committed by the new incarnation. Returns the new
+    /// incarnation.
+    pub async fn force_new_incarnation(&self, cert_window: i64) -> Result<u64, OrderError> {
+        use openraft::entry::RaftEntry;
+        use openraft::storage::{IOFlushed, RaftLogReader, RaftLogStorage};
+        use openraft::type_config::TypeConfigExt;
+        use openraft::vote::{RaftLeaderId, RaftLeaderIdExt};
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            OrderError::Bootstrap(format!("forced bootstrap: {what}: {e}"))
+        };
+        let old = self.raft();
+        if let Err(e) = old.shutdown().await {
+            tracing::warn!("forced bootstrap: stopping Raft: {e}");
+        }
+        let mut log = self.log.clone();
+        let vote = log
+            .read_vote()
+            .await
+            .map_err(|e| fail("reading the vote", &e))?;
+        let state = log
+            .get_log_state()
+            .await
+            .map_err(|e| fail("reading the log", &e))?;
+        let raft_state = match self.store.raft_state() {
+            Ok(Some(b)) => {
+                state_machine::RaftState::decode(&b).map_err(|e| fail("reading Raft state", &e))?
+            }
+            Ok(None) => state_machine::RaftState::default(),
+            Err(e) => return Err(fail("reading Raft state", &e)),
+        };
+        let last_applied = raft_state.last_applied.map(|l| l.index).unwrap_or(0);
+        let last_index = state.last_log_id.map(|l| l.index).unwrap_or(0);
+        let seen_term = vote
+            .as_ref()
+            .map(|v| v.leader_id().term())
+            .unwrap_or(0)
+            .max(
+                state
+                    .last_log_id
+                    .map(|l| l.committed_leader_id().term())
+                    .unwrap_or(0),
+            );
+        let term = seen_term + 1;
+        let position = self.store.position();
+        let incarnation = position.incarnation + 1;
+        let leader =
+            <openraft::alias::LeaderIdOf<types::TypeConfig> as RaftLeaderIdExt>::new_committed(
+                term,
+                self.node_id,
+            );
+        let members: BTreeSet<NodeId> = [self.node_id].into_iter().collect();
+        let nodes: BTreeMap<NodeId, NodeInfo> = [(self.node_id, self.node_info.clone())]
+            .into_iter()
+            .collect();
+        let membership = openraft::Membership::new(vec![members], nodes)
+            .map_err(|e| fail("making the membership", &e))?;
+        let entries = vec![
+            types::Entry::new_membership(types::LogId::new(leader, last_index + 1), membership),
+            types::Entry::new_normal(
+                types::LogId::new(leader, last_index + 2),
+                Request::NewIncarnation {
+                    state_uuid: position.state_uuid,
+                    incarnation,
+                    cert_window,
+                    fork_index: last_applied,
+                },
+            ),
+        ];
+        let (tx, rx) = types::TypeConfig::oneshot();
+        log.append(entries, IOFlushed::<types::TypeConfig>::signal(tx))
+            .await
+            .map_err(|e| fail("appending to the log", &e))?;
+        rx.await
+            .map_err(|e| fail("syncing the log", &e))?
+            .map_err(|e| fail("syncing the log", &e))?;
+        log.save_vote(&types::Vote::new(term, self.node_id))
+            .await
+            .map_err(|e| fail("saving the vote", &e))?;
+        tracing::warn!(
+            term,
+            fork_index = last_applied,
+            "forced bootstrap: incarnation {incarnation} of cluster {} starts from this node's data \
+             (seqno {}); older-incarnation nodes that meet it are fenced",
+            position.state_uuid,
+            position.seqno
+        );
+        let sm = StateMachine::open(
+            self.store.clone(),
+            &self.snapshot_dir,
+            self.waiters.clone(),
+            self.fence.clone(),
+        )
+        .map_err(|e| fail("reopening the state machine", &e))?;
+        let raft = Raft::new(
+            self.node_id,
+            self.raft_config.clone(),
+            network::RaftNetwork::new(
+                self.transport.clone(),
+                self.transfers.clone(),
+                self.fence.clone(),
+            ),
+            self.log.clone(),
+            sm,
+        )
+        .await
+        .map_err(|e| fail("restarting Raft", &e))?;
+        match self.raft.write() {
+            Ok(mut r) => *r = raft.clone(),
+            Err(poisoned) => *poisoned.into_inner() = raft.clone(),
+        }
+        // Primary once it leads and applied the entry that bumps the incarnation.
+        let target = last_index + 2;
+        let mut m = raft.metrics();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            {
+                let now = m.borrow_watched();
+                if now.current_leader == Some(self.node_id)
+                    && now.last_applied.as_ref().map(|l| l.index) >= Some(target)
+                {
+                    break;
+                }
+            }
+            if tokio::time::timeout_at(deadline, m.changed())
+                .await
+                .is_err()
+            {
+                return Err(OrderError::Bootstrap(
+                    "forced bootstrap: this node did not become leader within 30 s".into(),
+                ));
+            }
+        }
+        Ok(incarnation)
     }
 
     /// Order a write-set and wait until this node applied it.
@@ -249,7 +441,7 @@ impl Sequencer {
         let verdict = self.waiters.register(trx_id);
         let submitted = tokio::time::timeout(
             timeout,
-            self.raft.client_write(Request::WriteSet(ws.clone())),
+            self.raft().client_write(Request::WriteSet(ws.clone())),
         )
         .await;
         match submitted {
@@ -324,7 +516,11 @@ impl Sequencer {
             match target {
                 Some(l) if l.name == self.node_info.name => {
                     // Leadership came here meanwhile.
-                    match self.raft.client_write(Request::WriteSet(ws.clone())).await {
+                    match self
+                        .raft()
+                        .client_write(Request::WriteSet(ws.clone()))
+                        .await
+                    {
                         Ok(_) => return Ok(()),
                         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
                         Err(e) => {
@@ -384,7 +580,7 @@ impl Sequencer {
 
     /// Resolves once a leader other than `name` is known.
     async fn leader_changed_from(&self, name: &str) {
-        let mut m = self.raft.metrics();
+        let mut m = self.raft().metrics();
         loop {
             let changed = {
                 let now = m.borrow_watched();
@@ -414,20 +610,25 @@ impl Sequencer {
     ) -> Result<bytes::Bytes, String> {
         match kind {
             k if network::kind::is_raft(k) => {
-                if let Some(claimed) = network::claimed_sender(k, body) {
-                    self.check_identity(peer, claimed)?;
-                }
-                let reply = network::serve_rpc(&self.raft, k, body).await;
-                if k == network::kind::APPEND && reply.is_ok() {
+                let reply = network::serve_rpc(
+                    &self.raft(),
+                    &self.fence,
+                    &peer.node_name,
+                    |claimed| self.check_identity(peer, claimed),
+                    k,
+                    body,
+                )
+                .await?;
+                if k == network::kind::APPEND && reply.1 {
                     let ms = self.started.elapsed().as_millis() as u64;
                     self.last_leader_contact_ms
                         .store(ms.max(1), Ordering::Relaxed);
                 }
-                reply
+                Ok(reply.0)
             }
             peer_kind::FORWARD_WRITE => {
                 let ws: WriteSet = network::decode(body)?;
-                let outcome = match self.raft.client_write(Request::WriteSet(ws)).await {
+                let outcome = match self.raft().client_write(Request::WriteSet(ws)).await {
                     Ok(_) => ForwardOutcome::Ordered,
                     Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
                         ForwardOutcome::NotLeader
@@ -438,7 +639,7 @@ impl Sequencer {
             }
             peer_kind::READ_INDEX => {
                 let read = self
-                    .raft
+                    .raft()
                     .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
                     .await
                     .map_err(|e| format!("not the leader: {e}"))?;
@@ -456,7 +657,9 @@ impl Sequencer {
     ) -> Result<bytes::Bytes, String> {
         tracing::info!(donor = %peer.node_name, "SST: {} is sending this node a snapshot", peer.node_name);
         network::serve_snapshot(
-            &self.raft,
+            &self.raft(),
+            &self.fence,
+            &peer.node_name,
             &self.snapshot_dir,
             &self.transfers,
             header,
@@ -486,7 +689,10 @@ impl Sequencer {
 
     /// Whether this node is in a primary component right now.
     pub fn is_primary(&self, primary_timeout: Duration) -> bool {
-        let m = self.raft.metrics().borrow_watched().clone();
+        if self.fence.fenced().is_some() {
+            return false;
+        }
+        let m = self.raft().metrics().borrow_watched().clone();
         if m.running_state.is_err() {
             return false;
         }
@@ -513,7 +719,7 @@ impl Sequencer {
     }
 
     pub fn metrics(&self) -> openraft::RaftMetrics<types::TypeConfig> {
-        self.raft.metrics().borrow_watched().clone()
+        self.raft().metrics().borrow_watched().clone()
     }
 
     /// SST transfers under way: (as donor, as joiner).
@@ -549,7 +755,7 @@ impl Sequencer {
         let m = self.metrics();
         if m.current_leader == Some(self.node_id) {
             return self
-                .raft
+                .raft()
                 .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
                 .await
                 .map(|_| ())
@@ -580,7 +786,7 @@ impl Sequencer {
                 SubmitError::NotPrimary(format!("cannot get a read index from the leader: {e}"))
             })?;
         let index: u64 = network::decode(&reply).map_err(SubmitError::NotPrimary)?;
-        let mut metrics = self.raft.metrics();
+        let mut metrics = self.raft().metrics();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             if metrics
@@ -604,7 +810,7 @@ impl Sequencer {
     }
 
     pub async fn shutdown(&self) {
-        if let Err(e) = self.raft.shutdown().await {
+        if let Err(e) = self.raft().shutdown().await {
             tracing::warn!("Raft shutdown: {e}");
         }
     }
@@ -645,10 +851,13 @@ mod tests {
             )
             .map_err(|e| fail(e.to_string()))?;
             let log = LogStore::open(&dir.path().join("log")).map_err(|e| fail(e.to_string()))?;
+            let store = Arc::new(store);
+            let fence = fence::Fence::new(store.clone(), None, "t", "", dir.path(), None);
             let sm = StateMachine::open(
-                Arc::new(store),
+                store,
                 &dir.path().join("snapshots"),
                 Arc::new(ApplyWaiters::new("t")),
+                fence,
             )
             .map_err(|e| fail(e.to_string()))?;
             Ok((dir, log, sm))

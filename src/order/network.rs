@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
+use super::fence::{Fence, Reply, Stamp};
 use super::state_machine::SnapshotFile;
 use super::types::{NodeId, NodeInfo, Raft, SnapshotMeta, TypeConfig, Vote};
 use crate::transport::{ChunkStream, Transport, TransportError};
@@ -76,20 +77,23 @@ impl Drop for Busy<'_> {
 }
 
 /// The network of one node: the transport, when it has peers.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct RaftNetwork {
     transport: Option<Transport>,
     transfers: std::sync::Arc<TransferCounters>,
+    fence: std::sync::Arc<Fence>,
 }
 
 impl RaftNetwork {
     pub fn new(
         transport: Option<Transport>,
         transfers: std::sync::Arc<TransferCounters>,
+        fence: std::sync::Arc<Fence>,
     ) -> RaftNetwork {
         RaftNetwork {
             transport,
             transfers,
+            fence,
         }
     }
 }
@@ -97,6 +101,7 @@ impl RaftNetwork {
 pub struct Connection {
     transport: Option<Transport>,
     transfers: std::sync::Arc<TransferCounters>,
+    fence: std::sync::Arc<Fence>,
     target: NodeId,
     addr: Option<SocketAddr>,
     name: String,
@@ -108,6 +113,7 @@ impl RaftNetworkFactory<TypeConfig> for RaftNetwork {
         Connection {
             transport: self.transport.clone(),
             transfers: self.transfers.clone(),
+            fence: self.fence.clone(),
             target,
             addr: node.repl_addr.parse().ok(),
             name: node.name.clone(),
@@ -151,12 +157,32 @@ impl Connection {
         option: &RPCOption,
     ) -> Result<Resp, RPCError<TypeConfig>> {
         let (t, addr) = self.route()?;
-        let body = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&Msg(e))))?;
+        if let Some(n) = self.fence.fenced() {
+            return Err(unreachable(format!("this node is fenced ({n})")));
+        }
+        let body = encode(&(self.fence.stamp(), req))
+            .map_err(|e| RPCError::Network(NetworkError::new(&Msg(e))))?;
         let reply = t
             .call_timeout(addr, Some(&self.name), kind, body, option.hard_ttl())
             .await
             .map_err(rpc_error)?;
-        decode(&reply).map_err(|e| RPCError::Network(NetworkError::new(&Msg(e))))
+        let reply = decode::<Reply<Resp>>(&reply)
+            .map_err(|e| RPCError::Network(NetworkError::new(&Msg(e))))?;
+        self.unwrap_reply(reply).map_err(unreachable)
+    }
+
+    /// A refusal is reported to openraft as an unreachable peer: it retries
+    /// later, and a fenced node stops its Raft meanwhile.
+    fn unwrap_reply<T>(&self, reply: Reply<T>) -> Result<T, String> {
+        match reply {
+            Reply::Ok(r) => Ok(r),
+            Reply::Fenced(notice) => {
+                let why = format!("{} refused this node: {notice}", self.name);
+                self.fence.fence_self(notice);
+                Err(why)
+            }
+            Reply::Refused(why) => Err(why),
+        }
     }
 }
 
@@ -204,7 +230,7 @@ impl RaftNetworkV2<TypeConfig> for Connection {
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let (t, addr) = self.route().map_err(StreamingError::from)?;
         let _donor = Busy::new(&self.transfers.donating);
-        let header = encode(&(vote, snapshot.meta.clone()))
+        let header = encode(&(self.fence.stamp(), vote, snapshot.meta.clone()))
             .map_err(|e| StreamingError::Network(NetworkError::new(&Msg(e))))?;
         let file = tokio::fs::File::open(&snapshot.snapshot.path)
             .await
@@ -233,32 +259,65 @@ impl RaftNetworkV2<TypeConfig> for Connection {
             r = upload => r.map_err(|e| StreamingError::from(rpc_error(e)))?,
             closed = cancel => return Err(StreamingError::Closed(closed)),
         };
+        let reply = decode::<Reply<SnapshotResponse<TypeConfig>>>(&reply)
+            .map_err(|e| StreamingError::Network(NetworkError::new(&Msg(e))))?;
+        let reply = self
+            .unwrap_reply(reply)
+            .map_err(|e| StreamingError::from(unreachable(e)))?;
         tracing::info!(joiner = %self.name, "SST done in {:.1} s", started.elapsed().as_secs_f64());
-        decode(&reply).map_err(|e| StreamingError::Network(NetworkError::new(&Msg(e))))
+        Ok(reply)
     }
 }
 
-/// Answer one incoming Raft RPC.
-pub async fn serve_rpc(raft: &Raft, kind: u8, body: &[u8]) -> Result<Bytes, String> {
+/// Answer one incoming Raft RPC: the sender's stamp is judged first (a
+/// message of another incarnation or cluster never reaches openraft), then
+/// the member it claims to be is checked against its certificate name.
+/// The flag says whether openraft saw the message.
+pub async fn serve_rpc(
+    raft: &Raft,
+    fence: &Fence,
+    caller: &str,
+    check_sender: impl Fn(NodeId) -> Result<(), String>,
+    kind: u8,
+    body: &[u8],
+) -> Result<(Bytes, bool), String> {
+    use openraft::vote::RaftLeaderId;
+    fn stamped<T: DeserializeOwned>(body: &[u8]) -> Result<(Stamp, T), String> {
+        decode(body)
+    }
+    macro_rules! answer {
+        ($req:expr, $sender:expr, $call:expr) => {{
+            let (stamp, req) = $req;
+            if let Err(refusal) = fence.admit::<()>(&stamp, caller) {
+                return Ok((encode(&refusal)?, false));
+            }
+            if let Some(sender) = $sender(&req) {
+                check_sender(sender)?;
+            }
+            let resp = $call(req).await.map_err(|e| e.to_string())?;
+            Ok((encode(&Reply::Ok(resp))?, true))
+        }};
+    }
     match kind {
-        kind::VOTE => encode(&raft.vote(decode(body)?).await.map_err(|e| e.to_string())?),
-        kind::PRE_VOTE => encode(
-            &raft
-                .pre_vote(decode(body)?)
-                .await
-                .map_err(|e| e.to_string())?,
+        kind::VOTE => answer!(
+            stamped::<VoteRequest<TypeConfig>>(body)?,
+            |r: &VoteRequest<TypeConfig>| Some(*r.vote.leader_id().node_id()),
+            |r| raft.vote(r)
         ),
-        kind::APPEND => encode(
-            &raft
-                .append_entries(decode(body)?)
-                .await
-                .map_err(|e| e.to_string())?,
+        kind::PRE_VOTE => answer!(
+            stamped::<VoteRequest<TypeConfig>>(body)?,
+            |r: &VoteRequest<TypeConfig>| Some(*r.vote.leader_id().node_id()),
+            |r| raft.pre_vote(r)
         ),
-        kind::TRANSFER_LEADER => encode(
-            &raft
-                .handle_transfer_leader(decode(body)?)
-                .await
-                .map_err(|e| e.to_string())?,
+        kind::APPEND => answer!(
+            stamped::<AppendEntriesRequest<TypeConfig>>(body)?,
+            |r: &AppendEntriesRequest<TypeConfig>| Some(*r.vote.leader_id().node_id()),
+            |r| raft.append_entries(r)
+        ),
+        kind::TRANSFER_LEADER => answer!(
+            stamped::<TransferLeaderRequest<TypeConfig>>(body)?,
+            |_: &TransferLeaderRequest<TypeConfig>| None::<NodeId>,
+            |r| raft.handle_transfer_leader(r)
         ),
         other => Err(format!("unknown Raft RPC kind {other}")),
     }
@@ -268,12 +327,17 @@ pub async fn serve_rpc(raft: &Raft, kind: u8, body: &[u8]) -> Result<Bytes, Stri
 /// every byte arrived: a broken-off transfer leaves nothing behind.
 pub async fn serve_snapshot(
     raft: &Raft,
+    fence: &Fence,
+    caller: &str,
     dir: &Path,
     transfers: &TransferCounters,
     header: &[u8],
     mut chunks: ChunkStream,
 ) -> Result<Bytes, String> {
-    let (vote, meta): (Vote, SnapshotMeta) = decode(header)?;
+    let (stamp, vote, meta): (Stamp, Vote, SnapshotMeta) = decode(header)?;
+    if let Err(refusal) = fence.admit::<SnapshotResponse<TypeConfig>>(&stamp, caller) {
+        return encode(&refusal);
+    }
     let _joiner = Busy::new(&transfers.receiving);
     let path: PathBuf = dir.join(format!("receiving-{:016x}.tmp", rand::random::<u64>()));
     tracing::info!(index = ?meta.last_log_id.as_ref().map(|l| l.index), "SST: receiving a snapshot from the donor");
@@ -308,19 +372,5 @@ pub async fn serve_snapshot(
     if resp.is_err() {
         let _ = tokio::fs::remove_file(&path).await;
     }
-    encode(&resp?)
-}
-
-/// The member a Raft message claims to come from (candidate or leader).
-pub fn claimed_sender(kind: u8, body: &[u8]) -> Option<NodeId> {
-    use openraft::vote::RaftLeaderId;
-    match kind {
-        kind::VOTE | kind::PRE_VOTE => decode::<VoteRequest<TypeConfig>>(body)
-            .ok()
-            .map(|r| *r.vote.leader_id().node_id()),
-        kind::APPEND => decode::<AppendEntriesRequest<TypeConfig>>(body)
-            .ok()
-            .map(|r| *r.vote.leader_id().node_id()),
-        _ => None,
-    }
+    encode(&Reply::Ok(resp?))
 }

@@ -27,6 +27,9 @@ const MAX_GROUP: usize = 512;
 pub struct RaftState {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
+    /// Where the current incarnation forked from the previous one (fencing).
+    #[serde(default)]
+    pub fork_index: Option<u64>,
 }
 
 impl RaftState {
@@ -115,6 +118,7 @@ pub struct StateMachine {
     store: Arc<Store>,
     snapshot_dir: PathBuf,
     waiters: Arc<ApplyWaiters>,
+    fence: Arc<super::fence::Fence>,
     /// Cached so that membership entries need no read of the database.
     state: Arc<Mutex<RaftState>>,
 }
@@ -132,16 +136,19 @@ impl StateMachine {
         store: Arc<Store>,
         snapshot_dir: &Path,
         waiters: Arc<ApplyWaiters>,
+        fence: Arc<super::fence::Fence>,
     ) -> io::Result<StateMachine> {
         fs::create_dir_all(snapshot_dir)?;
         let state = match store.raft_state().map_err(store_err)? {
             Some(bytes) => RaftState::decode(&bytes)?,
             None => RaftState::default(),
         };
+        fence.set_fork_index(state.fork_index);
         Ok(StateMachine {
             store,
             snapshot_dir: snapshot_dir.to_path_buf(),
             waiters,
+            fence,
             state: Arc::new(Mutex::new(state)),
         })
     }
@@ -177,6 +184,15 @@ impl StateMachine {
                 }) => {
                     identity = Some((*state_uuid, *incarnation, *cert_window));
                 }
+                EntryPayload::Normal(Request::NewIncarnation {
+                    state_uuid,
+                    incarnation,
+                    cert_window,
+                    fork_index,
+                }) => {
+                    identity = Some((*state_uuid, *incarnation, *cert_window));
+                    st.fork_index = Some(*fork_index);
+                }
                 EntryPayload::Membership(m) => {
                     st.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                 }
@@ -202,6 +218,9 @@ impl StateMachine {
         .await
         .map_err(blocking_err)?
         .map_err(store_err)?;
+        if identity.is_some() {
+            self.fence.set_fork_index(st.fork_index);
+        }
         self.set_state(st)?;
 
         let mut outcomes = outcomes.into_iter();
@@ -327,7 +346,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // A bootstrap entry changes the identity: apply it alone.
             let is_bootstrap = matches!(
                 item.0.payload,
-                EntryPayload::Normal(Request::Bootstrap { .. })
+                EntryPayload::Normal(Request::Bootstrap { .. } | Request::NewIncarnation { .. })
             );
             if is_bootstrap && !group.is_empty() {
                 self.apply_group(std::mem::take(&mut group)).await?;
@@ -367,6 +386,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Some(b) => RaftState::decode(&b)?,
             None => RaftState::default(),
         };
+        self.fence.set_fork_index(st.fork_index);
         self.set_state(st)?;
         super::log_store::write_file_durably(
             &meta_path,

@@ -35,6 +35,17 @@ pub enum Request {
         /// could differ between nodes and split their verdicts).
         cert_window: i64,
     },
+    /// First entry of a new incarnation, appended by a node forced to
+    /// bootstrap while it was a member (see `Sequencer::force_new_incarnation`).
+    /// Kept last in the enum: the log encodes variants by position.
+    NewIncarnation {
+        state_uuid: Uuid,
+        incarnation: u64,
+        cert_window: i64,
+        /// The forced node's last applied log index: later entries of the
+        /// older incarnation may differ from this one's (see `fence`).
+        fork_index: u64,
+    },
 }
 
 impl fmt::Display for Request {
@@ -54,6 +65,15 @@ impl fmt::Display for Request {
             } => {
                 write!(f, "bootstrap {state_uuid} incarnation {incarnation}")
             }
+            Request::NewIncarnation {
+                state_uuid,
+                incarnation,
+                fork_index,
+                ..
+            } => write!(
+                f,
+                "forced bootstrap {state_uuid} incarnation {incarnation} after log index {fork_index}"
+            ),
         }
     }
 }

@@ -197,3 +197,47 @@ pub(crate) fn validate(
         checked = Some(name);
     }
 }
+
+/// A changeset in words, for people: one JSON object per changed row with
+/// its table, operation and the old/new values by column position (`null`
+/// where SQLite recorded no value). Used where write-sets are kept for an
+/// operator (a fenced node's saved write-sets).
+pub fn describe_changeset(bytes: &[u8]) -> Result<Vec<serde_json::Value>, String> {
+    fn json_value(v: &Value) -> serde_json::Value {
+        match v {
+            Value::Null => serde_json::Value::Null,
+            Value::Integer(i) => (*i).into(),
+            Value::Real(f) => (*f).into(),
+            Value::Text(t) => t.clone().into(),
+            Value::Blob(b) => serde_json::json!({
+                "blob_hex": b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+            }),
+        }
+    }
+    let malformed = |e: rusqlite::Error| format!("malformed changeset: {e}");
+    let mut input: &[u8] = bytes;
+    let reader: &mut dyn Read = &mut input;
+    let mut iter = ChangesetIter::start_strm(&reader).map_err(malformed)?;
+    let mut rows = Vec::new();
+    while let Some(item) = iter.next().map_err(malformed)? {
+        let op = item.op().map_err(malformed)?;
+        let ncol = usize::try_from(op.number_of_columns()).unwrap_or(0);
+        let (name, code) = (op.table_name().to_owned(), op.code());
+        let side = |s: Side| -> Vec<serde_json::Value> {
+            (0..ncol)
+                .map(|c| {
+                    value(item, s, c)
+                        .map(|v| json_value(&v))
+                        .unwrap_or(serde_json::Value::Null)
+                })
+                .collect()
+        };
+        let (kind, old, new) = match code {
+            Action::SQLITE_INSERT => ("INSERT", None, Some(side(Side::New))),
+            Action::SQLITE_DELETE => ("DELETE", Some(side(Side::Old)), None),
+            _ => ("UPDATE", Some(side(Side::Old)), Some(side(Side::New))),
+        };
+        rows.push(serde_json::json!({"table": name, "op": kind, "old": old, "new": new}));
+    }
+    Ok(rows)
+}

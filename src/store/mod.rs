@@ -33,6 +33,7 @@ mod schema;
 mod snapshot;
 mod values;
 
+pub use keys::describe_changeset;
 pub use meta::read_position;
 
 /// File name of the database inside `data_dir`.

@@ -135,6 +135,10 @@ impl TestNode {
             None => Command::new(QUORATED),
         };
         cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        // Its own process group: when another child of the test exits and
+        // leaves a group with stopped members orphaned, the kernel sends
+        // them SIGCONT, which would end a SIGSTOP fault early.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd
             .arg("--config")
             .arg(&self.config_path)
