@@ -68,6 +68,8 @@ pub struct ReplicationConfig {
     pub keep_alive_ms: u64,
     /// A peer connection silent for this long is dead, milliseconds.
     pub idle_timeout_ms: u64,
+    /// Write-sets this node may have in flight before new writes wait.
+    pub flow_control_limit: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,6 +129,7 @@ impl Default for ReplicationConfig {
             rpc_timeout_ms: 5_000,
             keep_alive_ms: 1_000,
             idle_timeout_ms: 5_000,
+            flow_control_limit: 1024,
         }
     }
 }
@@ -300,7 +303,7 @@ const fn doc(
 
 const SECTIONS: [&str; 4] = ["replication", "api", "tls", "storage"];
 
-static KEYS: [ConfigKeyDoc; 28] = [
+static KEYS: [ConfigKeyDoc; 29] = [
     doc("cluster_name", "\"quorate\"", "\"quorate\"", Kind::Text,
         "a name of letters, digits, '.', '_' and '-', at most 63 characters, like \"mail-gw\"",
         "Name of the cluster. Peers with another cluster_name are refused, so two clusters on \
@@ -354,6 +357,11 @@ static KEYS: [ConfigKeyDoc; 28] = [
         "a whole number of at least 1, like 100000",
         "How many seqnos a write-set's snapshot may lag behind the cluster and still be \
          certified; an older one fails certification on every node alike and is retried."),
+    doc("replication.flow_control_limit", "1024", "1024", USIZE,
+        "a whole number of at least 1, like 1024",
+        "How many write-sets this node may have in flight (submitted, not yet applied here) \
+         before new writes wait for a slot (flow control; the waiting shows as \
+         wsrep_flow_control_paused). Bounds the memory clients can tie up when the cluster stalls."),
     doc("replication.commit_timeout_ms", "10000", "10000", U64,
         "a number of milliseconds like 10000",
         "How long a client waits for its write to be ordered and applied before the outcome is \
@@ -649,6 +657,12 @@ impl Config {
             return Err(ConfigError::setting(
                 "replication.cert_window",
                 format!("must be at least 1, got {}", r.cert_window),
+            ));
+        }
+        if r.flow_control_limit < 1 {
+            return Err(ConfigError::setting(
+                "replication.flow_control_limit",
+                "must be at least 1, got 0".to_string(),
             ));
         }
         for (key, v) in [
@@ -1071,8 +1085,8 @@ key  = "/etc/quorate/tls/node-a.key"
             "unknown key `foo` in [replication] of /etc/quorate/quorate.toml (line 4); expected \
              one of: listen, advertise, peers, heartbeat_ms, election_timeout_ms, \
              primary_timeout_ms, retry_autocommit, max_writeset_bytes, cert_window, \
-             commit_timeout_ms, connect_timeout_ms, rpc_timeout_ms, keep_alive_ms, \
-             idle_timeout_ms"
+             flow_control_limit, commit_timeout_ms, connect_timeout_ms, rpc_timeout_ms, \
+             keep_alive_ms, idle_timeout_ms"
         );
         let e = err("node_name = \"a\"\nnodename = \"b\"\n");
         assert_eq!(

@@ -15,6 +15,10 @@ fn three_nodes_accept_writes_everywhere_and_converge() {
     c.nodes[1].execute_ok(json!([
         "CREATE TABLE t(id INTEGER PRIMARY KEY, node INTEGER NOT NULL, v TEXT NOT NULL)"
     ]));
+    // The table must exist everywhere before clients write to every node:
+    // a node executes a transaction on its own copy (as Galera does without
+    // wsrep_sync_wait), and a loaded node may apply the CREATE a moment later.
+    c.wait_synced(&[0, 1, 2], Duration::from_secs(20));
 
     let acked: Mutex<Vec<i64>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {

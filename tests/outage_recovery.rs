@@ -87,9 +87,24 @@ fn all_killed_the_cluster_reforms_once_a_majority_is_back() {
             common::stdout(&out)
         );
     }
-    // Two of the three come back: a majority of the last membership re-forms by itself.
-    c.nodes[1].start(&[]);
+    // One comes back, alone non-Primary. On a node whose daemon is still
+    // down, the status lists what every peer holds and names whom to bootstrap
+    // (what operators otherwise collect with --wsrep-recover on every node).
     c.nodes[2].start(&[]);
+    let out = c.nodes[0].cli(&["--show-cluster-status"]);
+    let table = common::stdout(&out);
+    assert!(table.contains("Peers (uuid:seqno:incarnation)"), "{table}");
+    assert!(
+        table.contains(&format!("{uuid}:{seqno_before}:0")),
+        "the running peer's position is listed:\n{table}"
+    );
+    assert!(
+        table.contains("unreachable"),
+        "the dead peer is named as such:\n{table}"
+    );
+    assert!(table.contains("Node to bootstrap:"), "{table}");
+    // A second one comes back: a majority of the last membership re-forms by itself.
+    c.nodes[1].start(&[]);
     c.wait_size(&[1, 2], 3, Duration::from_secs(60));
     assert_eq!(uuid_of(&c, 1), uuid, "state UUID kept across a full crash");
     assert!(
@@ -156,4 +171,42 @@ fn restart_node_starts_a_crashed_member_which_catches_up() {
         common::stderr(&out)
     );
     c.nodes[2].kill_by_status_pid();
+}
+
+#[test]
+fn an_empty_node_refuses_to_bootstrap_beside_peers_that_hold_data() {
+    let c = Cluster::start(3, "");
+    c.nodes[0].execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY)"]));
+    c.wait_synced(&[0, 1, 2], Duration::from_secs(20));
+    // A fresh fourth machine whose operator runs the bootstrap command by mistake.
+    common::cluster::make_node_cert("node-4", c.tls.path(), c.tls.path());
+    let port = common::free_port();
+    let mut peers = c.repl_ports.clone();
+    peers.push(port);
+    let fresh = common::TestNode::new(
+        "node-4",
+        &common::cluster::node_config("node-4", port, &peers, c.tls.path(), ""),
+    );
+    let out = fresh.cli(&["--bootstrap-node", "--no-systemd"]);
+    let text = format!(
+        "{}{}{}",
+        common::stdout(&out),
+        common::stderr(&out),
+        fresh.log()
+    );
+    assert!(!out.status.success(), "must be refused:\n{text}");
+    assert!(
+        text.contains("this node has no data") && text.contains("second, empty cluster"),
+        "the refusal says why and what to do:\n{text}"
+    );
+    assert!(
+        text.contains("node-1"),
+        "it names the peers that hold data:\n{text}"
+    );
+    // Nothing was created: the node can still join normally.
+    assert!(
+        !fresh.grastate_path().exists()
+            || common::read(&fresh.grastate_path())
+                .contains("00000000-0000-0000-0000-000000000000")
+    );
 }

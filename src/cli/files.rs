@@ -250,11 +250,24 @@ pub async fn show_cluster_status(ctx: &Ctx, console: &mut Console<'_>) -> Result
     } else {
         None
     };
-    print_status(
-        ctx,
-        &offline_status(&ctx.config, grastate.as_ref(), position),
-        console,
-    );
+    let mut status = offline_status(&ctx.config, grastate.as_ref(), position);
+    // The operator deciding which node to bootstrap wants every peer's position.
+    match crate::node::probe_peers_offline(&ctx.config).await {
+        Ok(peers) => status.peers = peers,
+        Err(e) => console.note(format!("warning: cannot ask the peers: {e}")),
+    }
+    match crate::order::fence::read_marker(&ctx.config.data_dir) {
+        Ok(Some(n)) => {
+            status.fenced = Some(format!(
+                "yes: {n}; `quorate --restart-node` saves what this node holds and rejoins by SST"
+            ))
+        }
+        Ok(None) => {}
+        Err(e) => console.note(format!("warning: {e}")),
+    }
+    status.fence_saved = crate::order::fence::newest_saved_dir(&ctx.config.data_dir)
+        .map(|d| d.display().to_string());
+    print_status(ctx, &status, console);
     Ok(())
 }
 

@@ -12,6 +12,7 @@ mod peers;
 mod run;
 mod status;
 
+pub use peers::probe_peers_offline;
 pub use run::run;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -127,6 +128,7 @@ impl Node {
                 election_timeout_ms: config.replication.election_timeout_ms,
                 snapshot_every_entries: config.storage.snapshot_every_entries,
                 log_retain_entries: config.storage.log_retain_entries,
+                flow_control_limit: config.replication.flow_control_limit,
             },
             store.clone(),
             transport.clone(),
@@ -306,12 +308,11 @@ impl Node {
         let allowed = guard.is_ok() || self.forced_safe.load(Ordering::SeqCst);
         let position = self.store.position();
         if self.seq.is_initialized().await {
-            if self.is_primary() {
-                return Err(NodeError::Refused(
-                    "this node is already Primary; nothing to bootstrap".into(),
-                ));
-            }
             let voters = self.seq.voters();
+            if self.is_primary() {
+                // Nothing to do (a sole member elects itself at start).
+                return Ok(position.state_uuid);
+            }
             if voters.len() == 1 && voters.contains(&self.seq.node_id()) {
                 // The only member elects itself; nothing to force.
                 return Ok(position.state_uuid);

@@ -127,7 +127,11 @@ impl Node {
                 peer.node_name, req.info.name
             ));
         }
-        if let Err(refusal) = self.seq.fence().admit::<()>(&req.stamp, &peer.node_name) {
+        if let Err(refusal) = self.seq.fence().admit::<()>(
+            &req.stamp,
+            &peer.node_name,
+            self.seq.is_member(req.node_id),
+        ) {
             return network::encode(&match refusal {
                 crate::order::fence::Reply::Fenced(n) => MembershipReply::Fenced(n),
                 crate::order::fence::Reply::Refused(why) => MembershipReply::Refused(why),
@@ -410,6 +414,27 @@ impl Node {
             None => Vec::new(),
         }
     }
+}
+
+/// For `quorate --show-cluster-status` while the daemon is stopped: ask the
+/// configured peers for their positions with this node's identity, from an
+/// ephemeral port (the daemon's own port may be taken by nothing, but the
+/// daemon may also be starting).
+pub async fn probe_peers_offline(
+    config: &crate::config::Config,
+) -> Result<Vec<crate::status::PeerReport>, super::NodeError> {
+    let peers = config.other_peers();
+    if peers.is_empty() || config.tls.is_none() {
+        return Ok(Vec::new());
+    }
+    let mut config = config.clone();
+    config.replication.listen = SocketAddr::new(config.replication.listen.ip(), 0);
+    let Some(t) = open_transport(&config).await? else {
+        return Ok(Vec::new());
+    };
+    let reports = probe(&t, &peers, Duration::from_secs(2)).await;
+    t.close().await;
+    Ok(reports)
 }
 
 /// Ask each address for its position, in parallel, each bounded by `timeout`.

@@ -53,7 +53,7 @@ impl Node {
                 .iter()
                 .map(|(_, info, _)| info.api_addr.clone())
                 .collect(),
-            flow_control_paused: 0.0,
+            flow_control_paused: self.seq.flow().paused_fraction(),
             incarnation: position.incarnation,
             leader,
             safe_to_bootstrap: self.safe_to_bootstrap(),

@@ -180,7 +180,11 @@ impl Fence {
     }
 
     /// Judge an incoming message. `Ok(())` lets it through to Raft.
-    pub fn admit<T>(&self, theirs: &Stamp, caller: &str) -> Result<(), Reply<T>> {
+    /// `member`: the caller's node id is in this node's current membership,
+    /// so it joined this incarnation (ids are never reused, and a forced
+    /// bootstrap leaves only the forced node in the membership); its stamp
+    /// may lag while it replays the history and it is not fenced.
+    pub fn admit<T>(&self, theirs: &Stamp, caller: &str, member: bool) -> Result<(), Reply<T>> {
         if let Some(n) = self.fenced() {
             return Err(Reply::Refused(format!(
                 "{} is fenced ({n}); it takes no part in the cluster until restarted",
@@ -190,6 +194,7 @@ impl Fence {
         let mine = self.stamp();
         match judge(&mine, theirs) {
             Verdict::Accept => Ok(()),
+            Verdict::FenceCaller if member => Ok(()),
             Verdict::FenceCaller => {
                 tracing::warn!(
                     peer = caller,

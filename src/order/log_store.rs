@@ -62,6 +62,9 @@ struct Inner {
     segment_bytes: u64,
 }
 
+/// An incarnation and the log index it forked at (`None` for the first).
+type IncarnationMark = (u64, Option<u64>);
+
 /// A log store handle; clones share the same files.
 #[derive(Clone)]
 pub struct LogStore {
@@ -70,7 +73,7 @@ pub struct LogStore {
     /// The newest incarnation started by an entry in the log (appended, not
     /// necessarily applied) and its fork index: a member's fencing stamp must
     /// not lag behind its log while the state machine catches up.
-    incarnation: Arc<Mutex<Option<(u64, Option<u64>)>>>,
+    incarnation: Arc<Mutex<Option<IncarnationMark>>>,
 }
 
 struct SyncJob {

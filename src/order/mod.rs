@@ -6,6 +6,7 @@
 //! of quorate sees [`Sequencer`].
 
 pub mod fence;
+pub mod flow;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
@@ -73,6 +74,7 @@ pub struct SequencerOptions {
     pub election_timeout_ms: u64,
     pub snapshot_every_entries: u64,
     pub log_retain_entries: u64,
+    pub flow_control_limit: usize,
 }
 
 /// The node's handle on the total order.
@@ -93,6 +95,7 @@ pub struct Sequencer {
     /// Milliseconds after `started` when a leader last reached us (0: never).
     last_leader_contact_ms: AtomicU64,
     transfers: Arc<network::TransferCounters>,
+    flow: flow::FlowControl,
 }
 
 /// Transport kinds of the node-level requests between members.
@@ -141,20 +144,18 @@ impl Sequencer {
         let log = LogStore::open(&raft_dir).map_err(io_err)?;
         let waiters = Arc::new(ApplyWaiters::new(&node_info.name));
         // Incarnations the log holds beyond what was applied count for the stamp.
-        if let Ok(Some(st)) = store
+        if let Ok(Some(Ok(st))) = store
             .raft_state()
             .map(|b| b.map(|b| state_machine::RaftState::decode(&b)))
         {
-            if let Ok(st) = st {
-                use openraft::storage::RaftLogReader;
-                let from = st.last_applied.map(|l| l.index + 1).unwrap_or(0);
-                let unapplied = log
-                    .clone()
-                    .try_get_log_entries(from..)
-                    .await
-                    .map_err(io_err)?;
-                log.note_incarnations(&unapplied);
-            }
+            use openraft::storage::RaftLogReader;
+            let from = st.last_applied.map(|l| l.index + 1).unwrap_or(0);
+            let unapplied = log
+                .clone()
+                .try_get_log_entries(from..)
+                .await
+                .map_err(io_err)?;
+            log.note_incarnations(&unapplied);
         }
         let fence = fence::Fence::new(
             store.clone(),
@@ -211,7 +212,12 @@ impl Sequencer {
             started: std::time::Instant::now(),
             last_leader_contact_ms: AtomicU64::new(0),
             transfers,
+            flow: flow::FlowControl::new(opts.flow_control_limit),
         })
+    }
+
+    pub fn flow(&self) -> &flow::FlowControl {
+        &self.flow
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -437,6 +443,8 @@ impl Sequencer {
         ws: WriteSet,
         timeout: Duration,
     ) -> Result<ApplyOutcome, SubmitError> {
+        // Held until this node applied the write-set (or gave up on it).
+        let _slot = self.flow.admit().await;
         let trx_id = ws.trx_id;
         let verdict = self.waiters.register(trx_id);
         let submitted = tokio::time::timeout(
@@ -615,6 +623,7 @@ impl Sequencer {
                     &self.fence,
                     &peer.node_name,
                     |claimed| self.check_identity(peer, claimed),
+                    |id| self.is_member(id),
                     k,
                     body,
                 )
@@ -687,20 +696,26 @@ impl Sequencer {
         }
     }
 
-    /// Whether this node is in a primary component right now.
+    /// Whether this node is in a primary component right now. Asked on every
+    /// client request, so it reads the metrics in place instead of cloning them.
     pub fn is_primary(&self, primary_timeout: Duration) -> bool {
         if self.fence.fenced().is_some() {
             return false;
         }
-        let m = self.raft().metrics().borrow_watched().clone();
+        let raft = self.raft();
+        let watch = raft.metrics();
+        let m = watch.borrow_watched();
         if m.running_state.is_err() {
             return false;
         }
         match m.state {
             ServerState::Leader => {
-                let voters: BTreeSet<NodeId> =
-                    m.membership_config.membership().voter_ids().collect();
-                if voters.len() <= 1 {
+                if m.membership_config
+                    .membership()
+                    .voter_ids()
+                    .nth(1)
+                    .is_none()
+                {
                     return true;
                 }
                 m.last_quorum_acked
@@ -728,6 +743,14 @@ impl Sequencer {
             self.transfers.donating.load(Ordering::SeqCst),
             self.transfers.receiving.load(Ordering::SeqCst),
         )
+    }
+
+    /// Whether `id` is in the current membership (voter or learner).
+    pub fn is_member(&self, id: NodeId) -> bool {
+        let raft = self.raft();
+        let watch = raft.metrics();
+        let m = watch.borrow_watched();
+        m.membership_config.membership().get_node(&id).is_some()
     }
 
     /// Voting members of the current membership.

@@ -278,6 +278,7 @@ pub async fn serve_rpc(
     fence: &Fence,
     caller: &str,
     check_sender: impl Fn(NodeId) -> Result<(), String>,
+    is_member: impl Fn(NodeId) -> bool,
     kind: u8,
     body: &[u8],
 ) -> Result<(Bytes, bool), String> {
@@ -288,10 +289,12 @@ pub async fn serve_rpc(
     macro_rules! answer {
         ($req:expr, $sender:expr, $call:expr) => {{
             let (stamp, req) = $req;
-            if let Err(refusal) = fence.admit::<()>(&stamp, caller) {
+            let sender: Option<NodeId> = $sender(&req);
+            if let Err(refusal) = fence.admit::<()>(&stamp, caller, sender.is_some_and(&is_member))
+            {
                 return Ok((encode(&refusal)?, false));
             }
-            if let Some(sender) = $sender(&req) {
+            if let Some(sender) = sender {
                 check_sender(sender)?;
             }
             let resp = $call(req).await.map_err(|e| e.to_string())?;
@@ -335,7 +338,8 @@ pub async fn serve_snapshot(
     mut chunks: ChunkStream,
 ) -> Result<Bytes, String> {
     let (stamp, vote, meta): (Stamp, Vote, SnapshotMeta) = decode(header)?;
-    if let Err(refusal) = fence.admit::<SnapshotResponse<TypeConfig>>(&stamp, caller) {
+    // Only a leader sends snapshots; one of an older incarnation is fenced.
+    if let Err(refusal) = fence.admit::<SnapshotResponse<TypeConfig>>(&stamp, caller, false) {
         return encode(&refusal);
     }
     let _joiner = Busy::new(&transfers.receiving);
