@@ -371,7 +371,21 @@ impl Node {
                         match network::encode(&me) {
                             Ok(body) => {
                                 match t.call(addr, Some(&info.name), kind::LEAVE, body).await {
-                                    Ok(_) => {}
+                                    // The leader answers Accepted once the removal
+                                    // committed; a removed node never hears of it
+                                    // through Raft, so waiting for that would
+                                    // always run into the deadline.
+                                    Ok(reply) => {
+                                        if let Ok(MembershipReply::Accepted) =
+                                            network::decode::<MembershipReply>(&reply)
+                                        {
+                                            tracing::info!(
+                                                "left the cluster (removed by the leader {})",
+                                                info.name
+                                            );
+                                            return;
+                                        }
+                                    }
                                     Err(e) => {
                                         tracing::warn!("leave request to {} failed: {e}", info.name)
                                     }

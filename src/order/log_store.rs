@@ -603,6 +603,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let keep = inner.locations.split_off(&(log_id.index + 1));
             inner.locations = keep;
         };
+        if inner.locations.is_empty() {
+            // Everything is purged, possibly past our last entry (a snapshot
+            // installed by SST): the next entry must start a segment of its
+            // own, or it would follow older records with a gap in the
+            // indexes, which opening the log refuses as a hole. The new
+            // segment exists before the old ones go, so a crash in between
+            // leaves a log that still opens.
+            let next = log_id.index + 1;
+            let old: Vec<u64> = inner.segments.keys().copied().collect();
+            if old != [next] {
+                inner.create_segment(next)?;
+                for first in old.into_iter().filter(|f| *f != next) {
+                    inner.segments.remove(&first);
+                    fs::remove_file(segment_path(&inner.dir, first))?;
+                }
+            }
+        }
         if inner.last_log_id.as_ref().map(|l| l.index) < Some(log_id.index) {
             inner.last_log_id = Some(log_id);
         }
@@ -639,6 +656,28 @@ mod tests {
         let cb = IOFlushed::<TypeConfig>::signal(tx);
         store.append(entries, cb).await.expect("append");
         rx.await.expect("flushed").expect("fsync ok");
+    }
+
+    /// After SST, openraft purges up to the snapshot, past the last entry
+    /// this log holds; entries appended next must still open after a restart.
+    #[tokio::test]
+    async fn a_purge_past_the_last_entry_leaves_no_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = LogStore::open(dir.path()).unwrap();
+            append(&mut store, (0..5).map(|i| entry(1, i)).collect()).await;
+            store.purge(entry(2, 100).log_id).await.unwrap();
+            append(&mut store, (101..105).map(|i| entry(2, i)).collect()).await;
+        }
+        let mut store = LogStore::open(dir.path()).expect("a log without a hole opens");
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(104));
+        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(100));
+        let entries = {
+            use openraft::storage::RaftLogReader;
+            store.try_get_log_entries(101..105).await.unwrap()
+        };
+        assert_eq!(entries.len(), 4);
     }
 
     #[tokio::test]
