@@ -128,7 +128,9 @@ fn demo_forms_a_cluster_and_stops_it_gracefully_on_sigint() {
         // The rows the demo wrote through every node are on every node.
         let q = agent
             .post(&format!("{api}/db/query?level=linearizable"))
-            .send_json(serde_json::json!(["SELECT node FROM greetings ORDER BY id"]))
+            .send_json(serde_json::json!([
+                "SELECT node FROM greetings ORDER BY id"
+            ]))
             .unwrap_or_else(|e| panic!("{name}: query: {e}"))
             .into_json::<Value>()
             .unwrap();
@@ -200,9 +202,15 @@ fn demo_forms_a_cluster_and_stops_it_gracefully_on_sigint() {
         "the demo does not name {} as the node to bootstrap:\n{rest}",
         safe[0]
     );
-    assert!(seqnos[0] > 0, "a graceful stop records the seqno: {seqnos:?}");
+    assert!(
+        seqnos[0] > 0,
+        "a graceful stop records the seqno: {seqnos:?}"
+    );
     assert!(seqnos.windows(2).all(|w| w[0] == w[1]), "{seqnos:?}");
     // --keep kept the files.
     assert!(rest.contains("The files stay in"), "{rest}");
-    assert!(text.contains("quorate") && text.contains("shell --node"), "{text}");
+    assert!(
+        text.contains("quorate") && text.contains("shell --node"),
+        "{text}"
+    );
 }

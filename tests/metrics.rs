@@ -56,15 +56,12 @@ fn families(text: &str) -> BTreeMap<String, String> {
             );
         } else {
             let name = line.split(['{', ' ']).next().unwrap();
-            let family = types
-                .keys()
-                .filter(|f| {
-                    name == f.as_str()
-                        || ["_bucket", "_sum", "_count"]
-                            .iter()
-                            .any(|s| name == format!("{f}{s}"))
-                })
-                .next();
+            let family = types.keys().find(|f| {
+                name == f.as_str()
+                    || ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|s| name == format!("{f}{s}"))
+            });
             assert!(family.is_some(), "sample {name} has no TYPE before it");
         }
     }
@@ -105,9 +102,7 @@ fn value(scrape: &Scrape, name: &str, label: Option<(&str, &str)>) -> f64 {
 fn metrics_parse_and_carry_the_cluster_figures() {
     let c = Cluster::start(3, "");
     let writer = &c.nodes[1];
-    writer.execute_ok(json!([
-        "CREATE TABLE m (id INTEGER PRIMARY KEY, v TEXT)"
-    ]));
+    writer.execute_ok(json!(["CREATE TABLE m (id INTEGER PRIMARY KEY, v TEXT)"]));
     for i in 0..5 {
         writer.execute_ok(json!([["INSERT INTO m VALUES (?, ?)", i, "some text"]]));
     }
@@ -150,11 +145,19 @@ fn metrics_parse_and_carry_the_cluster_figures() {
         let v = |name: &str| value(&scrape, name, None);
         assert_eq!(v("quorate_cluster_size"), 3.0, "{}", node.name);
         assert_eq!(
-            value(&scrape, "quorate_cluster_status", Some(("status", "Primary"))),
+            value(
+                &scrape,
+                "quorate_cluster_status",
+                Some(("status", "Primary"))
+            ),
             1.0
         );
         assert_eq!(
-            value(&scrape, "quorate_cluster_status", Some(("status", "non-Primary"))),
+            value(
+                &scrape,
+                "quorate_cluster_status",
+                Some(("status", "non-Primary"))
+            ),
             0.0
         );
         assert_eq!(
@@ -165,9 +168,18 @@ fn metrics_parse_and_carry_the_cluster_figures() {
         assert_eq!(v("quorate_last_committed"), seqno as f64);
         assert_eq!(v("quorate_safe_to_bootstrap"), 0.0, "three members");
         // Every write-set reached every node; only node-2's clients wrote.
-        assert!(v("quorate_received_writesets_total") >= 6.0, "{}", node.name);
+        assert!(
+            v("quorate_received_writesets_total") >= 6.0,
+            "{}",
+            node.name
+        );
         let (replicated, commits) = if i == 1 { (6.0, 6.0) } else { (0.0, 0.0) };
-        assert_eq!(v("quorate_replicated_writesets_total"), replicated, "{}", node.name);
+        assert_eq!(
+            v("quorate_replicated_writesets_total"),
+            replicated,
+            "{}",
+            node.name
+        );
         assert_eq!(v("quorate_commits_total"), commits, "{}", node.name);
         if i == 1 {
             // Five rows of "some text" and a CREATE TABLE are more than 100 bytes.
@@ -188,7 +200,9 @@ fn metrics_parse_and_carry_the_cluster_figures() {
         };
         assert!(buckets.len() > 5, "{buckets:?}");
         assert!(
-            buckets.windows(2).all(|w| w[0].less_than < w[1].less_than && w[0].count <= w[1].count),
+            buckets
+                .windows(2)
+                .all(|w| w[0].less_than < w[1].less_than && w[0].count <= w[1].count),
             "buckets not cumulative: {buckets:?}"
         );
         let inf = buckets.last().unwrap();

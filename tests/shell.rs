@@ -119,7 +119,10 @@ INSERT INTO t VALUES (7);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     let lines: Vec<&str> = err.lines().collect();
-    assert!(lines[0].starts_with("Error: ") && lines[0].contains("syntax error"), "{err}");
+    assert!(
+        lines[0].starts_with("Error: ") && lines[0].contains("syntax error"),
+        "{err}"
+    );
     assert!(lines[1].contains("no such table: missing"), "{err}");
     assert!(lines[2].to_lowercase().contains("primary key"), "{err}");
     assert!(lines[3].contains("unknown command .frobnicate"), "{err}");

@@ -308,9 +308,14 @@ mod tests {
     #[test]
     fn demo_and_shell_subcommands() {
         let cli = parse(&["demo"]).unwrap();
-        assert!(
-            matches!(cli.command, Some(Sub::Demo(DemoArgs { nodes: 3, dir: None, keep: false })))
-        );
+        assert!(matches!(
+            cli.command,
+            Some(Sub::Demo(DemoArgs {
+                nodes: 3,
+                dir: None,
+                keep: false
+            }))
+        ));
         let cli = parse(&["demo", "--nodes", "5", "--dir", "/tmp/d", "--keep"]).unwrap();
         assert!(
             matches!(cli.command, Some(Sub::Demo(DemoArgs { nodes: 5, dir: Some(d), keep: true })) if d == Path::new("/tmp/d"))

@@ -343,9 +343,8 @@ async fn bring_up(
 ) -> Result<(), CliError> {
     let count = nodes.len();
     let began = Instant::now();
-    for i in 0..count {
+    for (i, node) in nodes.iter_mut().enumerate() {
         let bootstrap = i == 0;
-        let node = &mut nodes[i];
         let what = if bootstrap {
             format!("bootstrapping {} (a new primary component)", node.name)
         } else {
@@ -360,13 +359,13 @@ async fn bring_up(
         .await?;
         console.note(format!(
             "  {} is Primary and Synced ({:.1} s)",
-            nodes[i].name,
+            node.name,
             step.elapsed().as_secs_f64()
         ));
     }
     // A member that joined first may not have seen the last join yet.
-    for i in 0..count {
-        wait_for(&mut nodes[i], console, |s| s.cluster_size == count as u64).await?;
+    for node in nodes.iter_mut() {
+        wait_for(node, console, |s| s.cluster_size == count as u64).await?;
     }
     console.note(format!(
         "all {count} nodes are members ({:.1} s)",
@@ -512,8 +511,7 @@ async fn write_rows(nodes: &[DemoNode], console: &mut Console<'_>) -> Result<(),
         let body = execute(node, insert).await?;
         console.out(format!(
             "  {} committed it as seqno {}",
-            node.name,
-            body["raft_index"]
+            node.name, body["raft_index"]
         ));
     }
     let reader = &nodes[nodes.len() - 1];
@@ -569,7 +567,11 @@ async fn execute(node: &DemoNode, statements: Value) -> Result<Value, String> {
 }
 
 /// Runs until SIGINT or SIGTERM; says so if a node exits meanwhile.
-async fn wait_for_the_end(nodes: &mut [DemoNode], signals: &mut Signals, console: &mut Console<'_>) {
+async fn wait_for_the_end(
+    nodes: &mut [DemoNode],
+    signals: &mut Signals,
+    console: &mut Console<'_>,
+) {
     loop {
         tokio::select! {
             sig = signals.recv() => {
@@ -647,9 +649,8 @@ async fn stop_all(nodes: &mut [DemoNode], console: &mut Console<'_>) {
              is the node to bootstrap next time (quorate --bootstrap-node); the others join it \
              (quorate --restart-node)."
         )),
-        [] => console.out(
-            "No node ends with safe_to_bootstrap: 1; see OUTAGE PROCEDURES in quorate(8).",
-        ),
+        [] => console
+            .out("No node ends with safe_to_bootstrap: 1; see OUTAGE PROCEDURES in quorate(8)."),
         many => console.out(format!(
             "Several nodes end with safe_to_bootstrap: 1 ({}); see OUTAGE PROCEDURES in \
              quorate(8).",

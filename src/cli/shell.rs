@@ -193,7 +193,9 @@ impl DotCommand {
         let name = words.next().unwrap_or("");
         let arg = words.next().map(|w| w.trim_end_matches(';').to_string());
         if words.next().is_some() {
-            return Err(format!("{name} takes at most one argument; .help lists the commands"));
+            return Err(format!(
+                "{name} takes at most one argument; .help lists the commands"
+            ));
         }
         let no_arg = |command| match &arg {
             None => Ok(command),
@@ -206,9 +208,7 @@ impl DotCommand {
             ".nodes" => no_arg(DotCommand::Nodes),
             ".help" => Ok(DotCommand::Help),
             ".quit" | ".exit" => Ok(DotCommand::Quit),
-            other => Err(format!(
-                "unknown command {other}; .help lists the commands"
-            )),
+            other => Err(format!("unknown command {other}; .help lists the commands")),
         }
     }
 }
@@ -297,7 +297,11 @@ impl Shell {
         }
         let json = answer.json();
         if answer.status.as_u16() != 200 {
-            return Err(request_error(answer.status.as_u16(), json.as_ref(), &answer.text));
+            return Err(request_error(
+                answer.status.as_u16(),
+                json.as_ref(),
+                &answer.text,
+            ));
         }
         let result = json
             .as_ref()
@@ -609,10 +613,18 @@ mod tests {
 
     #[test]
     fn statements_end_at_semicolons_outside_quotes_and_comments() {
-        let (s, rest) = split(&["SELECT 1; SELECT 'a;b'", ", \"c;\" -- d;", "; SELECT [x;y] /* ; */;"]);
+        let (s, rest) = split(&[
+            "SELECT 1; SELECT 'a;b'",
+            ", \"c;\" -- d;",
+            "; SELECT [x;y] /* ; */;",
+        ]);
         assert_eq!(
             s,
-            ["SELECT 1", "SELECT 'a;b'\n, \"c;\" -- d;", "SELECT [x;y] /* ; */"]
+            [
+                "SELECT 1",
+                "SELECT 'a;b'\n, \"c;\" -- d;",
+                "SELECT [x;y] /* ; */"
+            ]
         );
         assert_eq!(rest, None);
     }
@@ -624,7 +636,10 @@ mod tests {
         assert!(b.push_line("SELECT *").is_empty());
         assert!(!b.is_blank());
         assert!(b.push_line("  FROM t").is_empty());
-        assert_eq!(b.push_line("  WHERE s = 'it''s';"), ["SELECT *\n  FROM t\n  WHERE s = 'it''s'"]);
+        assert_eq!(
+            b.push_line("  WHERE s = 'it''s';"),
+            ["SELECT *\n  FROM t\n  WHERE s = 'it''s'"]
+        );
         assert!(b.is_blank());
         b.push_line("SELECT 2");
         assert_eq!(b.finish().as_deref(), Some("SELECT 2"));
@@ -663,7 +678,9 @@ mod tests {
             Ok(DotCommand::Schema(Some("users".into())))
         );
         assert_eq!(DotCommand::parse(".exit"), Ok(DotCommand::Quit));
-        assert!(DotCommand::parse(".tables x").unwrap_err().contains("no argument"));
+        assert!(DotCommand::parse(".tables x")
+            .unwrap_err()
+            .contains("no argument"));
         assert!(DotCommand::parse(".drop").unwrap_err().contains(".help"));
     }
 
@@ -671,7 +688,10 @@ mod tests {
     fn tables_are_aligned() {
         let t = render_table(
             &["id".into(), "name".into()],
-            &[vec!["1".into(), "alpha".into()], vec!["22".into(), "β".into()]],
+            &[
+                vec!["1".into(), "alpha".into()],
+                vec!["22".into(), "β".into()],
+            ],
         );
         assert_eq!(
             t,
@@ -681,7 +701,8 @@ mod tests {
 
     #[test]
     fn answers_in_words() {
-        let q = json!({"results": [{"columns": ["a"], "types": ["integer"], "values": [[1], [null]]}]});
+        let q =
+            json!({"results": [{"columns": ["a"], "types": ["integer"], "values": [[1], [null]]}]});
         assert_eq!(
             describe(200, Some(&q), "").unwrap(),
             "+------+\n| a    |\n+------+\n| 1    |\n| NULL |\n+------+\n2 rows"
@@ -698,9 +719,17 @@ mod tests {
         assert_eq!(describe(200, Some(&e), "").unwrap_err(), "no such table: x");
         let c = json!({"error": "certification failed", "code": "certification_failed"});
         let text = describe(409, Some(&c), "").unwrap_err();
-        assert!(text.contains("certification failed") && text.contains("run it again"), "{text}");
+        assert!(
+            text.contains("certification failed") && text.contains("run it again"),
+            "{text}"
+        );
         let n = json!({"error": "not in the primary component", "code": "not_primary"});
-        assert!(describe(503, Some(&n), "").unwrap_err().contains("another node"));
-        assert_eq!(describe(502, None, " bad gateway\n").unwrap_err(), "bad gateway");
+        assert!(describe(503, Some(&n), "")
+            .unwrap_err()
+            .contains("another node"));
+        assert_eq!(
+            describe(502, None, " bad gateway\n").unwrap_err(),
+            "bad gateway"
+        );
     }
 }
