@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Start (or stop) a local N-node quorate cluster on loopback for trying it
-# out and benchmarking: TLS material from `quorate tls`, node i listens on
+# Start (or stop) a local N-node quorate cluster on loopback, on fixed ports
+# for benchmarks and scripts such as failover.py (to just try quorate, run
+# `quorate demo`): TLS material from `quorate tls`, node i listens on
 # replication 127.0.0.1:(4566+i) and API 127.0.0.1:(4000+i).
 #
 #   scripts/local-cluster.sh up [N]     # default 3 nodes, data under $BASE

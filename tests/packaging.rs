@@ -8,7 +8,13 @@
 //! - the Debian assets exist, install the binaries, the unit, the man pages
 //!   and the config (a conffile), and the RPM spec installs the same files;
 //! - the maintainer scripts are valid sh, create the system user, and enable
-//!   nothing.
+//!   nothing;
+//! - the .deb really builds (`cargo deb`, a release build in a target
+//!   directory of its own) and installs with `dpkg -i`: `quorate --version`,
+//!   `man -w quorate` and the unit are in place, and `dpkg -r` removes the
+//!   programs but keeps the node's data. That needs root and cargo-deb
+//!   (`.ci/run` installs it); without them the test says why it did not
+//!   run, except under CI=true, where it fails.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -277,4 +283,186 @@ fn rpm_spec_installs_the_same_files() {
         !scriptlets.contains("systemctl enable") && !scriptlets.contains("systemctl start"),
         "the spec's scriptlets must enable nothing"
     );
+}
+
+/// Why the .deb cannot be built and installed here, if it cannot.
+fn deb_install_unavailable() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("it installs a package with dpkg, which needs root".into());
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let has = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !has(&cargo, &["deb", "--version"]) {
+        return Some("cargo-deb is not installed (cargo install --locked cargo-deb)".into());
+    }
+    if !has("dpkg", &["--version"]) {
+        return Some("dpkg is not installed (not a Debian-based system)".into());
+    }
+    if !has("man", &["--version"]) {
+        return Some("man-db is not installed (apt-get install man-db)".into());
+    }
+    None
+}
+
+fn run(program: &str, args: &[&str]) -> std::process::Output {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {} failed ({}):\n{}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f", "${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// The target directory of this test build (target/debug/deps/packaging-*).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.ancestors()
+        .nth(3)
+        .expect("the test runs from <target>/<profile>/deps")
+        .to_path_buf()
+}
+
+#[test]
+fn deb_builds_installs_and_removes_keeping_data() {
+    if let Some(why) = deb_install_unavailable() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must build and install the .deb, but {why}; .ci/run should have set this up"
+        );
+        eprintln!("deb_builds_installs_and_removes_keeping_data did not run: {why}");
+        return;
+    }
+    // Two runs at once on one machine would remove each other's package.
+    let lock = std::fs::File::create(std::env::temp_dir().join("quorate-packaging-test.lock"))
+        .expect("lock file");
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("lock");
+    if installed("quorate") && std::env::var("CI").as_deref() != Ok("true") {
+        eprintln!(
+            "deb_builds_installs_and_removes_keeping_data did not run: a quorate package is \
+             installed on this machine, and the test would replace and remove it"
+        );
+        return;
+    }
+    let data_existed = Path::new("/var/lib/quorate").exists();
+
+    // A target directory of its own: the one `cargo test` uses is locked
+    // while the tests run. It is kept, so a second run only relinks.
+    let started = std::time::Instant::now();
+    let out_dir = tempfile::tempdir().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let build = Command::new(&cargo)
+        // --fast: xz's lighter level; it saves most of the packing time.
+        .args(["deb", "--locked", "--fast", "--manifest-path"])
+        .arg(root().join("Cargo.toml"))
+        .arg("--output")
+        .arg(out_dir.path())
+        .env("CARGO_TARGET_DIR", target_dir().join("packaging"))
+        .output()
+        .expect("run cargo deb");
+    assert!(
+        build.status.success(),
+        "cargo deb failed:\n{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let debs: Vec<PathBuf> = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+        .collect();
+    assert_eq!(debs.len(), 1, "expected one .deb: {debs:?}");
+    eprintln!(
+        "built {} in {:.0} s",
+        debs[0].display(),
+        started.elapsed().as_secs_f64()
+    );
+
+    run("dpkg", &["-i", debs[0].to_str().unwrap()]);
+    let version = run("/usr/bin/quorate", &["--version"]);
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("quorate {}", env!("CARGO_PKG_VERSION"))
+    );
+    run("/usr/bin/quorated", &["--version"]);
+    for (section, page) in [("8", "quorate"), ("8", "quorated"), ("5", "quorate.toml")] {
+        let found = run("man", &["-w", section, page]);
+        let path = String::from_utf8_lossy(&found.stdout);
+        assert!(
+            path.starts_with(&format!("/usr/share/man/man{section}/{page}.{section}")),
+            "man -w {section} {page}: {path}"
+        );
+    }
+    let unit = std::fs::read_to_string("/lib/systemd/system/quorated.service")
+        .expect("the unit is installed");
+    assert_eq!(unit, read("systemd/quorated.service"));
+    assert_eq!(
+        std::fs::read_to_string("/etc/quorate/quorate.toml").expect("the config is installed"),
+        read("packaging/quorate.toml")
+    );
+    // postinst made the system user and its data directory, enabled nothing.
+    run("getent", &["passwd", "quorate"]);
+    let data = std::fs::metadata("/var/lib/quorate").expect("/var/lib/quorate exists");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&data.permissions()) & 0o777,
+        0o750
+    );
+    assert!(
+        !Path::new("/etc/systemd/system/multi-user.target.wants/quorated.service").exists(),
+        "the package must not enable the service"
+    );
+
+    // Removing the package keeps what the node holds.
+    let marker = Path::new("/var/lib/quorate/grastate.dat");
+    std::fs::write(marker, "# a node's data\n").unwrap();
+    run("dpkg", &["-r", "quorate"]);
+    for gone in [
+        "/usr/bin/quorate",
+        "/usr/bin/quorated",
+        "/lib/systemd/system/quorated.service",
+        "/usr/share/man/man8/quorate.8.gz",
+        "/usr/share/man/man8/quorate.8",
+    ] {
+        assert!(!Path::new(gone).exists(), "{gone} is left after dpkg -r");
+    }
+    assert!(marker.exists(), "dpkg -r removed the node's data");
+    assert!(
+        Path::new("/etc/quorate/quorate.toml").exists(),
+        "dpkg -r keeps the conffile (only purge removes it)"
+    );
+    // Purge removes the rest; the data directory and the user only when
+    // the directory is empty (postrm keeps a node's database even then).
+    if !data_existed {
+        std::fs::remove_file(marker).unwrap();
+    }
+    run("dpkg", &["--purge", "quorate"]);
+    assert!(!Path::new("/etc/quorate/quorate.toml").exists());
+    if !data_existed {
+        assert!(!Path::new("/var/lib/quorate").exists());
+        let user = Command::new("getent").args(["passwd", "quorate"]).output();
+        assert!(
+            user.is_ok_and(|o| !o.status.success()),
+            "purge left the quorate user"
+        );
+    }
+    assert!(!installed("quorate"));
 }

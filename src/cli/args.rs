@@ -1,10 +1,13 @@
 //! Command-line syntax of `quorate`: `cfg-cm-cluster`-style action flags
-//! (exactly one per call) plus the `tls` and `bench` subcommands.
+//! (exactly one per call) plus the `tls`, `bench`, `demo` and `shell`
+//! subcommands.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use super::demo::DemoArgs;
+use super::shell::ShellArgs;
 use crate::bench::BenchArgs;
 use crate::config::DEFAULT_CONFIG_PATH;
 
@@ -31,6 +34,8 @@ Examples:
   quorate --show-cluster-status
   quorate --safe-to-bootstrap
   quorate --bootstrap-node --wait 120
+  quorate demo
+  quorate shell --node 127.0.0.1:4001
   quorate tls ca --out /etc/quorate/tls
   quorate tls node node-a --addr 192.168.1.11 --ca-dir /etc/quorate/tls --out /etc/quorate/tls";
 
@@ -152,6 +157,11 @@ pub enum Sub {
     },
     /// Measure the throughput and latency of a running cluster.
     Bench(BenchArgs),
+    /// Run a throw-away cluster on 127.0.0.1 until Ctrl-C, to try quorate.
+    Demo(DemoArgs),
+    /// An interactive SQL client of one node (reads statements from stdin
+    /// when it is not a terminal).
+    Shell(ShellArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -293,6 +303,34 @@ mod tests {
         let e = parse(&["bench", "--help"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
         assert!(e.to_string().contains("Usage: quorate bench"), "{e}");
+    }
+
+    #[test]
+    fn demo_and_shell_subcommands() {
+        let cli = parse(&["demo"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Sub::Demo(DemoArgs {
+                nodes: 3,
+                dir: None,
+                keep: false
+            }))
+        ));
+        let cli = parse(&["demo", "--nodes", "5", "--dir", "/tmp/d", "--keep"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Sub::Demo(DemoArgs { nodes: 5, dir: Some(d), keep: true })) if d == Path::new("/tmp/d"))
+        );
+        let e = parse(&["demo", "--nodes", "4"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+
+        let cli = parse(&["shell"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Sub::Shell(ShellArgs { node, json: false })) if node == "127.0.0.1:4001")
+        );
+        let cli = parse(&["shell", "--node", "10.0.0.1:4001", "--json"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Sub::Shell(ShellArgs { node, json: true })) if node == "10.0.0.1:4001")
+        );
     }
 
     #[test]

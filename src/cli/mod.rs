@@ -6,7 +6,10 @@
 //! are pure functions in [`files`] and [`start`]; the rest is plumbing.
 
 pub mod args;
+pub mod demo;
 pub mod files;
+mod http;
+pub mod shell;
 pub mod start;
 #[cfg(test)]
 mod testutil;
@@ -265,6 +268,8 @@ async fn run_sub(sub: Sub, console: &mut Console<'_>) -> Result<(), CliError> {
             Ok(())
         }
         Sub::Bench(args) => Ok(crate::bench::run_cli(args).await.context("bench failed")?),
+        Sub::Demo(args) => demo::run(args, console).await,
+        Sub::Shell(args) => shell::run(args, console).await,
     }
 }
 

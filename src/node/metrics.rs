@@ -1,12 +1,14 @@
 //! `/metrics` in the Prometheus text format: the wsrep figures, counters of
-//! write-sets and the commit latency histogram.
+//! write-sets, the commit latency histogram and the progress of state
+//! transfers (SST as transfers under way, IST as the entries each member
+//! still lacks).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::Node;
-use crate::status::ComponentStatus;
+use crate::status::{ComponentStatus, LocalState};
 
 /// Upper bounds of the commit latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [
@@ -93,6 +95,27 @@ impl Node {
                 u8::from(st.cluster_status == s)
             );
         }
+        let _ = writeln!(out, "# HELP quorate_local_state This node's state in the cluster (wsrep_local_state_comment; 1 for the current one).\n# TYPE quorate_local_state gauge");
+        for state in [
+            LocalState::Initialized,
+            LocalState::Joining,
+            LocalState::Joiner,
+            LocalState::Joined,
+            LocalState::Synced,
+            LocalState::Donor,
+        ] {
+            let _ = writeln!(
+                out,
+                "quorate_local_state{{state=\"{state:?}\"}} {}",
+                u8::from(st.local_state == state)
+            );
+        }
+        gauge(
+            &mut out,
+            "quorate_safe_to_bootstrap",
+            "1 when this node may bootstrap a new primary component (as grastate.dat would say).",
+            f64::from(u8::from(st.safe_to_bootstrap)),
+        );
         gauge(
             &mut out,
             "quorate_cluster_size",
@@ -155,6 +178,35 @@ impl Node {
                 .unwrap_or(0)
                 .saturating_sub(m.last_applied.as_ref().map(|l| l.index).unwrap_or(0))
                 as f64,
+        );
+        gauge(
+            &mut out,
+            "quorate_raft_snapshot_index",
+            "Index of the last log entry in this node's newest snapshot (what an SST sends).",
+            m.snapshot.as_ref().map(|l| l.index).unwrap_or(0) as f64,
+        );
+        // IST progress: only the leader knows how far each member has got.
+        let _ = writeln!(out, "# HELP quorate_member_lag_entries Log entries a member still lacks, as the leader sees it (an IST in progress); only the leader reports it.\n# TYPE quorate_member_lag_entries gauge");
+        if let Some(replication) = &m.replication {
+            let last = m.last_log_index.unwrap_or(0);
+            for (id, info, _) in self.seq.members() {
+                let Some(matched) = replication.get(&id) else {
+                    continue;
+                };
+                let have = matched.as_ref().map(|l| l.index).unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "quorate_member_lag_entries{{member=\"{}\"}} {}",
+                    info.name,
+                    last.saturating_sub(have)
+                );
+            }
+        }
+        gauge(
+            &mut out,
+            "quorate_joiners",
+            "Joining nodes the leader is catching up right now.",
+            self.joining.lock().map(|j| j.len()).unwrap_or(0) as f64,
         );
         gauge(
             &mut out,
