@@ -33,10 +33,7 @@ fn wait_for_log(c: &Cluster, words: &[&str]) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let log = c.nodes[0].log();
-        if let Some(line) = log
-            .lines()
-            .find(|l| words.iter().all(|w| l.contains(w)))
-        {
+        if let Some(line) = log.lines().find(|l| words.iter().all(|w| l.contains(w))) {
             return line.to_string();
         }
         assert!(
@@ -107,8 +104,13 @@ fn certificates_outside_their_validity_are_refused() {
 
     // The control: the same recipe with a current validity is let in, so
     // the refusals below are about the dates and nothing else.
-    dial(signed_cert(c.tls.path(), "node-9", now - days(1), now + days(30)))
-        .expect("a current certificate signed by the cluster CA must pass");
+    dial(signed_cert(
+        c.tls.path(),
+        "node-9",
+        now - days(1),
+        now + days(30),
+    ))
+    .expect("a current certificate signed by the cluster CA must pass");
 
     let expired = dial(signed_cert(
         c.tls.path(),
@@ -170,7 +172,10 @@ fn a_daemon_with_an_expired_certificate_does_not_start() {
         .arg("--bootstrap")
         .output()
         .unwrap();
-    assert!(!out.status.success(), "it started with an expired certificate");
+    assert!(
+        !out.status.success(),
+        "it started with an expired certificate"
+    );
     let err = common::stderr(&out);
     assert!(
         err.contains("node-1.pem") && err.to_lowercase().contains("expired"),

@@ -186,6 +186,9 @@ pub async fn connect_and_hello(
     let answer = exchange(&conn, &frame(HELLO, &hello(cluster, node))).await?;
     match parse_answer(&answer) {
         Some((HELLO, _)) => Ok(conn),
-        other => Err(format!("no hello back: {other:?}; connection: {:?}", conn.close_reason())),
+        other => Err(format!(
+            "no hello back: {other:?}; connection: {:?}",
+            conn.close_reason()
+        )),
     }
 }
