@@ -344,6 +344,33 @@ fn garbage_http_bodies_get_client_errors() {
             }
         }
     }
+    // Over the size limit: 413 naming the limit, before the body is read.
+    let big = format!("[\"{}\"]", "x".repeat(200_000));
+    match agent
+        .post(&node.url("/db/execute"))
+        .set("Content-Type", "application/json")
+        .send_string(&big)
+    {
+        Err(ureq::Error::Status(413, r)) => {
+            let text = r.into_string().unwrap_or_default();
+            assert!(text.contains("65536"), "the refusal must name the limit: {text}");
+        }
+        other => panic!("a body over max_body_bytes was not refused with 413: {other:?}"),
+    }
+
+    // Hundreds of idle connections on the API and the admin socket: the
+    // node keeps answering (each costs a task and a descriptor, no more).
+    let idle: Vec<std::net::TcpStream> = (0..500)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", node.api_port)).unwrap())
+        .collect();
+    let socket = node.dir.path().join("run").join("quorate.sock");
+    let idle_admin: Vec<std::os::unix::net::UnixStream> = (0..200)
+        .map(|_| std::os::unix::net::UnixStream::connect(&socket).unwrap())
+        .collect();
     node.execute_ok(json!([["INSERT INTO t(id, v) VALUES(1, 'still here')"]]));
+    let out = node.cli(&["--show-cluster-status"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    drop(idle);
+    drop(idle_admin);
     assert_eq!(node.scalar("SELECT COUNT(*) FROM t"), 1);
 }
