@@ -353,7 +353,10 @@ fn garbage_http_bodies_get_client_errors() {
     {
         Err(ureq::Error::Status(413, r)) => {
             let text = r.into_string().unwrap_or_default();
-            assert!(text.contains("65536"), "the refusal must name the limit: {text}");
+            assert!(
+                text.contains("65536"),
+                "the refusal must name the limit: {text}"
+            );
         }
         other => panic!("a body over max_body_bytes was not refused with 413: {other:?}"),
     }

@@ -147,7 +147,7 @@ fn a_peer_of_another_cluster_is_refused() {
         let endpoint = client(c.tls.path(), Some(cert));
         connect_and_hello(&endpoint, repl_addr(&c), "node-1", "other", "node-9").await
     });
-    let err = result.err().expect("a peer of another cluster got a Hello");
+    let err = result.expect_err("a peer of another cluster got a Hello");
     assert!(
         err.contains("belongs to cluster 'other'"),
         "the peer should learn why: {err}"
