@@ -1562,4 +1562,63 @@ key  = "/etc/quorate/tls/node-a.key"
         assert_eq!(key_line(text, "y.z.x.e"), Some(7));
         assert_eq!(key_line(text, "q"), None);
     }
+
+    mod hostile {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// The packaged example: every key an operator is likely to touch.
+        const EXAMPLE: &str = include_str!("../packaging/quorate.toml");
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+
+            #[test]
+            fn arbitrary_text_is_a_config_or_an_error(text in "\\PC{0,300}") {
+                if let Err(e) = parse(&text) {
+                    prop_assert!(e.to_string().contains(FILE), "{e}");
+                }
+            }
+
+            /// The example with a piece cut out or a line of junk spliced
+            /// in: an error naming the file, or a config; never a panic.
+            #[test]
+            fn mangled_example_never_panics(
+                at in any::<prop::sample::Index>(),
+                cut in 0usize..40,
+                junk in "[\\PC\n=\\[\\]\"#]{0,30}",
+            ) {
+                let chars: Vec<char> = EXAMPLE.chars().collect();
+                let i = at.index(chars.len());
+                let j = (i + cut).min(chars.len());
+                let text: String = chars[..i].iter().chain(junk.chars().collect::<Vec<_>>().iter()).chain(chars[j..].iter()).collect();
+                if let Err(e) = parse(&text) {
+                    prop_assert!(e.to_string().contains(FILE), "{e}");
+                }
+            }
+
+            /// Numbers at and past the edges of their types.
+            #[test]
+            fn extreme_numbers_are_refused_or_accepted_cleanly(
+                key in prop::sample::select(vec![
+                    "replication.heartbeat_ms", "replication.election_timeout_ms",
+                    "replication.primary_timeout_ms", "replication.max_writeset_bytes",
+                    "replication.retry_autocommit", "replication.cert_window",
+                ]),
+                value in prop::sample::select(vec![
+                    "0", "-1", "9223372036854775807", "-9223372036854775808",
+                    "18446744073709551616", "1e308", "nan", "inf", "\"1\"", "[]", "{}",
+                ]),
+            ) {
+                let (table, name) = key.split_once('.').map_or(("", key), |(t, n)| (t, n));
+                let text = if table.is_empty() {
+                    format!("node_name = \"a\"\n{name} = {value}\n")
+                } else {
+                    format!("node_name = \"a\"\n[{table}]\n{name} = {value}\n")
+                };
+                let _ = parse(&text);
+            }
+        }
+    }
 }

@@ -186,4 +186,64 @@ mod tests {
             Err(FrameError::Json(_))
         ));
     }
+
+    mod hostile {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::admin::Request;
+
+        fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(f)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            /// Whatever a client writes: a frame, a clean end, or an error;
+            /// never a body longer than the limit or than what was sent.
+            #[test]
+            fn any_bytes_read_as_a_frame_or_an_error(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+                let mut r = &bytes[..];
+                match block_on(read_frame(&mut r)) {
+                    Ok(Some(body)) => {
+                        prop_assert!(body.len() <= MAX_FRAME);
+                        prop_assert_eq!(&body[..], &bytes[4..4 + body.len()]);
+                    }
+                    Ok(None) => prop_assert!(bytes.is_empty()),
+                    Err(e) => prop_assert!(!e.to_string().is_empty()),
+                }
+                let mut r = &bytes[..];
+                let _ = block_on(read_message::<_, Request>(&mut r));
+            }
+
+            /// Length prefixes up to u32::MAX with short bodies: refused or
+            /// truncated, without reserving what the prefix claims.
+            #[test]
+            fn claimed_lengths_are_checked(len in any::<u32>(), body in prop::collection::vec(any::<u8>(), 0..64)) {
+                let mut bytes = len.to_be_bytes().to_vec();
+                bytes.extend_from_slice(&body);
+                let mut r = &bytes[..];
+                match block_on(read_frame(&mut r)) {
+                    Ok(Some(b)) => prop_assert_eq!(b.len(), len as usize),
+                    Ok(None) => prop_assert!(false, "a length prefix was read"),
+                    Err(FrameError::TooLarge { len: l }) => prop_assert!(l > MAX_FRAME),
+                    Err(FrameError::Truncated { expected, got }) => prop_assert!(got < expected),
+                    Err(e) => prop_assert!(false, "unexpected {e}"),
+                }
+            }
+
+            /// JSON requests with any shape never panic the decoder.
+            #[test]
+            fn arbitrary_json_requests_never_panic(text in "\\{\"version\": ?[0-9]{1,3}, ?\"command\": ?[\\PC]{0,60}\\}") {
+                let mut buf = Vec::new();
+                block_on(write_frame(&mut buf, text.as_bytes())).unwrap();
+                let mut r = &buf[..];
+                let _ = block_on(read_message::<_, Request>(&mut r));
+            }
+        }
+    }
 }

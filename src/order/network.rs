@@ -49,8 +49,17 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Bytes, String> {
         .map_err(|e| format!("cannot encode: {e}"))
 }
 
+/// Decodes what [`encode`] wrote (bincode's fixed-width layout). The bytes
+/// come from peers: the limit keeps any length prefix inside them from
+/// sizing a buffer larger than the message itself, and trailing bytes mean
+/// the sender and we disagree about the type, so they are refused.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    bincode::deserialize(bytes).map_err(|e| format!("malformed message: {e}"))
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(bytes.len() as u64)
+        .deserialize(bytes)
+        .map_err(|e| format!("malformed message: {e}"))
 }
 
 /// SST transfers under way on this node, as donor and as joiner (status).
@@ -377,4 +386,153 @@ pub async fn serve_snapshot(
         let _ = tokio::fs::remove_file(&path).await;
     }
     encode(&Reply::Ok(resp?))
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::entry::RaftEntry as _;
+    use openraft::vote::RaftLeaderIdExt as _;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::order::types::{Entry, LogId, Request};
+    use crate::sql::{Params, SqlValue, Statement};
+    use crate::writeset::{CertKey, Payload, WriteSet};
+
+    fn log_id(term: u64, index: u64) -> LogId {
+        LogId::new(
+            openraft::alias::LeaderIdOf::<TypeConfig>::new_committed(term, 7),
+            index,
+        )
+    }
+
+    fn writeset(payload: Payload) -> WriteSet {
+        WriteSet {
+            origin: "node-a".into(),
+            trx_id: 42,
+            snapshot_seqno: 9,
+            keys: vec![CertKey(b"t\0\x01".to_vec()), CertKey(vec![0xff; 20])],
+            payload,
+        }
+    }
+
+    fn append_request() -> AppendEntriesRequest<TypeConfig> {
+        let statements = Payload::Statements(vec![Statement {
+            sql: "CREATE TABLE t(id INTEGER PRIMARY KEY, v)".into(),
+            params: Params::Positional(vec![
+                SqlValue::Null,
+                SqlValue::Real(1.5),
+                SqlValue::Text("é".into()),
+                SqlValue::Blob(vec![1, 2, 3]),
+            ]),
+        }]);
+        AppendEntriesRequest {
+            vote: Vote::new_committed(3, 7),
+            prev_log_id: Some(log_id(3, 10)),
+            entries: vec![
+                Entry::new_blank(log_id(3, 11)),
+                Entry::new_normal(log_id(3, 12), Request::WriteSet(writeset(statements))),
+                Entry::new_normal(
+                    log_id(3, 13),
+                    Request::WriteSet(writeset(Payload::Changeset(vec![0x54, 2, 1, 1, 0]))),
+                ),
+            ],
+            leader_commit: Some(log_id(3, 12)),
+        }
+    }
+
+    /// Every decoder of peer bytes that `serve_rpc`, `serve_snapshot`,
+    /// `claimed_sender` and the forwarders use; `Ok` or `Err`, never a panic.
+    fn decode_every_kind(bytes: &[u8]) {
+        let _ = decode::<AppendEntriesRequest<TypeConfig>>(bytes);
+        let _ = decode::<AppendEntriesResponse<TypeConfig>>(bytes);
+        let _ = decode::<VoteRequest<TypeConfig>>(bytes);
+        let _ = decode::<VoteResponse<TypeConfig>>(bytes);
+        let _ = decode::<TransferLeaderRequest<TypeConfig>>(bytes);
+        let _ = decode::<(Vote, SnapshotMeta)>(bytes);
+        let _ = decode::<SnapshotResponse<TypeConfig>>(bytes);
+        let _ = decode::<WriteSet>(bytes);
+        let _ = decode::<crate::order::ForwardOutcome>(bytes);
+        let _ = decode::<u64>(bytes);
+        for kind in 0..=8 {
+            let _ = claimed_sender(kind, bytes);
+        }
+    }
+
+    #[test]
+    fn decode_reads_what_encode_and_plain_bincode_write() {
+        let req = append_request();
+        let bytes = encode(&req).unwrap();
+        // Peers of an earlier build encode with `bincode::serialize`.
+        assert_eq!(&bytes[..], &bincode::serialize(&req).unwrap()[..]);
+        let back: AppendEntriesRequest<TypeConfig> = decode(&bytes).unwrap();
+        assert_eq!(back.entries, req.entries);
+        assert_eq!(back.vote, req.vote);
+        assert_eq!(claimed_sender(kind::APPEND, &bytes), Some(7));
+    }
+
+    #[test]
+    fn truncated_or_padded_messages_are_refused() {
+        let bytes = encode(&append_request()).unwrap();
+        for cut in 0..bytes.len() {
+            assert!(
+                decode::<AppendEntriesRequest<TypeConfig>>(&bytes[..cut]).is_err(),
+                "cut at {cut} of {}",
+                bytes.len()
+            );
+        }
+        let mut padded = bytes.to_vec();
+        padded.push(0);
+        let err = decode::<AppendEntriesRequest<TypeConfig>>(&padded).unwrap_err();
+        assert!(err.contains("malformed message"), "{err}");
+        assert_eq!(claimed_sender(kind::APPEND, &padded), None);
+    }
+
+    #[test]
+    fn huge_length_prefixes_are_errors_not_allocations() {
+        // Every 8-byte window of a valid message replaced by a length a
+        // peer could claim: each must fail fast (a Vec of 2^60 entries
+        // would abort the process if it were reserved).
+        let bytes = encode(&append_request()).unwrap().to_vec();
+        for claim in [u64::MAX, 1 << 60, 1 << 32, u64::from(u32::MAX)] {
+            for at in 0..bytes.len().saturating_sub(8) {
+                let mut b = bytes.clone();
+                b[at..at + 8].copy_from_slice(&claim.to_le_bytes());
+                decode_every_kind(&b);
+            }
+        }
+        // A bare claim with nothing behind it.
+        let err = decode::<WriteSet>(&[0u8; 0]).unwrap_err();
+        assert!(err.contains("malformed message"), "{err}");
+        let mut claim = vec![6, 0, 0, 0, 0, 0, 0, 0];
+        claim.extend_from_slice(b"node-a");
+        claim.extend_from_slice(&[0; 16]);
+        claim.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode::<WriteSet>(&claim).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            decode_every_kind(&bytes);
+        }
+
+        #[test]
+        fn damaged_messages_never_panic(
+            flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..6),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut bytes = encode(&append_request()).unwrap().to_vec();
+            for (at, mask) in flips {
+                let i = at.index(bytes.len());
+                bytes[i] ^= mask;
+            }
+            decode_every_kind(&bytes);
+            let n = cut.index(bytes.len());
+            decode_every_kind(&bytes[..n]);
+            prop_assert!(decode::<AppendEntriesRequest<TypeConfig>>(&bytes[..n]).is_err());
+        }
+    }
 }

@@ -939,4 +939,52 @@ mod tests {
             prop_assert!(committed(&apply_one(&s, &again)));
         }
     }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// A damaged changeset is ordered before anyone applies it, so every
+        /// node must reach the same verdict on it, and that verdict must be
+        /// a failed write-set: an error from `apply_batch` would stop the
+        /// applier on every node at once (SQLite reports a malformed
+        /// changeset as SQLITE_CORRUPT, which reads like a damaged database).
+        #[test]
+        fn damaged_changesets_fail_alike_on_every_node(
+            flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 0..4),
+            cut in 0usize..8,
+            junk in prop::collection::vec(any::<u8>(), 0..8),
+        ) {
+            let (_d, a, b) = two_nodes();
+            let real = capture_ws(
+                &a,
+                &[st("INSERT INTO users VALUES (1, 'a@x', 'A'), (2, 'b@x', x'00ff')"),
+                  st("INSERT INTO pair VALUES ('k', 1, 2.5)")],
+                2,
+            );
+            let Payload::Changeset(good) = &real.payload else { panic!("not a changeset") };
+            let mut bad = good.clone();
+            for (at, mask) in &flips {
+                let i = at.index(bad.len());
+                bad[i] ^= mask;
+            }
+            bad.truncate(bad.len().saturating_sub(cut));
+            bad.extend_from_slice(&junk);
+            let ws = WriteSet { payload: Payload::Changeset(bad.clone()), ..real };
+            let x = a.apply_batch(std::slice::from_ref(&ws), b"r");
+            let y = b.apply_batch(std::slice::from_ref(&ws), b"r");
+            let (x, y) = match (x, y) {
+                (Ok(x), Ok(y)) => (x, y),
+                (x, y) => {
+                    prop_assert!(false, "a damaged changeset stopped the applier: {:?} / {:?} (bytes {:?})", x.err(), y.err(), bad);
+                    unreachable!()
+                }
+            };
+            prop_assert_eq!(&x, &y);
+            if flips.is_empty() && cut == 0 && junk.is_empty() {
+                prop_assert!(committed(&x[0].verdict));
+            }
+            for table in ["users", "pair", "audit"] {
+                prop_assert_eq!(dump(&a, table), dump(&b, table));
+            }
+        }
+    }
 }

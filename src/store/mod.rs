@@ -129,6 +129,14 @@ impl Store {
             path: data_dir.to_path_buf(),
             source,
         })?;
+        // On a read-only file system SQLite says only "unable to open
+        // database file"; the kernel's answer names the cause.
+        nix::unistd::access(data_dir, nix::unistd::AccessFlags::W_OK).map_err(|e| {
+            StoreError::Io {
+                path: data_dir.to_path_buf(),
+                source: e.into(),
+            }
+        })?;
         let path = data_dir.join(DB_FILE);
         let (writer, readers, position) = Self::open_connections(&path, &opts, &sqlite_err(&path))?;
         Ok(Store {

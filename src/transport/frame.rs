@@ -428,4 +428,72 @@ mod tests {
         assert!(decode_end(&[0; 7]).is_err());
         assert!(decode_end(&[0; 9]).is_err());
     }
+
+    mod hostile {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// The bytes after a length prefix, as a peer may send them.
+            #[test]
+            fn any_frame_body_decodes_or_errs(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+                match decode(Bytes::from(bytes.clone())) {
+                    Ok(frame) => {
+                        prop_assert_eq!(bytes[0], WIRE_VERSION);
+                        prop_assert_eq!(frame.ty as u8, bytes[1]);
+                        prop_assert_eq!(&frame.payload[..], &bytes[2..]);
+                        let _ = frame.kind_and_body();
+                    }
+                    Err(e) => prop_assert!(!e.to_string().is_empty()),
+                }
+                let _ = Hello::decode(&bytes);
+                let _ = decode_end(&bytes);
+            }
+
+            /// Any length prefix is checked against the limit before a
+            /// buffer is sized from it.
+            #[test]
+            fn any_length_prefix_is_bounded(len in any::<u32>(), max in 1024usize..(64 << 20)) {
+                match check_len(len, max) {
+                    Ok(n) => prop_assert!(n <= max + TAG_BYTES && n >= TAG_BYTES),
+                    Err(FrameError::TooLarge { len: l, max: m }) => {
+                        prop_assert!(l > m as u64);
+                        prop_assert_eq!(m, max);
+                    }
+                    Err(FrameError::Short(l)) => prop_assert!(l < TAG_BYTES as u32),
+                    Err(other) => prop_assert!(false, "unexpected {other}"),
+                }
+            }
+
+            /// Hellos with any names round-trip; damaged ones never panic
+            /// and never decode to names longer than the limit.
+            #[test]
+            fn hellos_round_trip_and_damage_is_safe(
+                protocol in any::<u32>(),
+                cluster in "\\PC{0,40}",
+                node in "\\PC{0,40}",
+                flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 0..4),
+            ) {
+                let h = Hello { protocol, cluster_name: cluster, node_name: node };
+                match h.encode() {
+                    Ok(bytes) => {
+                        prop_assert_eq!(Hello::decode(&bytes).unwrap(), h);
+                        let mut b = bytes.to_vec();
+                        for (at, mask) in flips {
+                            let i = at.index(b.len());
+                            b[i] ^= mask;
+                        }
+                        if let Ok(d) = Hello::decode(&b) {
+                            prop_assert!(d.cluster_name.len() <= MAX_NAME_BYTES);
+                            prop_assert!(d.node_name.len() <= MAX_NAME_BYTES);
+                        }
+                    }
+                    Err(_) => prop_assert!(h.cluster_name.len() > MAX_NAME_BYTES || h.node_name.len() > MAX_NAME_BYTES),
+                }
+            }
+        }
+    }
 }

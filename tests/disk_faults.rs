@@ -1,0 +1,317 @@
+//! Disk and resource faults: a full disk and a read-only data directory
+//! (a small tmpfs, so these need root) make the node refuse writes with a
+//! clear error while keeping what it acknowledged, without damaging
+//! db.sqlite, the log or grastate.dat, and it serves again once space
+//! returns. A torn write at the end of the log (crash in the middle of an
+//! append) is cut on restart, said in the log, and the data agrees.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::cluster::{tail, Cluster};
+use common::TestNode;
+use serde_json::{json, Value};
+
+/// Mounting needs root; CI runs as root (`.ci/run`), so there a missing
+/// privilege is a failure, and elsewhere a note on stderr.
+fn can_mount(what: &str) -> bool {
+    let probe = tempfile::tempdir().unwrap();
+    let ok = nix::unistd::geteuid().is_root()
+        && Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(probe.path())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+    if ok {
+        let _ = Command::new("umount").arg(probe.path()).status();
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{what} needs root and mount(8) to make a small tmpfs; CI must run it as root"
+    );
+    eprintln!("SKIPPED {what}: needs root and mount(8) to make a small tmpfs");
+    false
+}
+
+/// A tmpfs mounted on a node's data directory, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        run(
+            "mount",
+            &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"],
+            at,
+        );
+        Tmpfs(at.to_path_buf())
+    }
+
+    fn remount(&self, opts: &str) {
+        run("mount", &["-o", &format!("remount,{opts}")], &self.0);
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn run(cmd: &str, args: &[&str], path: &Path) {
+    let out = Command::new(cmd).args(args).arg(path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} {}: {}",
+        path.display(),
+        common::stderr(&out)
+    );
+}
+
+/// POST without panicking on transport errors; `None` when there was no
+/// HTTP answer at all.
+fn try_post(node: &TestNode, body: &Value) -> Option<(u16, String)> {
+    let resp = node
+        .agent
+        .post(&node.url("/db/execute"))
+        .send_json(body.clone());
+    match resp {
+        Ok(r) => Some((r.status(), r.into_string().unwrap_or_default())),
+        Err(ureq::Error::Status(code, r)) => Some((code, r.into_string().unwrap_or_default())),
+        Err(_) => None,
+    }
+}
+
+/// A 200 with no per-statement error: the write is acknowledged.
+fn acknowledged(answer: &Option<(u16, String)>) -> bool {
+    matches!(answer, Some((200, text)) if !text.contains("\"error\""))
+}
+
+fn integrity_check(db: &Path) {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let verdict: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(verdict, "ok", "{} is damaged", db.display());
+}
+
+/// Row ids as the node's own database holds them (`level=none` reads
+/// even a node that left the primary component).
+fn ids(node: &TestNode) -> Vec<i64> {
+    node.query_rows_level("SELECT id FROM t ORDER BY id", "none")
+        .iter()
+        .map(|r| r[0].as_i64().unwrap())
+        .collect()
+}
+
+fn start_on_tmpfs(size: &str) -> (TestNode, Tmpfs) {
+    let mut node = TestNode::new("node-a", "");
+    let fs = Tmpfs::mount(&node.data_dir(), size);
+    node.start(&["--bootstrap"]);
+    node.wait_primary(Duration::from_secs(30));
+    node.execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]));
+    (node, fs)
+}
+
+/// After a stop, with the files where the node left them: the database is
+/// sound, grastate.dat parses, and a restart replays the log and serves.
+fn restart_and_check(node: &mut TestNode, kept: &[i64]) {
+    let _ = node.stop();
+    integrity_check(&node.data_dir().join("db.sqlite"));
+    quorate::grastate::GrastateFile::read(&node.grastate_path())
+        .expect("grastate.dat must stay readable");
+    node.start(&[]);
+    node.wait_primary(Duration::from_secs(60));
+    let now = ids(node);
+    for id in kept {
+        assert!(now.contains(id), "acknowledged row {id} is gone: {now:?}");
+    }
+    let next = now.last().copied().unwrap_or(0) + 1_000;
+    node.execute_ok(json!([["INSERT INTO t(id, v) VALUES(?, 'after')", next]]));
+}
+
+#[test]
+fn a_full_disk_refuses_writes_and_recovers_when_space_returns() {
+    if !can_mount("a_full_disk_refuses_writes_and_recovers_when_space_returns") {
+        return;
+    }
+    let (mut node, fs) = start_on_tmpfs("24m");
+    let blob = "x".repeat(256 * 1024);
+    let mut kept = Vec::new();
+    let mut refusal = None;
+    // 24 MiB holds fewer than 100 such rows (the log keeps a copy of each).
+    for id in 1..=200 {
+        let started = Instant::now();
+        let answer = try_post(
+            &node,
+            &json!([["INSERT INTO t(id, v) VALUES(?, ?)", id, blob]]),
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "a write on a full disk hung for {:?}",
+            started.elapsed()
+        );
+        if acknowledged(&answer) {
+            kept.push(id);
+        } else {
+            refusal = Some(answer);
+            break;
+        }
+    }
+    let refusal = refusal.expect("200 writes of 256 KiB fitted in 24 MiB");
+    eprintln!("refused after {} writes: {refusal:?}", kept.len());
+    let log = node.log();
+    assert!(!log.contains("panicked"), "{}", tail(&log, 40));
+    let (code, text) = refusal
+        .clone()
+        .expect("the node must answer, not drop the connection");
+    let lower = text.to_lowercase();
+    assert!(
+        code >= 400
+            && (lower.contains("disk") || lower.contains("space") || lower.contains("full")),
+        "the refusal must say the disk is full: {code} {text}\nlog:\n{}",
+        tail(&log, 30)
+    );
+    assert!(!kept.is_empty(), "nothing fitted before the disk filled");
+    // Reads keep working while the disk is full.
+    let now = ids(&node);
+    for id in &kept {
+        assert!(now.contains(id), "acknowledged row {id} is gone while full");
+    }
+
+    // Space returns: the same file system, bigger.
+    fs.remount("size=128m");
+    restart_and_check(&mut node, &kept);
+}
+
+/// A running node's data directory cannot be made read-only under it
+/// (remounting is refused while files are open for writing), so this is
+/// the case of a file system that came back read-only after a reboot: the
+/// node must refuse to start, say why, and leave its files intact.
+#[test]
+fn a_read_only_data_dir_is_refused_at_start_and_nothing_is_lost() {
+    if !can_mount("a_read_only_data_dir_is_refused_at_start_and_nothing_is_lost") {
+        return;
+    }
+    let (mut node, fs) = start_on_tmpfs("64m");
+    let kept: Vec<i64> = (1..=5).collect();
+    for id in &kept {
+        node.execute_ok(json!([["INSERT INTO t(id, v) VALUES(?, 'before')", id]]));
+    }
+    let _ = node.stop();
+    let grastate = std::fs::read(node.grastate_path()).unwrap();
+    fs.remount("ro");
+    let started = Instant::now();
+    let out = Command::new(common::QUORATED)
+        .arg("--config")
+        .arg(&node.config_path)
+        .output()
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "start on a read-only disk hung"
+    );
+    assert!(
+        !out.status.success(),
+        "it started on a read-only data directory"
+    );
+    let err = common::stderr(&out);
+    let lower = err.to_lowercase();
+    assert!(
+        lower.contains("read-only") || lower.contains("readonly") || lower.contains("read only"),
+        "the error must say the data directory is read-only: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    fs.remount("rw");
+    assert_eq!(
+        std::fs::read(node.grastate_path()).unwrap(),
+        grastate,
+        "grastate.dat changed"
+    );
+    node.start(&[]);
+    node.wait_primary(Duration::from_secs(60));
+    assert_eq!(ids(&node), kept);
+    restart_and_check(&mut node, &kept);
+}
+
+/// The newest segment file of a node's log.
+fn last_segment(node: &TestNode) -> PathBuf {
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(node.data_dir().join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segs.sort();
+    segs.pop().expect("a log segment")
+}
+
+#[test]
+fn a_torn_log_tail_is_cut_on_restart_and_the_data_agrees() {
+    let c = Cluster::start(3, "");
+    c.nodes[0].execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]));
+    c.wait_synced(&[0, 1, 2], Duration::from_secs(30));
+    for id in 1..=21 {
+        c.nodes[id % 3].execute_ok(json!([["INSERT INTO t(id, v) VALUES(?, 'x')", id]]));
+    }
+    c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(30));
+    let mut c = c;
+
+    // Power cut on node-3 in the middle of an append: the start of a
+    // record (a copy of its last one, cut in half), then zeroes the file
+    // system had allocated but not written.
+    c.nodes[2].kill();
+    let seg = last_segment(&c.nodes[2]);
+    let bytes = std::fs::read(&seg).unwrap();
+    let mut at = 0usize;
+    let mut last = 0usize;
+    while at + 8 <= bytes.len() {
+        last = at;
+        at += 8 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    }
+    assert_eq!(
+        at,
+        bytes.len(),
+        "the segment did not end on a record boundary"
+    );
+    let mut torn = bytes.clone();
+    let record = &bytes[last..];
+    torn.extend_from_slice(&record[..record.len() / 2]);
+    std::fs::write(&seg, &torn).unwrap();
+
+    // More writes while node-2 is down, so it has to catch up too.
+    for id in 22..=25 {
+        c.nodes[0].execute_ok(json!([["INSERT INTO t(id, v) VALUES(?, 'y')", id]]));
+    }
+    c.nodes[2].start(&[]);
+    c.wait_size(&[0, 1, 2], 3, Duration::from_secs(60));
+    let seqno = c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(60));
+    assert!(seqno > 0);
+    let log = c.nodes[2].log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("cutting the torn tail") && l.contains(&seg.display().to_string())),
+        "the repair must be logged with the file: {}",
+        tail(&log, 30)
+    );
+    assert_eq!(ids(&c.nodes[2]), (1..=25).collect::<Vec<i64>>());
+
+    // Same again with zeroes (an extended but unwritten file).
+    c.nodes[2].kill();
+    let seg = last_segment(&c.nodes[2]);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&[0u8; 4096]);
+    std::fs::write(&seg, &bytes).unwrap();
+    c.nodes[2].start(&[]);
+    c.wait_size(&[0, 1, 2], 3, Duration::from_secs(60));
+    c.nodes[2].execute_ok(json!([["INSERT INTO t(id, v) VALUES(26, 'z')"]]));
+    c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(60));
+    assert_eq!(ids(&c.nodes[0]), (1..=26).collect::<Vec<i64>>());
+    integrity_check(&c.nodes[0].data_dir().join("db.sqlite"));
+}
