@@ -80,7 +80,7 @@ fn length_prefixes_do_not_size_allocations() {
         seen >= BOUND,
         "the counting allocator saw only {seen} bytes"
     );
-    use quorate::order::network::{claimed_sender, kind};
+    use quorate::order::network::{check_request, kind};
     // A Raft AppendEntries as a peer would send it, but claiming 2^61
     // entries, or a 2^61-byte string, at every position.
     for claim in [1u64 << 61, u64::MAX, u64::from(u32::MAX)] {
@@ -89,7 +89,7 @@ fn length_prefixes_do_not_size_allocations() {
             bytes[at..at + 8].copy_from_slice(&claim.to_le_bytes());
             let peak = peak_during(|| {
                 for k in [kind::APPEND, kind::VOTE, kind::PRE_VOTE] {
-                    assert_eq!(claimed_sender(k, &bytes), None);
+                    assert!(check_request(k, &bytes).is_err());
                 }
             });
             assert!(peak < BOUND, "decoding 96 bytes reserved {peak} bytes");

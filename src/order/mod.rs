@@ -637,6 +637,20 @@ impl Sequencer {
             }
             peer_kind::FORWARD_WRITE => {
                 let ws: WriteSet = network::decode(body)?;
+                // The origin names whose client waits for the verdict and keys
+                // exactly-once delivery: a peer may only speak for itself.
+                if ws.origin != peer.node_name {
+                    tracing::warn!(
+                        peer = %peer.addr,
+                        "refused a forwarded write-set: {} sent one in the name of {}",
+                        peer.node_name,
+                        ws.origin
+                    );
+                    return Err(format!(
+                        "{} may not forward a write-set of {}",
+                        peer.node_name, ws.origin
+                    ));
+                }
                 let outcome = match self.raft().client_write(Request::WriteSet(ws)).await {
                     Ok(_) => ForwardOutcome::Ordered,
                     Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
@@ -669,6 +683,7 @@ impl Sequencer {
             &self.raft(),
             &self.fence,
             &peer.node_name,
+            |claimed| self.check_identity(peer, claimed),
             &self.snapshot_dir,
             &self.transfers,
             header,
