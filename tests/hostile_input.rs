@@ -345,7 +345,9 @@ fn garbage_http_bodies_get_client_errors() {
         }
     }
     // Over the size limit: 413 naming the limit, before the body is read.
-    let big = format!("[\"{}\"]", "x".repeat(200_000));
+    // Only a little over, so that the whole body fits in the socket buffers:
+    // a server that answers early must not turn into a broken pipe here.
+    let big = format!("[\"{}\"]", "x".repeat(70_000));
     match agent
         .post(&node.url("/db/execute"))
         .set("Content-Type", "application/json")
