@@ -110,6 +110,7 @@
 //! | `not_found` | 404 | unknown path |
 //! | `method_not_allowed` | 405 | known path, other method |
 
+pub mod dump;
 mod encode;
 mod error;
 mod params;
@@ -193,6 +194,15 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// What `/db/backup` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupFormat {
+    /// A SQLite database file (the default).
+    Sqlite,
+    /// A SQL dump (`fmt=sql`), laid out as the `sqlite3` shell's `.dump`.
+    Sql,
+}
+
 /// What the HTTP layer needs from the node.
 pub trait Backend: Send + Sync + 'static {
     fn execute(
@@ -212,6 +222,21 @@ pub trait Backend: Send + Sync + 'static {
     /// `/db/request` bodies. A statement that does not prepare is not
     /// read-only, so it takes the write path and reports its error there.
     fn is_read_only(&self, sql: &str) -> bool;
+    /// A consistent copy of the client's data, including every write
+    /// committed in the cluster before the request (`/db/backup`).
+    fn backup(
+        &self,
+        format: BackupFormat,
+    ) -> impl Future<Output = Result<Vec<u8>, ApiError>> + Send;
+    /// Replace the database with the SQLite file or SQL dump in `data`, as
+    /// one write-set replicated to every node (`/db/load`).
+    fn load(
+        &self,
+        data: bytes::Bytes,
+    ) -> impl Future<Output = Result<ExecuteResponse, ApiError>> + Send;
+    /// How this node names itself in `X-RQLITE-SERVED-BY` (its replication
+    /// address, as rqlite names a node by its Raft address).
+    fn served_by(&self) -> String;
     /// Prometheus text exposition for `/metrics`.
     fn metrics(&self) -> impl Future<Output = String> + Send {
         async { String::new() }

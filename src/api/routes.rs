@@ -17,12 +17,16 @@ use super::error::{bad_request, HttpError};
 use super::params::QueryParams;
 use super::request::{is_plain_text, parse_plain_text, parse_statements, read_body};
 use super::{
-    ApiError, ApiOptions, Backend, ExecuteRequest, NodeDescription, QueryRequest, ReadLevel,
+    ApiError, ApiOptions, Backend, BackupFormat, ExecuteRequest, NodeDescription, QueryRequest,
+    ReadLevel,
 };
 use crate::sql::Statement;
 
 /// Header carrying the seqno of the write-set a request replicated.
 pub(crate) const SEQNO_HEADER: &str = "x-quorate-seqno";
+/// rqlite names the node that served a request in this header.
+pub(crate) const SERVED_BY_HEADER: &str = "x-rqlite-served-by";
+const OCTET_STREAM: &str = "application/octet-stream";
 const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
 const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
@@ -41,6 +45,8 @@ enum Endpoint {
     Nodes,
     Readyz,
     Metrics,
+    Backup,
+    Load,
 }
 
 impl Endpoint {
@@ -55,27 +61,46 @@ impl Endpoint {
             "/nodes" => Endpoint::Nodes,
             "/readyz" => Endpoint::Readyz,
             "/metrics" => Endpoint::Metrics,
+            "/db/backup" => Endpoint::Backup,
+            "/db/load" => Endpoint::Load,
             _ => return None,
         })
     }
 
     fn allows(self, method: &Method) -> bool {
         match self {
-            Endpoint::Execute | Endpoint::Request => method == Method::POST,
+            Endpoint::Execute | Endpoint::Request | Endpoint::Load => method == Method::POST,
             Endpoint::Query => method == Method::GET || method == Method::POST,
-            Endpoint::Status | Endpoint::Nodes | Endpoint::Readyz | Endpoint::Metrics => {
-                method == Method::GET
-            }
+            Endpoint::Status
+            | Endpoint::Nodes
+            | Endpoint::Readyz
+            | Endpoint::Metrics
+            | Endpoint::Backup => method == Method::GET,
         }
+    }
+
+    /// Endpoints whose answer depends on this node being Primary, so that
+    /// `redirect` may send the client elsewhere.
+    fn needs_primary(self) -> bool {
+        matches!(
+            self,
+            Endpoint::Execute
+                | Endpoint::Query
+                | Endpoint::Request
+                | Endpoint::Backup
+                | Endpoint::Load
+        )
     }
 
     fn allow_header(self) -> &'static str {
         match self {
-            Endpoint::Execute | Endpoint::Request => "POST, OPTIONS",
+            Endpoint::Execute | Endpoint::Request | Endpoint::Load => "POST, OPTIONS",
             Endpoint::Query => "GET, POST, OPTIONS",
-            Endpoint::Status | Endpoint::Nodes | Endpoint::Readyz | Endpoint::Metrics => {
-                "GET, OPTIONS"
-            }
+            Endpoint::Status
+            | Endpoint::Nodes
+            | Endpoint::Readyz
+            | Endpoint::Metrics
+            | Endpoint::Backup => "GET, OPTIONS",
         }
     }
 }
@@ -85,10 +110,14 @@ pub(crate) fn router<B: Backend>(backend: Arc<B>, opts: ApiOptions) -> Router {
     Router::new().fallback(move |req: Request| {
         let app = Arc::clone(&app);
         async move {
-            match dispatch(&app, req).await {
+            let mut response = match dispatch(&app, req).await {
                 Ok(response) => response,
                 Err(e) => e.into_response(),
+            };
+            if let Ok(v) = HeaderValue::from_str(&app.backend.served_by()) {
+                response.headers_mut().insert(SERVED_BY_HEADER, v);
             }
+            response
         }
     })
 }
@@ -114,6 +143,15 @@ async fn dispatch<B: Backend>(app: &App<B>, req: Request) -> Result<Response, Ht
         });
     }
     let params = QueryParams::from_uri(req.uri())?;
+    if params.has("redirect") && endpoint.needs_primary() {
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+        if let Some(response) = redirect(app, &path_and_query).await {
+            return Ok(response);
+        }
+    }
     match endpoint {
         Endpoint::Execute => execute(app, &params, req).await,
         Endpoint::Query => query(app, &params, req).await,
@@ -122,7 +160,111 @@ async fn dispatch<B: Backend>(app: &App<B>, req: Request) -> Result<Response, Ht
         Endpoint::Nodes => nodes(app, &params).await,
         Endpoint::Readyz => readyz(app, &params).await,
         Endpoint::Metrics => metrics(app).await,
+        Endpoint::Backup => backup(app, &params).await,
+        Endpoint::Load => load(app, &params, req).await,
     }
+}
+
+/// rqlite's `redirect`: instead of failing, a node that cannot serve answers
+/// 301 with a node that can. Any Primary node serves, so this node redirects
+/// only when it is not Primary itself and knows the sequencer (the leader).
+async fn redirect<B: Backend>(app: &App<B>, path_and_query: &str) -> Option<Response> {
+    if app.backend.ready().await.is_ok() {
+        return None;
+    }
+    let nodes = app.backend.nodes().await;
+    let target = nodes
+        .iter()
+        .find(|n| n.leader && !n.api_addr.is_empty() && n.api_addr != app.opts.advertise)?;
+    let location = format!(
+        "{}{path_and_query}",
+        target.api_addr.trim_end_matches('/')
+    );
+    let mut response = StatusCode::MOVED_PERMANENTLY.into_response();
+    response
+        .headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_str(&location).ok()?);
+    Some(response)
+}
+
+/// `GET /db/backup`: a SQLite file, or with `fmt=sql` a SQL dump; gzipped
+/// with `compress`.
+async fn backup<B: Backend>(app: &App<B>, params: &QueryParams) -> Result<Response, HttpError> {
+    let format = match params.get("fmt") {
+        None | Some("") | Some("binary") | Some("sqlite") => BackupFormat::Sqlite,
+        Some("sql") => BackupFormat::Sql,
+        Some(other) => {
+            return Err(bad_request(format!(
+                "fmt={other} is not a backup format: use fmt=sql for a SQL dump, or no fmt for a SQLite file"
+            )))
+        }
+    };
+    let mut data = app.backend.backup(format).await?;
+    let content_type = match format {
+        BackupFormat::Sqlite => OCTET_STREAM,
+        BackupFormat::Sql => TEXT_CONTENT_TYPE,
+    };
+    let mut response_headers = HeaderMap::new();
+    if params.has("compress") {
+        data = gzip(&data)
+            .map_err(|e| HttpError::Api(ApiError::Internal(format!("compressing the backup: {e}"))))?;
+        response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(OCTET_STREAM));
+    } else {
+        response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
+    let mut response = (StatusCode::OK, Body::from(data)).into_response();
+    response.headers_mut().extend(response_headers);
+    Ok(response)
+}
+
+fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data)?;
+    encoder.finish()
+}
+
+/// Undo a gzip the client applied, within `limit` bytes of output.
+fn gunzip(data: &[u8], limit: usize) -> Result<Vec<u8>, HttpError> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let mut decoder = flate2::read::GzDecoder::new(data).take(limit as u64 + 1);
+    decoder
+        .read_to_end(&mut out)
+        .map_err(|e| bad_request(format!("the body looks gzipped but does not decompress: {e}")))?;
+    if out.len() > limit {
+        return Err(HttpError::Api(ApiError::TooLarge(format!(
+            "the decompressed body is larger than the limit of {limit} bytes"
+        ))));
+    }
+    Ok(out)
+}
+
+/// `POST /db/load`: replace the database with a SQLite file or a SQL dump
+/// (gzipped or not), as one write-set that every node applies.
+async fn load<B: Backend>(
+    app: &App<B>,
+    params: &QueryParams,
+    req: Request,
+) -> Result<Response, HttpError> {
+    let (parts, body) = req.into_parts();
+    let data = read_body(&parts.headers, body, app.opts.max_body_bytes).await?;
+    let data = if data.starts_with(&[0x1f, 0x8b]) {
+        bytes::Bytes::from(gunzip(&data, app.opts.max_body_bytes)?)
+    } else {
+        data
+    };
+    let resp = app.backend.load(data).await?;
+    let envelope = Envelope {
+        results: resp.results.iter().map(Slot::Exec).collect(),
+        format: format(params),
+        time: None,
+        sequence_number: None,
+        raft_index: resp.seqno.filter(|_| params.has("raft_index")),
+    };
+    let mut response = json_response(StatusCode::OK, &envelope, params.pretty())?;
+    add_seqno(response.headers_mut(), resp.seqno);
+    Ok(response)
 }
 
 fn format(params: &QueryParams) -> Format {
@@ -164,7 +306,7 @@ async fn run_execute<B: Backend>(
     with_sequence_number: bool,
 ) -> Result<Response, HttpError> {
     let start = Instant::now();
-    let resp = app
+    let mut resp = app
         .backend
         .execute(ExecuteRequest {
             statements,
@@ -172,8 +314,13 @@ async fn run_execute<B: Backend>(
             timings: params.timings(),
         })
         .await?;
+    if !params.timings() {
+        for r in &mut resp.results {
+            r.time = None;
+        }
+    }
     let envelope = Envelope {
-        results: resp.results.iter().map(Slot::Exec).collect(),
+        results: resp.results.iter().map(Slot::exec).collect(),
         format: format(params),
         time: params.timings().then(|| start.elapsed().as_secs_f64()),
         sequence_number: resp.seqno.filter(|_| with_sequence_number),
