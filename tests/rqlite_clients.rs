@@ -163,7 +163,8 @@ fn run_suite(suite: &Suite, nodes: &[&TestNode]) {
         report.contains(" passed") && !report.contains("no tests ran"),
         "{report}"
     );
-    eprintln!("{}", report.lines().last().unwrap_or_default());
+    let summary = report.lines().rev().find(|l| l.contains(" passed"));
+    eprintln!("rqdb {RQDB_VERSION} suite: {}", summary.unwrap_or_default());
 }
 
 fn suite_or_skip() -> Option<Suite> {
