@@ -116,6 +116,7 @@ mod error;
 mod params;
 mod request;
 mod routes;
+mod split;
 #[cfg(test)]
 pub(crate) mod testing;
 

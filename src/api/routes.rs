@@ -16,6 +16,7 @@ use super::encode::{to_json, Envelope, Format, Slot};
 use super::error::{bad_request, HttpError};
 use super::params::QueryParams;
 use super::request::{is_plain_text, parse_plain_text, parse_statements, read_body};
+use super::split;
 use super::{
     ApiError, ApiOptions, Backend, BackupFormat, ExecuteRequest, NodeDescription, QueryRequest,
     ReadLevel,
@@ -294,18 +295,25 @@ async fn execute<B: Backend>(
     req: Request,
 ) -> Result<Response, HttpError> {
     let statements = body_statements(app, req).await?;
-    run_execute(app, params, statements, params.has("queue")).await
+    run_execute(app, params, statements, Endpoint::Execute).await
 }
 
-/// The write path shared by `/db/execute` and a writing `/db/request`;
-/// `sequence_number` is rqlite's answer to `queue` on `/db/execute` only.
+/// The write path shared by `/db/execute` and a writing `/db/request`.
 async fn run_execute<B: Backend>(
     app: &App<B>,
     params: &QueryParams,
     statements: Vec<Statement>,
-    with_sequence_number: bool,
+    endpoint: Endpoint,
 ) -> Result<Response, HttpError> {
     let start = Instant::now();
+    let (statements, groups) = split::expand(statements)?;
+    // rqlite's /db/execute runs a SELECT but shows no rows for it; rows of
+    // a RETURNING clause it shows everywhere, and a read's on /db/request.
+    let sqls: Vec<String> = if endpoint == Endpoint::Execute {
+        statements.iter().map(|s| s.sql.clone()).collect()
+    } else {
+        Vec::new()
+    };
     let mut resp = app
         .backend
         .execute(ExecuteRequest {
@@ -314,16 +322,26 @@ async fn run_execute<B: Backend>(
             timings: params.timings(),
         })
         .await?;
-    if !params.timings() {
-        for r in &mut resp.results {
+    for (i, r) in resp.results.iter_mut().enumerate() {
+        if r.rows.is_some() && sqls.get(i).is_some_and(|sql| app.backend.is_read_only(sql)) {
+            r.rows = None;
+        }
+        if !params.timings() {
             r.time = None;
+            if let Some(q) = r.rows.as_mut() {
+                q.time = None;
+            }
         }
     }
+    let results = split::collapse(resp.results, &groups);
+    // rqlite answers `queue` with a sequence number; here the write has
+    // already been applied when it does, and the number is the seqno.
+    let queued = endpoint == Endpoint::Execute && params.has("queue");
     let envelope = Envelope {
-        results: resp.results.iter().map(Slot::exec).collect(),
+        results: results.iter().map(Slot::exec).collect(),
         format: format(params),
         time: params.timings().then(|| start.elapsed().as_secs_f64()),
-        sequence_number: resp.seqno.filter(|_| with_sequence_number),
+        sequence_number: resp.seqno.filter(|_| queued),
         raft_index: resp.seqno.filter(|_| params.has("raft_index")),
     };
     let mut response = json_response(StatusCode::OK, &envelope, params.pretty())?;
@@ -353,6 +371,7 @@ async fn run_query<B: Backend>(
     statements: Vec<Statement>,
 ) -> Result<Response, HttpError> {
     let start = Instant::now();
+    let (statements, groups) = split::expand(statements)?;
     let results = app
         .backend
         .query(QueryRequest {
@@ -361,6 +380,7 @@ async fn run_query<B: Backend>(
             timings: params.timings(),
         })
         .await?;
+    let results = split::collapse(results, &groups);
     let envelope = Envelope {
         results: results.iter().map(Slot::rows).collect(),
         format: format(params),
@@ -379,10 +399,11 @@ async fn request<B: Backend>(
     req: Request,
 ) -> Result<Response, HttpError> {
     let statements = body_statements(app, req).await?;
-    if statements.iter().all(|s| app.backend.is_read_only(&s.sql)) {
+    let (expanded, _) = split::expand(statements.clone())?;
+    if expanded.iter().all(|s| app.backend.is_read_only(&s.sql)) {
         return run_query(app, params, statements).await;
     }
-    run_execute(app, params, statements, false).await
+    run_execute(app, params, statements, Endpoint::Request).await
 }
 
 async fn status<B: Backend>(app: &App<B>, params: &QueryParams) -> Result<Response, HttpError> {

@@ -103,6 +103,7 @@ impl Backend for FakeBackend {
                         last_insert_id: self.last_insert_id.fetch_add(1, Ordering::SeqCst) + 1,
                         error: None,
                         time: req.timings.then_some(0.000_5),
+                        rows: None,
                     }
                 }
             })
