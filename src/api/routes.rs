@@ -934,6 +934,114 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn backup_formats_and_compression() {
+        let s = server().await;
+        let r = get(&s, "/db/backup").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.headers[header::CONTENT_TYPE], OCTET_STREAM);
+        assert!(r.body.starts_with("SQLite format 3"));
+        let r = get(&s, "/db/backup?fmt=sql").await;
+        assert_eq!(r.headers[header::CONTENT_TYPE], TEXT_CONTENT_TYPE);
+        assert!(r.body.starts_with("PRAGMA foreign_keys=OFF;\n"));
+        let r = get(&s, "/db/backup?fmt=csv").await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert!(r.json()["error"].as_str().unwrap().contains("fmt=sql"));
+
+        let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        let response = client
+            .get(format!("http://{}/db/backup?fmt=sql&compress", s.addr).parse().unwrap())
+            .await
+            .unwrap();
+        use http_body_util::BodyExt;
+        let gz = response.into_body().collect().await.unwrap().to_bytes();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut text)
+            .unwrap();
+        assert!(text.starts_with("PRAGMA foreign_keys=OFF;"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn load_takes_plain_or_gzipped_bodies() {
+        let s = server().await;
+        let r = send(s.addr, Method::POST, "/db/load?raft_index", Some("text/plain"), "CREATE TABLE t(id INTEGER PRIMARY KEY);").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.json()["results"], json!([]));
+        assert_eq!(r.json()["raft_index"], 1);
+        assert_eq!(r.headers[SEQNO_HEADER], "1");
+        let gz = gzip(b"SQL TEXT").unwrap();
+        let r = send(s.addr, Method::POST, "/db/load", Some(OCTET_STREAM), gz).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let loads = s.backend.loads.lock().unwrap().clone();
+        assert_eq!(loads[1], "SQL TEXT");
+        let r = send(s.addr, Method::POST, "/db/load", Some(OCTET_STREAM), vec![0x1f, 0x8b, 1, 2]).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert!(r.json()["error"].as_str().unwrap().contains("does not decompress"));
+        let r = send(s.addr, Method::POST, "/db/load", Some("text/plain"), "BAD").await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_eq!(r.json()["error"], "cannot load: bad");
+        let r = get(&s, "/db/load").await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[tokio::test]
+    async fn every_answer_names_the_node_that_served_it() {
+        let s = server().await;
+        for r in [get(&s, "/status").await, get(&s, "/nope").await, post(&s, "/db/execute", "[\"INSERT\"]").await] {
+            assert_eq!(r.headers[SERVED_BY_HEADER], "127.0.0.1:4567");
+        }
+    }
+
+    #[tokio::test]
+    async fn redirect_sends_a_client_to_the_leader_only_when_this_node_cannot_serve() {
+        let opts = ApiOptions {
+            advertise: "http://10.0.0.1:4001".into(),
+            ..ApiOptions::default()
+        };
+        let s = spawn_server(FakeBackend::new(), opts).await;
+        *s.backend.nodes.lock().unwrap() = vec![NodeDescription {
+            id: "b".into(),
+            api_addr: "http://10.0.0.2:4001".into(),
+            addr: "10.0.0.2:4567".into(),
+            reachable: true,
+            leader: true,
+            voter: true,
+        }];
+        // A Primary node serves the request itself: any node takes writes.
+        let r = get(&s, "/db/query?q=SELECT+1&redirect").await;
+        assert_eq!(r.status, StatusCode::OK);
+        *s.backend.ready.lock().unwrap() = Err("not part of the primary component".into());
+        let r = get(&s, "/db/query?q=SELECT+1&redirect").await;
+        assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(
+            r.headers[header::LOCATION],
+            "http://10.0.0.2:4001/db/query?q=SELECT+1&redirect"
+        );
+        // Without `redirect` the client hears why this node cannot serve.
+        let r = get(&s, "/db/query?q=NOT_PRIMARY").await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        // No leader known: nothing to redirect to.
+        s.backend.nodes.lock().unwrap()[0].leader = false;
+        let r = get(&s, "/db/query?q=NOT_PRIMARY&redirect").await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn several_statements_in_one_string_answer_once() {
+        let s = server().await;
+        let r = post(&s, "/db/execute", r#"["INSERT INTO t VALUES(1); INSERT INTO t VALUES(2)", "INSERT INTO t VALUES(3)"]"#).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(
+            r.body,
+            r#"{"results":[{"last_insert_id":2,"rows_affected":1},{"last_insert_id":3,"rows_affected":1}]}"#
+        );
+        assert_eq!(s.backend.executes.lock().unwrap()[0].statements.len(), 3);
+        let r = post(&s, "/db/query", r#"["SELECT 1; SELECT 2"]"#).await;
+        assert_eq!(r.json()["results"][0]["values"], json!([["SELECT 2"]]));
+    }
+
+    #[tokio::test]
     async fn shutdown_future_stops_the_server() {
         let s = server().await;
         let addr = s.addr;
