@@ -4,7 +4,10 @@
 //! (pyrqlite, gorqlite, rqlite-js, the `rqlite` shell, `curl` scripts) work
 //! unchanged. Where rqlite's behaviour depends on Raft leadership, quorate
 //! answers as a multi-master node: every node in the primary component takes
-//! writes, so nothing is ever redirected.
+//! writes, so a Primary node never redirects. Writes and `weak` reads first
+//! wait until the node has applied what the cluster committed before them
+//! (Galera's `wsrep_sync_wait`), so clients that spread requests over the
+//! nodes read their own writes.
 //!
 //! # Endpoints
 //!
@@ -13,13 +16,17 @@
 //! | `POST` | `/db/execute` | run write statements as one write-set |
 //! | `GET`, `POST` | `/db/query` | run read statements on the local database |
 //! | `POST` | `/db/request` | mixed body: all read-only → a query, else an execute |
+//! | `GET` | `/db/backup` | SQLite file of the client's tables, SQL dump with `fmt=sql`, gzipped with `compress` |
+//! | `POST` | `/db/load` | replace the database with a SQLite file or SQL dump, as one write-set |
 //! | `GET` | `/status` | the node's status document |
 //! | `GET` | `/nodes` | cluster members |
 //! | `GET` | `/readyz` | readiness probe (text) |
 //! | `GET` | `/metrics` | Prometheus text exposition (`text/plain; version=0.0.4`) |
 //!
 //! Any other path is 404; a known path with another method is 405 (with an
-//! `Allow` header); `OPTIONS` on a known path is 200 with `Allow`.
+//! `Allow` header); `OPTIONS` on a known path is 200 with `Allow`. Every
+//! answer names the serving node's replication address in
+//! `X-RQLITE-SERVED-BY`.
 //!
 //! # Request bodies (`/db/execute`, `/db/query` POST, `/db/request`)
 //!
@@ -41,7 +48,9 @@
 //!
 //! With `Content-Type: text/plain` the whole body is one SQL statement
 //! (rqlite accepts this too). GET `/db/query` takes its one statement from
-//! `q=`.
+//! `q=`. One SQL string may hold several `;`-separated statements: they run
+//! in turn and the string's result is its last statement's (or its first
+//! error), as with rqlite's driver; such a string may not carry parameters.
 //!
 //! # Query parameters
 //!
@@ -54,10 +63,11 @@
 //! | `pretty` | all JSON | indent the JSON with four spaces |
 //! | `associative` | all `/db/*` | rows as objects: `{"types":{..},"rows":[{..}]}`; execute results gain `"rows":null` |
 //! | `blob_array` | all `/db/*` | BLOBs as arrays of byte values instead of base64 |
-//! | `level` | query, request | `none`, `weak` (default; also for unknown values and `auto`), `linearizable`, `strong` |
+//! | `level` | query, request | `none` (local, no wait), `weak` (default; also for unknown values and `auto`: waits for the cluster's committed position, bounded by `primary_timeout_ms`), `linearizable`, `strong` (the same wait, unbounded) |
 //! | `raft_index` | all `/db/*` | add `raft_index`: the write-set's seqno, when one was replicated |
-//! | `redirect` | all `/db/*` | accepted, ignored: any node takes writes |
-//! | `queue`, `wait` | execute | accepted; the write is run synchronously and the answer also carries `sequence_number` (the seqno) when a write-set was replicated |
+//! | `redirect` | `/db/*` | served locally when Primary; else 301 to the sequencer this node knows (503 when it knows none) |
+//! | `queue`, `wait` | execute | acknowledged once applied; the answer also carries `sequence_number` (the seqno) when a write-set was replicated |
+//! | `fmt`, `compress` | backup | `fmt=sql` for a SQL dump; `compress` gzips |
 //! | `timeout`, `db_timeout`, `freshness`, `linearizable_timeout` | all | accepted; must be Go durations (`1s`, `500ms`) or the request is 400 |
 //! | `retries` | all | accepted; must be an integer |
 //! | `freshness_strict` | query | accepted; requires `freshness` |
@@ -87,7 +97,9 @@
 //! row's value.
 //!
 //! `/db/request`: like `/db/query` when every statement is read-only, else
-//! like `/db/execute` (read statements inside a write request report no rows).
+//! like `/db/execute`, with the rows each read statement saw inside the
+//! transaction. On `/db/execute` a RETURNING clause reports its rows; a
+//! SELECT shows none (as in rqlite).
 //!
 //! `timings` adds a top-level `time`. `/status` is the node's status
 //! document; `/nodes` is `{"<id>":{"id":..,"api_addr":..,"addr":..,"voter":..,
