@@ -122,9 +122,11 @@
 //! | `not_found` | 404 | unknown path |
 //! | `method_not_allowed` | 405 | known path, other method |
 
+pub mod auth;
 pub mod dump;
 mod encode;
 mod error;
+mod https;
 mod params;
 mod request;
 mod routes;
@@ -257,12 +259,28 @@ pub trait Backend: Send + Sync + 'static {
 }
 
 /// Settings of the HTTP server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApiOptions {
     /// Larger request bodies are refused with 413.
     pub max_body_bytes: usize,
     /// `http://host:port` under which clients reach this node.
     pub advertise: String,
+    /// Serve HTTPS with this instead of plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Require these users' credentials and permissions.
+    pub users: Option<Arc<auth::Users>>,
+}
+
+impl std::fmt::Debug for ApiOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the users: they hold passwords.
+        f.debug_struct("ApiOptions")
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("advertise", &self.advertise)
+            .field("tls", &self.tls.is_some())
+            .field("users", &self.users.is_some())
+            .finish()
+    }
 }
 
 impl Default for ApiOptions {
@@ -270,7 +288,41 @@ impl Default for ApiOptions {
         ApiOptions {
             max_body_bytes: 64 * 1024 * 1024,
             advertise: "http://127.0.0.1:4001".to_string(),
+            tls: None,
+            users: None,
         }
+    }
+}
+
+/// Why the client API cannot be set up as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiSetupError {
+    #[error(transparent)]
+    Https(#[from] https::HttpsError),
+    #[error(transparent)]
+    Users(#[from] auth::UsersError),
+}
+
+impl ApiOptions {
+    /// The options the `[api]` section of the config asks for: certificate
+    /// and users files are read here, so a bad one stops the start.
+    pub fn from_config(config: &crate::config::Config) -> Result<ApiOptions, ApiSetupError> {
+        let api = &config.api;
+        let tls = match (&api.tls_cert, &api.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(https::server_config(cert, key)?)),
+            // The config check refuses one without the other.
+            _ => None,
+        };
+        let users = match &api.users_file {
+            Some(path) => Some(Arc::new(auth::Users::load(path)?)),
+            None => None,
+        };
+        Ok(ApiOptions {
+            max_body_bytes: api.max_body_bytes,
+            advertise: config.api_advertise(),
+            tls,
+            users,
+        })
     }
 }
 
@@ -282,8 +334,14 @@ pub async fn serve<B: Backend>(
     opts: ApiOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let tls = opts.tls.clone();
     let app = routes::router(backend, opts);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    match tls {
+        Some(tls) => https::serve(listener, app, tls, shutdown).await,
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::Value;
 
+use super::auth::{basic_credentials, Denied, Perm};
 use super::encode::{to_json, Envelope, Format, Slot};
 use super::error::{bad_request, HttpError};
 use super::params::QueryParams;
@@ -80,6 +81,19 @@ impl Endpoint {
         }
     }
 
+    /// The permission a users file must grant (rqlite's names).
+    /// `/db/request` needs `query` or `execute` by what its body does.
+    fn perm(self) -> Perm {
+        match self {
+            Endpoint::Execute => Perm::Execute,
+            Endpoint::Query | Endpoint::Request => Perm::Query,
+            Endpoint::Status | Endpoint::Nodes | Endpoint::Metrics => Perm::Status,
+            Endpoint::Readyz => Perm::Ready,
+            Endpoint::Backup => Perm::Backup,
+            Endpoint::Load => Perm::Load,
+        }
+    }
+
     /// Endpoints whose answer depends on this node being Primary, so that
     /// `redirect` may send the client elsewhere.
     fn needs_primary(self) -> bool {
@@ -143,6 +157,10 @@ async fn dispatch<B: Backend>(app: &App<B>, req: Request) -> Result<Response, Ht
             allow: endpoint.allow_header(),
         });
     }
+    let credentials = basic_credentials(req.headers());
+    if endpoint != Endpoint::Request {
+        authorize(app, credentials.as_ref(), endpoint.perm())?;
+    }
     let params = QueryParams::from_uri(req.uri())?;
     if params.has("redirect") && endpoint.needs_primary() {
         let path_and_query = req
@@ -156,7 +174,7 @@ async fn dispatch<B: Backend>(app: &App<B>, req: Request) -> Result<Response, Ht
     match endpoint {
         Endpoint::Execute => execute(app, &params, req).await,
         Endpoint::Query => query(app, &params, req).await,
-        Endpoint::Request => request(app, &params, req).await,
+        Endpoint::Request => request(app, &params, req, credentials.as_ref()).await,
         Endpoint::Status => status(app, &params).await,
         Endpoint::Nodes => nodes(app, &params).await,
         Endpoint::Readyz => readyz(app, &params).await,
@@ -164,6 +182,25 @@ async fn dispatch<B: Backend>(app: &App<B>, req: Request) -> Result<Response, Ht
         Endpoint::Backup => backup(app, &params).await,
         Endpoint::Load => load(app, &params, req).await,
     }
+}
+
+/// With a users file: whether these credentials grant `perm`.
+fn authorize<B>(
+    app: &App<B>,
+    credentials: Option<&(String, String)>,
+    perm: Perm,
+) -> Result<(), HttpError> {
+    let Some(users) = &app.opts.users else {
+        return Ok(());
+    };
+    let credentials = credentials.map(|(u, p)| (u.as_str(), p.as_str()));
+    users.check(credentials, perm).map_err(|denied| match denied {
+        Denied::Unauthenticated => HttpError::Unauthorized,
+        Denied::Forbidden { user, perm } => HttpError::Forbidden {
+            user,
+            perm: perm.name(),
+        },
+    })
 }
 
 /// rqlite's `redirect`: instead of failing, a node that cannot serve answers
@@ -397,12 +434,15 @@ async fn request<B: Backend>(
     app: &App<B>,
     params: &QueryParams,
     req: Request,
+    credentials: Option<&(String, String)>,
 ) -> Result<Response, HttpError> {
     let statements = body_statements(app, req).await?;
     let (expanded, _) = split::expand(statements.clone())?;
     if expanded.iter().all(|s| app.backend.is_read_only(&s.sql)) {
+        authorize(app, credentials, Perm::Query)?;
         return run_query(app, params, statements).await;
     }
+    authorize(app, credentials, Perm::Execute)?;
     run_execute(app, params, statements, Endpoint::Request).await
 }
 
@@ -417,8 +457,9 @@ async fn status<B: Backend>(app: &App<B>, params: &QueryParams) -> Result<Respon
         if let Value::Object(http) = http {
             http.entry("addr")
                 .or_insert_with(|| Value::String(app.opts.advertise.clone()));
+            let auth = if app.opts.users.is_some() { "enabled" } else { "disabled" };
             http.entry("auth")
-                .or_insert_with(|| Value::String("disabled".to_string()));
+                .or_insert_with(|| Value::String(auth.to_string()));
         }
     }
     let doc = match params.get("key") {
@@ -1039,6 +1080,67 @@ mod tests {
         assert_eq!(s.backend.executes.lock().unwrap()[0].statements.len(), 3);
         let r = post(&s, "/db/query", r#"["SELECT 1; SELECT 2"]"#).await;
         assert_eq!(r.json()["results"][0]["values"], json!([["SELECT 2"]]));
+    }
+
+    #[tokio::test]
+    async fn users_file_gates_each_endpoint_by_permission() {
+        let users = crate::api::auth::Users::parse(
+            r#"[{"username": "reader", "password": "r", "perms": ["query"]},
+                {"username": "writer", "password": "w", "perms": ["execute", "query"]},
+                {"username": "*", "perms": ["ready"]}]"#,
+        )
+        .unwrap();
+        let opts = ApiOptions {
+            users: Some(Arc::new(users)),
+            ..ApiOptions::default()
+        };
+        let s = spawn_server(FakeBackend::new(), opts).await;
+        let with = |user: &str, password: &str| {
+            use base64::Engine;
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            )
+        };
+        let call = |method: Method, path: &'static str, auth: Option<String>, body: &'static str| {
+            let addr = s.addr;
+            async move {
+                let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+                    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                        .build_http();
+                let mut b = hyper::Request::builder()
+                    .method(method)
+                    .uri(format!("http://{addr}{path}"))
+                    .header("content-type", "application/json");
+                if let Some(a) = auth {
+                    b = b.header("authorization", a);
+                }
+                let r = client
+                    .request(b.body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap())
+                    .await
+                    .unwrap();
+                (r.status(), r.headers().clone())
+            }
+        };
+        // Everybody may ask /readyz; nobody anonymous may read.
+        assert_eq!(call(Method::GET, "/readyz", None, "").await.0, StatusCode::OK);
+        let (status, headers) = call(Method::GET, "/db/query?q=SELECT+1", None, "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(headers[header::WWW_AUTHENTICATE], "Basic realm=\"rqlite\"");
+        let q = "/db/query?q=SELECT+1";
+        assert_eq!(call(Method::GET, q, Some(with("reader", "r")), "").await.0, StatusCode::OK);
+        assert_eq!(call(Method::GET, q, Some(with("reader", "x")), "").await.0, StatusCode::UNAUTHORIZED);
+        let w = r#"["INSERT INTO t VALUES(1)"]"#;
+        assert_eq!(call(Method::POST, "/db/execute", Some(with("reader", "r")), w).await.0, StatusCode::FORBIDDEN);
+        assert_eq!(call(Method::POST, "/db/execute", Some(with("writer", "w")), w).await.0, StatusCode::OK);
+        // /db/request needs what its body does.
+        assert_eq!(call(Method::POST, "/db/request", Some(with("reader", "r")), r#"["SELECT 1"]"#).await.0, StatusCode::OK);
+        assert_eq!(call(Method::POST, "/db/request", Some(with("reader", "r")), w).await.0, StatusCode::FORBIDDEN);
+        for path in ["/status", "/nodes", "/metrics", "/db/backup"] {
+            assert_eq!(call(Method::GET, path, Some(with("writer", "w")), "").await.0, StatusCode::FORBIDDEN, "{path}");
+        }
+        assert_eq!(call(Method::POST, "/db/load", Some(with("writer", "w")), "x").await.0, StatusCode::FORBIDDEN);
+        assert_eq!(s.backend.execute_count(), 1);
     }
 
     #[tokio::test]
