@@ -1143,7 +1143,7 @@ key  = "/etc/quorate/tls/node-a.key"
             "{e}"
         );
         assert!(
-            e.ends_with("expected one of: listen, advertise, max_body_bytes"),
+            e.ends_with("expected one of: listen, advertise, max_body_bytes, tls_cert, tls_key, users_file"),
             "{e}"
         );
         // A quoted key with a dot is one key, not a path.
@@ -1467,6 +1467,9 @@ key  = "/etc/quorate/tls/node-a.key"
         let mut c = Config::new("node-a");
         c.replication.advertise = Some("192.168.1.11:4567".parse().unwrap());
         c.api.advertise = Some("http://192.168.1.11:4001".into());
+        c.api.tls_cert = Some("/etc/quorate/tls/api.pem".into());
+        c.api.tls_key = Some("/etc/quorate/tls/api.key".into());
+        c.api.users_file = Some("/etc/quorate/users.json".into());
         c.tls = Some(TlsConfig {
             ca: "/ca".into(),
             cert: "/c".into(),
