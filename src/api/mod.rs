@@ -107,6 +107,12 @@
 //! `[+]node ok\n[+]leader ok\n[+]store ok\n[+]db ok` or 503 with the reason
 //! as the last line.
 //!
+//! # HTTPS and users
+//!
+//! `api.tls_cert`/`api.tls_key` make the API HTTPS-only (`https.rs`);
+//! `api.users_file` requires rqlite-style basic authentication with
+//! per-endpoint permissions (`auth.rs`).
+//!
 //! # Whole-request errors
 //!
 //! Body `{"error": "<message>", "code": "<code>"}`:
@@ -119,6 +125,8 @@
 //! | `bad_request` | 400 | malformed body or parameters (JSON errors carry line and column) |
 //! | `too_large` | 413 | body over the configured limit |
 //! | `internal` | 500 | a bug or a storage failure |
+//! | `unauthorized` | 401 | with `api.users_file`: no valid basic credentials (and `*` lacks the permission) |
+//! | `forbidden` | 403 | with `api.users_file`: the user lacks the endpoint's permission |
 //! | `not_found` | 404 | unknown path |
 //! | `method_not_allowed` | 405 | known path, other method |
 
