@@ -1143,7 +1143,9 @@ key  = "/etc/quorate/tls/node-a.key"
             "{e}"
         );
         assert!(
-            e.ends_with("expected one of: listen, advertise, max_body_bytes, tls_cert, tls_key, users_file"),
+            e.ends_with(
+                "expected one of: listen, advertise, max_body_bytes, tls_cert, tls_key, users_file"
+            ),
             "{e}"
         );
         // A quoted key with a dot is one key, not a path.

@@ -59,10 +59,20 @@ fn fill(cluster: &Cluster) {
     cluster.wait_synced(&cluster.running(), Duration::from_secs(30));
     for (i, node) in cluster.nodes.iter().enumerate() {
         node.execute_ok(json!([
-            ["INSERT INTO mail(rcpt, size, body, sent) VALUES (?, ?, ?, ?)",
-             format!("user{i}@example.org"), 1234.5, [0, 159, 146, 150], "2024-05-06 07:08:09"],
-            ["INSERT INTO mail(rcpt, size, body, sent) VALUES (?, ?, ?, ?)",
-             "it's;\nodd", 0.1, null, null]
+            [
+                "INSERT INTO mail(rcpt, size, body, sent) VALUES (?, ?, ?, ?)",
+                format!("user{i}@example.org"),
+                1234.5,
+                [0, 159, 146, 150],
+                "2024-05-06 07:08:09"
+            ],
+            [
+                "INSERT INTO mail(rcpt, size, body, sent) VALUES (?, ?, ?, ?)",
+                "it's;\nodd",
+                0.1,
+                null,
+                null
+            ]
         ]));
     }
     cluster.nodes[0].execute_ok(json!(["DELETE FROM mail WHERE id = 1"]));
@@ -77,8 +87,14 @@ fn a_backup_loaded_into_another_cluster_gives_every_node_the_same_data() {
     let sqlite_file = get_bytes(&source.nodes[1], "/db/backup");
     let expected = dump(&source.nodes[0]);
     assert!(sqlite_file.starts_with(b"SQLite format 3\0"));
-    assert!(expected.contains("INSERT INTO sqlite_sequence VALUES('mail',4);"), "{expected}");
-    assert!(!expected.contains("_quorate_"), "internal tables in a backup:\n{expected}");
+    assert!(
+        expected.contains("INSERT INTO sqlite_sequence VALUES('mail',4);"),
+        "{expected}"
+    );
+    assert!(
+        !expected.contains("_quorate_"),
+        "internal tables in a backup:\n{expected}"
+    );
 
     // The backup is a plain SQLite file with the client's tables only.
     let file = tempfile::NamedTempFile::new().unwrap();
@@ -91,7 +107,17 @@ fn a_backup_loaded_into_another_cluster_gives_every_node_the_same_data() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(names, ["big", "count_mail", "counts", "mail", "mail_rcpt", "sqlite_sequence"]);
+    assert_eq!(
+        names,
+        [
+            "big",
+            "count_mail",
+            "counts",
+            "mail",
+            "mail_rcpt",
+            "sqlite_sequence"
+        ]
+    );
     drop(conn);
 
     let target = Cluster::start(3, "");
@@ -106,10 +132,17 @@ fn a_backup_loaded_into_another_cluster_gives_every_node_the_same_data() {
     let seqno = target.wait_synced(&[0, 1, 2], Duration::from_secs(30));
     assert!(seqno > 0);
     for node in &target.nodes {
-        assert_eq!(dump(node), expected, "{} differs from the source", node.name);
+        assert_eq!(
+            dump(node),
+            expected,
+            "{} differs from the source",
+            node.name
+        );
     }
     // The trigger came back after the rows, and works.
-    target.nodes[1].execute_ok(json!(["INSERT INTO mail(rcpt) VALUES ('user0@example.org')"]));
+    target.nodes[1].execute_ok(json!([
+        "INSERT INTO mail(rcpt) VALUES ('user0@example.org')"
+    ]));
     assert_eq!(
         target.nodes[1].query_rows("SELECT n FROM counts WHERE rcpt = 'user0@example.org'"),
         vec![json!([2])]
@@ -128,7 +161,12 @@ fn a_backup_loaded_into_another_cluster_gives_every_node_the_same_data() {
     assert_eq!(code, 200, "{body}");
     target.wait_synced(&[0, 1, 2], Duration::from_secs(30));
     for node in &target.nodes {
-        assert_eq!(dump(node), expected, "{} differs after the SQL load", node.name);
+        assert_eq!(
+            dump(node),
+            expected,
+            "{} differs after the SQL load",
+            node.name
+        );
     }
 }
 
@@ -141,7 +179,10 @@ fn a_load_is_refused_whole_when_it_cannot_be_one_write_set() {
     );
     node.start(&["--bootstrap"]);
     node.wait_primary(Duration::from_secs(30));
-    node.execute_ok(json!(["CREATE TABLE keep (id INTEGER PRIMARY KEY, v TEXT)", "INSERT INTO keep VALUES (1, 'kept')"]));
+    node.execute_ok(json!([
+        "CREATE TABLE keep (id INTEGER PRIMARY KEY, v TEXT)",
+        "INSERT INTO keep VALUES (1, 'kept')"
+    ]));
     let before = dump(&node);
 
     let big = format!(
@@ -155,10 +196,19 @@ fn a_load_is_refused_whole_when_it_cannot_be_one_write_set() {
     assert!(error.contains("max_writeset_bytes (4096 bytes)"), "{error}");
 
     for (data, want) in [
-        (&b"CREATE TABLE nopk (a, b); INSERT INTO nopk VALUES (1, 2);"[..], "no PRIMARY KEY"),
+        (
+            &b"CREATE TABLE nopk (a, b); INSERT INTO nopk VALUES (1, 2);"[..],
+            "no PRIMARY KEY",
+        ),
         (&b"CREATE TABLE ("[..], "the SQL dump does not run"),
-        (&b"SQLite format 3\0 but not really a database"[..], "damaged"),
-        (&[0xff, 0xfe, 0x00][..], "neither a SQLite database file nor UTF-8"),
+        (
+            &b"SQLite format 3\0 but not really a database"[..],
+            "damaged",
+        ),
+        (
+            &[0xff, 0xfe, 0x00][..],
+            "neither a SQLite database file nor UTF-8",
+        ),
     ] {
         let (code, body) = load(&node, "application/octet-stream", data);
         assert_eq!(code, 400, "{body}");

@@ -13,7 +13,11 @@ use common::cluster::Cluster;
 use common::TestNode;
 
 /// POST returning (status, headers we care about, JSON).
-fn post_with_headers(node: &TestNode, path: &str, body: &Value) -> (u16, Option<String>, Option<String>, Value) {
+fn post_with_headers(
+    node: &TestNode,
+    path: &str,
+    body: &Value,
+) -> (u16, Option<String>, Option<String>, Value) {
     let response = match node.agent.post(&node.url(path)).send_json(body.clone()) {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
@@ -22,7 +26,12 @@ fn post_with_headers(node: &TestNode, path: &str, body: &Value) -> (u16, Option<
     let status = response.status();
     let served_by = response.header("x-rqlite-served-by").map(String::from);
     let seqno = response.header("x-quorate-seqno").map(String::from);
-    (status, served_by, seqno, response.into_json().unwrap_or(Value::Null))
+    (
+        status,
+        served_by,
+        seqno,
+        response.into_json().unwrap_or(Value::Null),
+    )
 }
 
 #[test]
@@ -59,7 +68,10 @@ fn cluster_endpoints_describe_every_node_the_same_way() {
             let other = &cluster.nodes[j];
             assert_eq!(entry["id"], other.name.as_str(), "sorted by id: {v2}");
             assert_eq!(entry["api_addr"], other.url(""));
-            assert_eq!(entry["addr"], format!("127.0.0.1:{}", cluster.repl_ports[j]));
+            assert_eq!(
+                entry["addr"],
+                format!("127.0.0.1:{}", cluster.repl_ports[j])
+            );
             assert_eq!(entry["voter"], true);
             assert_eq!(entry["reachable"], true);
             assert_eq!(entry["leader"], j == leader_index, "{v2}");
@@ -118,8 +130,17 @@ fn any_node_takes_writes_and_queued_writes_are_applied_when_acknowledged() {
         assert_eq!(body["results"][0]["rows_affected"], 1, "{body}");
         // The next node reads it at once with the default level.
         let next = &cluster.nodes[(i + 1) % 3];
-        let rows = next.query_rows(&format!("SELECT count(*) FROM q WHERE who = '{}'", other.name));
-        assert_eq!(rows, vec![json!([1])], "{} after a write on {}", next.name, other.name);
+        let rows = next.query_rows(&format!(
+            "SELECT count(*) FROM q WHERE who = '{}'",
+            other.name
+        ));
+        assert_eq!(
+            rows,
+            vec![json!([1])],
+            "{} after a write on {}",
+            next.name,
+            other.name
+        );
     }
     cluster.wait_converged(&[0, 1, 2], "q", Duration::from_secs(30));
 }

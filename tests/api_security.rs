@@ -46,14 +46,18 @@ async fn https(
 ) -> Result<Reply, String> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
-        roots.add(cert.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        roots
+            .add(cert.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
     }
     let config = rustls::ClientConfig::builder_with_provider(quorate::tls::crypto_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
     let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::from(addr.ip()), tcp)
         .await
@@ -159,26 +163,63 @@ async fn https_and_users_file_guard_the_api() {
 
     let admin = Some(("admin", ADMIN_PASSWORD));
     let reader = Some(("reader", READER_PASSWORD));
-    let r = https(addr, &ca, "POST", "/db/execute", admin, r#"["CREATE TABLE s (id INTEGER PRIMARY KEY, v TEXT)", "INSERT INTO s VALUES (1, 'x')"]"#).await.unwrap();
+    let r = https(
+        addr,
+        &ca,
+        "POST",
+        "/db/execute",
+        admin,
+        r#"["CREATE TABLE s (id INTEGER PRIMARY KEY, v TEXT)", "INSERT INTO s VALUES (1, 'x')"]"#,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = https(addr, &ca, "GET", "/db/query?q=SELECT+v+FROM+s", reader, "").await.unwrap();
+    let r = https(addr, &ca, "GET", "/db/query?q=SELECT+v+FROM+s", reader, "")
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["results"][0]["values"], serde_json::json!([["x"]]));
 
     // Wrong or missing password: 401 with a challenge.
-    for credentials in [None, Some(("reader", "wrong")), Some(("nobody", READER_PASSWORD))] {
-        let r = https(addr, &ca, "GET", "/db/query?q=SELECT+1", credentials, "").await.unwrap();
+    for credentials in [
+        None,
+        Some(("reader", "wrong")),
+        Some(("nobody", READER_PASSWORD)),
+    ] {
+        let r = https(addr, &ca, "GET", "/db/query?q=SELECT+1", credentials, "")
+            .await
+            .unwrap();
         assert_eq!(r.status, 401, "{credentials:?}: {}", r.body);
         assert_eq!(r.json()["code"], "unauthorized");
         assert_eq!(r.headers["www-authenticate"], "Basic realm=\"rqlite\"");
     }
     // A good password without the permission: 403, and nothing written.
-    let r = https(addr, &ca, "POST", "/db/execute", reader, r#"["DELETE FROM s"]"#).await.unwrap();
+    let r = https(
+        addr,
+        &ca,
+        "POST",
+        "/db/execute",
+        reader,
+        r#"["DELETE FROM s"]"#,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(r.json()["code"], "forbidden");
-    let r = https(addr, &ca, "GET", "/db/backup", reader, "").await.unwrap();
+    let r = https(addr, &ca, "GET", "/db/backup", reader, "")
+        .await
+        .unwrap();
     assert_eq!(r.status, 403);
-    let r = https(addr, &ca, "GET", "/db/query?q=SELECT+count(*)+FROM+s", admin, "").await.unwrap();
+    let r = https(
+        addr,
+        &ca,
+        "GET",
+        "/db/query?q=SELECT+count(*)+FROM+s",
+        admin,
+        "",
+    )
+    .await
+    .unwrap();
     assert_eq!(r.json()["results"][0]["values"], serde_json::json!([[1]]));
 
     // Clients are told the node's address with its scheme.
@@ -198,7 +239,15 @@ async fn https_and_users_file_guard_the_api() {
     // A client that does not trust the certificate's CA gets nowhere.
     let other_ca = tempfile::tempdir().unwrap();
     make_ca(other_ca.path());
-    let refused = https(addr, &other_ca.path().join("ca.pem"), "GET", "/readyz", None, "").await;
+    let refused = https(
+        addr,
+        &other_ca.path().join("ca.pem"),
+        "GET",
+        "/readyz",
+        None,
+        "",
+    )
+    .await;
     assert!(refused.is_err(), "a client trusting another CA connected");
 
     // No secret in the log, even at debug level.
@@ -212,13 +261,21 @@ async fn https_and_users_file_guard_the_api() {
 #[test]
 fn bad_security_settings_stop_the_start_with_the_reason() {
     let cases: [(&str, &str, &str); 3] = [
-        ("tls_cert = \"/nonexistent/api.pem\"\n", "", "is set without api.tls_key"),
+        (
+            "tls_cert = \"/nonexistent/api.pem\"\n",
+            "",
+            "is set without api.tls_key",
+        ),
         (
             "tls_cert = \"/nonexistent/api.pem\"\ntls_key = \"/nonexistent/api.key\"\n",
             "",
             "api.tls_cert /nonexistent/api.pem",
         ),
-        ("users_file = \"USERS\"\n", "[{\"username\": \"a\", \"password\": \"pw-7731\", \"perms\": [\"raed\"]}]", "unknown permission \"raed\""),
+        (
+            "users_file = \"USERS\"\n",
+            "[{\"username\": \"a\", \"password\": \"pw-7731\", \"perms\": [\"raed\"]}]",
+            "unknown permission \"raed\"",
+        ),
     ];
     for (keys, users_text, want) in cases {
         let node = TestNode::new("refused", "");

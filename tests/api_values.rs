@@ -108,7 +108,10 @@ fn pragma_table_info_is_a_query() {
     // Settings are not replicated, so a writing PRAGMA is refused with why.
     let (_, body) = node.post("/db/execute", &json!(["PRAGMA user_version = 3"]));
     let error = body["results"][0]["error"].as_str().unwrap_or_default();
-    assert!(error.contains("PRAGMA user_version is not allowed"), "{body}");
+    assert!(
+        error.contains("PRAGMA user_version is not allowed"),
+        "{body}"
+    );
 }
 
 #[test]
@@ -130,7 +133,11 @@ fn several_statements_in_one_string_run_in_turn() {
     );
     // A query string with several statements answers with the last one.
     assert_eq!(
-        query_text(&node, "", "SELECT count(*) FROM m; SELECT v FROM m WHERE id = 3"),
+        query_text(
+            &node,
+            "",
+            "SELECT count(*) FROM m; SELECT v FROM m WHERE id = 3"
+        ),
         r#"{"results":[{"columns":["v"],"types":["text"],"values":[["d"]]}]}"#
     );
     // The first failing statement is the string's result; with `transaction`
@@ -158,7 +165,10 @@ fn reads_in_write_requests_and_returning_show_rows() {
     assert_eq!(body["results"][2]["values"], json!([["b"], ["a"]]));
     let (_, body) = node.post(
         "/db/execute",
-        &json!(["INSERT INTO u(v) VALUES ('c') RETURNING id, v", "SELECT v FROM u"]),
+        &json!([
+            "INSERT INTO u(v) VALUES ('c') RETURNING id, v",
+            "SELECT v FROM u"
+        ]),
     );
     assert_eq!(body["results"][0]["values"], json!([[3, "c"]]));
     // rqlite runs a SELECT on /db/execute but shows no rows for it.

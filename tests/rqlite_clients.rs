@@ -75,10 +75,18 @@ fn prepare_suite() -> Result<Suite, String> {
     }
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
-    run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
-        .map_err(|e| format!("cannot make a Python venv (install python3 and python3-venv): {e}"))?;
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv)).map_err(|e| {
+        format!("cannot make a Python venv (install python3 and python3-venv): {e}")
+    })?;
     run(Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
         .arg(&requirements))
     .map_err(|e| format!("cannot install the pinned test requirements from PyPI: {e}"))?;
     // The suite exists only in the source distribution.
@@ -151,7 +159,13 @@ fn run_suite(suite: &Suite, nodes: &[&TestNode]) {
     let report = format!("{}\n{}", stdout(&out), stderr(&out));
     let logs: Vec<String> = nodes
         .iter()
-        .map(|n| format!("{} log tail:\n{}", n.name, common::cluster::tail(&n.log(), 30)))
+        .map(|n| {
+            format!(
+                "{} log tail:\n{}",
+                n.name,
+                common::cluster::tail(&n.log(), 30)
+            )
+        })
         .collect();
     assert!(
         out.status.success(),

@@ -231,20 +231,14 @@ impl Users {
             Some(Secret::Plain(p)) => constant_time_eq(p.as_bytes(), password.as_bytes()),
             Some(Secret::Bcrypt(hash)) => {
                 let key = (name.to_string(), password.to_string());
-                let mut verified = self
-                    .verified
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
+                let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
                 if verified.contains(&key) {
                     return true;
                 }
                 drop(verified);
                 let ok = bcrypt::verify(password, hash).unwrap_or(false);
                 if ok {
-                    verified = self
-                        .verified
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner());
+                    verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
                     if verified.len() >= MAX_VERIFIED {
                         verified.clear();
                     }
@@ -303,8 +297,14 @@ mod tests {
         assert_eq!(u.check(None, Perm::Status), Ok(()));
         assert_eq!(u.check(None, Perm::Query), Err(Denied::Unauthenticated));
         assert_eq!(u.check(Some(("app", "s3cret")), Perm::Query), Ok(()));
-        assert_eq!(u.check(Some(("app", "wrong")), Perm::Query), Err(Denied::Unauthenticated));
-        assert_eq!(u.check(Some(("nobody", "s3cret")), Perm::Query), Err(Denied::Unauthenticated));
+        assert_eq!(
+            u.check(Some(("app", "wrong")), Perm::Query),
+            Err(Denied::Unauthenticated)
+        );
+        assert_eq!(
+            u.check(Some(("nobody", "s3cret")), Perm::Query),
+            Err(Denied::Unauthenticated)
+        );
         assert_eq!(
             u.check(Some(("app", "s3cret")), Perm::Backup),
             Err(Denied::Forbidden {
@@ -316,20 +316,41 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(u.check(Some(("ops", "opspw")), Perm::Load), Ok(()));
         }
-        assert_eq!(u.check(Some(("ops", "nope")), Perm::Load), Err(Denied::Unauthenticated));
+        assert_eq!(
+            u.check(Some(("ops", "nope")), Perm::Load),
+            Err(Denied::Unauthenticated)
+        );
         // `*` is nobody's login.
-        assert_eq!(u.check(Some(("*", "")), Perm::Query), Err(Denied::Unauthenticated));
+        assert_eq!(
+            u.check(Some(("*", "")), Perm::Query),
+            Err(Denied::Unauthenticated)
+        );
     }
 
     #[test]
     fn bad_files_say_what_is_wrong_without_quoting_passwords() {
         for (text, want) in [
             ("{}", "expected a JSON array"),
-            (r#"[{"username": "a", "password": "topsecret", "perms": ["query"],}]"#, "line 1"),
-            (r#"[{"username": "a", "password": "topsecret", "perms": ["reed"]}]"#, "unknown permission \"reed\""),
-            (r#"[{"username": "a", "perms": ["query"]}]"#, "user \"a\" has no password"),
-            (r#"[{"username": "", "password": "x"}]"#, "user 1 has an empty username"),
-            (r#"[{"username": "a", "password": "x"}, {"username": "a", "password": "y"}]"#, "listed twice"),
+            (
+                r#"[{"username": "a", "password": "topsecret", "perms": ["query"],}]"#,
+                "line 1",
+            ),
+            (
+                r#"[{"username": "a", "password": "topsecret", "perms": ["reed"]}]"#,
+                "unknown permission \"reed\"",
+            ),
+            (
+                r#"[{"username": "a", "perms": ["query"]}]"#,
+                "user \"a\" has no password",
+            ),
+            (
+                r#"[{"username": "", "password": "x"}]"#,
+                "user 1 has an empty username",
+            ),
+            (
+                r#"[{"username": "a", "password": "x"}, {"username": "a", "password": "y"}]"#,
+                "listed twice",
+            ),
             (r#"[{"username": "a", "pass": "topsecret"}]"#, "wrong shape"),
         ] {
             let err = Users::parse(text).err().unwrap();
@@ -343,7 +364,10 @@ mod tests {
         let mut h = axum::http::HeaderMap::new();
         assert_eq!(basic_credentials(&h), None);
         h.insert("authorization", "Basic YXBwOnMzY3I6ZXQ=".parse().unwrap());
-        assert_eq!(basic_credentials(&h), Some(("app".into(), "s3cr:et".into())));
+        assert_eq!(
+            basic_credentials(&h),
+            Some(("app".into(), "s3cr:et".into()))
+        );
         h.insert("authorization", "Bearer x".parse().unwrap());
         assert_eq!(basic_credentials(&h), None);
         h.insert("authorization", "Basic !!!".parse().unwrap());

@@ -237,7 +237,9 @@ fn literal(v: &SqlValue) -> String {
         SqlValue::Real(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{f:.1}"),
         SqlValue::Real(f) => format!("{f:?}"),
         // SQL text literals cannot hold NUL; SQLite text can.
-        SqlValue::Text(t) if t.contains('\0') => format!("CAST({} AS TEXT)", hex_blob(t.as_bytes())),
+        SqlValue::Text(t) if t.contains('\0') => {
+            format!("CAST({} AS TEXT)", hex_blob(t.as_bytes()))
+        }
         SqlValue::Text(t) => format!("'{}'", t.replace('\'', "''")),
         SqlValue::Blob(b) => hex_blob(b),
     }
@@ -303,10 +305,7 @@ pub fn open_upload(data: &[u8], scratch: &Path) -> Result<Connection, DumpError>
 /// attaches), so the upload cannot read or write files of the node.
 fn guarded(conn: Connection) -> Result<Connection, DumpError> {
     conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 0)?;
-    conn.set_db_config(
-        rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE,
-        true,
-    )?;
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
     Ok(conn)
 }
 
@@ -322,7 +321,10 @@ pub fn restore_statements(
     let contents = read_contents(conn)?;
     let mut out = Vec::new();
     for kind in ["view", "table"] {
-        for (_, name) in existing.iter().filter(|(k, n)| k == kind && !is_internal(n)) {
+        for (_, name) in existing
+            .iter()
+            .filter(|(k, n)| k == kind && !is_internal(n))
+        {
             out.push(Statement::new(format!(
                 "DROP {} IF EXISTS {}",
                 kind.to_ascii_uppercase(),
@@ -398,7 +400,10 @@ mod tests {
         );
         let dump = String::from_utf8(sql_dump(&path).unwrap()).unwrap();
         assert!(!dump.contains("_quorate_meta"), "{dump}");
-        assert!(dump.contains("INSERT INTO sqlite_sequence VALUES('odd \"name\"',5);"), "{dump}");
+        assert!(
+            dump.contains("INSERT INTO sqlite_sequence VALUES('odd \"name\"',5);"),
+            "{dump}"
+        );
         let copy = Connection::open_in_memory().unwrap();
         copy.execute_batch(&dump).unwrap();
         let original = Connection::open(&path).unwrap();
@@ -467,7 +472,11 @@ mod tests {
         assert!(err(&damaged).contains("damaged"), "{}", err(&damaged));
 
         let _ = std::fs::remove_file(&scratch);
-        let conn = open_upload(b"CREATE TABLE t(id INTEGER PRIMARY KEY); INSERT INTO t VALUES (7);", &scratch).unwrap();
+        let conn = open_upload(
+            b"CREATE TABLE t(id INTEGER PRIMARY KEY); INSERT INTO t VALUES (7);",
+            &scratch,
+        )
+        .unwrap();
         assert_eq!(
             select_all(&conn, "SELECT id FROM t").unwrap(),
             vec![vec![SqlValue::Integer(7)]]

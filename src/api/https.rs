@@ -95,8 +95,8 @@ pub async fn serve(
                     return;
                 }
             };
-            let connection =
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(%peer, "client API connection ended: {e}");
             }
@@ -106,7 +106,9 @@ pub async fn serve(
         .await
         .is_err()
     {
-        tracing::warn!("client API: requests still running {DRAIN_TIMEOUT:?} after the stop began were cut");
+        tracing::warn!(
+            "client API: requests still running {DRAIN_TIMEOUT:?} after the stop began were cut"
+        );
     }
     Ok(())
 }

@@ -194,13 +194,15 @@ fn authorize<B>(
         return Ok(());
     };
     let credentials = credentials.map(|(u, p)| (u.as_str(), p.as_str()));
-    users.check(credentials, perm).map_err(|denied| match denied {
-        Denied::Unauthenticated => HttpError::Unauthorized,
-        Denied::Forbidden { user, perm } => HttpError::Forbidden {
-            user,
-            perm: perm.name(),
-        },
-    })
+    users
+        .check(credentials, perm)
+        .map_err(|denied| match denied {
+            Denied::Unauthenticated => HttpError::Unauthorized,
+            Denied::Forbidden { user, perm } => HttpError::Forbidden {
+                user,
+                perm: perm.name(),
+            },
+        })
 }
 
 /// rqlite's `redirect`: instead of failing, a node that cannot serve answers
@@ -214,10 +216,7 @@ async fn redirect<B: Backend>(app: &App<B>, path_and_query: &str) -> Option<Resp
     let target = nodes
         .iter()
         .find(|n| n.leader && !n.api_addr.is_empty() && n.api_addr != app.opts.advertise)?;
-    let location = format!(
-        "{}{path_and_query}",
-        target.api_addr.trim_end_matches('/')
-    );
+    let location = format!("{}{path_and_query}", target.api_addr.trim_end_matches('/'));
     let mut response = StatusCode::MOVED_PERMANENTLY.into_response();
     response
         .headers_mut()
@@ -244,8 +243,9 @@ async fn backup<B: Backend>(app: &App<B>, params: &QueryParams) -> Result<Respon
     };
     let mut response_headers = HeaderMap::new();
     if params.has("compress") {
-        data = gzip(&data)
-            .map_err(|e| HttpError::Api(ApiError::Internal(format!("compressing the backup: {e}"))))?;
+        data = gzip(&data).map_err(|e| {
+            HttpError::Api(ApiError::Internal(format!("compressing the backup: {e}")))
+        })?;
         response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(OCTET_STREAM));
     } else {
         response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -267,9 +267,11 @@ fn gunzip(data: &[u8], limit: usize) -> Result<Vec<u8>, HttpError> {
     use std::io::Read;
     let mut out = Vec::new();
     let mut decoder = flate2::read::GzDecoder::new(data).take(limit as u64 + 1);
-    decoder
-        .read_to_end(&mut out)
-        .map_err(|e| bad_request(format!("the body looks gzipped but does not decompress: {e}")))?;
+    decoder.read_to_end(&mut out).map_err(|e| {
+        bad_request(format!(
+            "the body looks gzipped but does not decompress: {e}"
+        ))
+    })?;
     if out.len() > limit {
         return Err(HttpError::Api(ApiError::TooLarge(format!(
             "the decompressed body is larger than the limit of {limit} bytes"
@@ -457,7 +459,11 @@ async fn status<B: Backend>(app: &App<B>, params: &QueryParams) -> Result<Respon
         if let Value::Object(http) = http {
             http.entry("addr")
                 .or_insert_with(|| Value::String(app.opts.advertise.clone()));
-            let auth = if app.opts.users.is_some() { "enabled" } else { "disabled" };
+            let auth = if app.opts.users.is_some() {
+                "enabled"
+            } else {
+                "disabled"
+            };
             http.entry("auth")
                 .or_insert_with(|| Value::String(auth.to_string()));
         }
@@ -992,7 +998,11 @@ mod tests {
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build_http();
         let response = client
-            .get(format!("http://{}/db/backup?fmt=sql&compress", s.addr).parse().unwrap())
+            .get(
+                format!("http://{}/db/backup?fmt=sql&compress", s.addr)
+                    .parse()
+                    .unwrap(),
+            )
             .await
             .unwrap();
         use http_body_util::BodyExt;
@@ -1006,7 +1016,14 @@ mod tests {
     #[tokio::test]
     async fn load_takes_plain_or_gzipped_bodies() {
         let s = server().await;
-        let r = send(s.addr, Method::POST, "/db/load?raft_index", Some("text/plain"), "CREATE TABLE t(id INTEGER PRIMARY KEY);").await;
+        let r = send(
+            s.addr,
+            Method::POST,
+            "/db/load?raft_index",
+            Some("text/plain"),
+            "CREATE TABLE t(id INTEGER PRIMARY KEY);",
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         assert_eq!(r.json()["results"], json!([]));
         assert_eq!(r.json()["raft_index"], 1);
@@ -1016,9 +1033,19 @@ mod tests {
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         let loads = s.backend.loads.lock().unwrap().clone();
         assert_eq!(loads[1], "SQL TEXT");
-        let r = send(s.addr, Method::POST, "/db/load", Some(OCTET_STREAM), vec![0x1f, 0x8b, 1, 2]).await;
+        let r = send(
+            s.addr,
+            Method::POST,
+            "/db/load",
+            Some(OCTET_STREAM),
+            vec![0x1f, 0x8b, 1, 2],
+        )
+        .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
-        assert!(r.json()["error"].as_str().unwrap().contains("does not decompress"));
+        assert!(r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not decompress"));
         let r = send(s.addr, Method::POST, "/db/load", Some("text/plain"), "BAD").await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
         assert_eq!(r.json()["error"], "cannot load: bad");
@@ -1029,7 +1056,11 @@ mod tests {
     #[tokio::test]
     async fn every_answer_names_the_node_that_served_it() {
         let s = server().await;
-        for r in [get(&s, "/status").await, get(&s, "/nope").await, post(&s, "/db/execute", "[\"INSERT\"]").await] {
+        for r in [
+            get(&s, "/status").await,
+            get(&s, "/nope").await,
+            post(&s, "/db/execute", "[\"INSERT\"]").await,
+        ] {
             assert_eq!(r.headers[SERVED_BY_HEADER], "127.0.0.1:4567");
         }
     }
@@ -1071,7 +1102,12 @@ mod tests {
     #[tokio::test]
     async fn several_statements_in_one_string_answer_once() {
         let s = server().await;
-        let r = post(&s, "/db/execute", r#"["INSERT INTO t VALUES(1); INSERT INTO t VALUES(2)", "INSERT INTO t VALUES(3)"]"#).await;
+        let r = post(
+            &s,
+            "/db/execute",
+            r#"["INSERT INTO t VALUES(1); INSERT INTO t VALUES(2)", "INSERT INTO t VALUES(3)"]"#,
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         assert_eq!(
             r.body,
@@ -1102,44 +1138,97 @@ mod tests {
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
             )
         };
-        let call = |method: Method, path: &'static str, auth: Option<String>, body: &'static str| {
-            let addr = s.addr;
-            async move {
-                let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
-                    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                        .build_http();
-                let mut b = hyper::Request::builder()
-                    .method(method)
-                    .uri(format!("http://{addr}{path}"))
-                    .header("content-type", "application/json");
-                if let Some(a) = auth {
-                    b = b.header("authorization", a);
+        let call =
+            |method: Method, path: &'static str, auth: Option<String>, body: &'static str| {
+                let addr = s.addr;
+                async move {
+                    let client: hyper_util::client::legacy::Client<
+                        _,
+                        http_body_util::Full<bytes::Bytes>,
+                    > = hyper_util::client::legacy::Client::builder(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .build_http();
+                    let mut b = hyper::Request::builder()
+                        .method(method)
+                        .uri(format!("http://{addr}{path}"))
+                        .header("content-type", "application/json");
+                    if let Some(a) = auth {
+                        b = b.header("authorization", a);
+                    }
+                    let r = client
+                        .request(
+                            b.body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                                .unwrap(),
+                        )
+                        .await
+                        .unwrap();
+                    (r.status(), r.headers().clone())
                 }
-                let r = client
-                    .request(b.body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap())
-                    .await
-                    .unwrap();
-                (r.status(), r.headers().clone())
-            }
-        };
+            };
         // Everybody may ask /readyz; nobody anonymous may read.
-        assert_eq!(call(Method::GET, "/readyz", None, "").await.0, StatusCode::OK);
+        assert_eq!(
+            call(Method::GET, "/readyz", None, "").await.0,
+            StatusCode::OK
+        );
         let (status, headers) = call(Method::GET, "/db/query?q=SELECT+1", None, "").await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(headers[header::WWW_AUTHENTICATE], "Basic realm=\"rqlite\"");
         let q = "/db/query?q=SELECT+1";
-        assert_eq!(call(Method::GET, q, Some(with("reader", "r")), "").await.0, StatusCode::OK);
-        assert_eq!(call(Method::GET, q, Some(with("reader", "x")), "").await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            call(Method::GET, q, Some(with("reader", "r")), "").await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            call(Method::GET, q, Some(with("reader", "x")), "").await.0,
+            StatusCode::UNAUTHORIZED
+        );
         let w = r#"["INSERT INTO t VALUES(1)"]"#;
-        assert_eq!(call(Method::POST, "/db/execute", Some(with("reader", "r")), w).await.0, StatusCode::FORBIDDEN);
-        assert_eq!(call(Method::POST, "/db/execute", Some(with("writer", "w")), w).await.0, StatusCode::OK);
+        assert_eq!(
+            call(Method::POST, "/db/execute", Some(with("reader", "r")), w)
+                .await
+                .0,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            call(Method::POST, "/db/execute", Some(with("writer", "w")), w)
+                .await
+                .0,
+            StatusCode::OK
+        );
         // /db/request needs what its body does.
-        assert_eq!(call(Method::POST, "/db/request", Some(with("reader", "r")), r#"["SELECT 1"]"#).await.0, StatusCode::OK);
-        assert_eq!(call(Method::POST, "/db/request", Some(with("reader", "r")), w).await.0, StatusCode::FORBIDDEN);
+        assert_eq!(
+            call(
+                Method::POST,
+                "/db/request",
+                Some(with("reader", "r")),
+                r#"["SELECT 1"]"#
+            )
+            .await
+            .0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            call(Method::POST, "/db/request", Some(with("reader", "r")), w)
+                .await
+                .0,
+            StatusCode::FORBIDDEN
+        );
         for path in ["/status", "/nodes", "/metrics", "/db/backup"] {
-            assert_eq!(call(Method::GET, path, Some(with("writer", "w")), "").await.0, StatusCode::FORBIDDEN, "{path}");
+            assert_eq!(
+                call(Method::GET, path, Some(with("writer", "w")), "")
+                    .await
+                    .0,
+                StatusCode::FORBIDDEN,
+                "{path}"
+            );
         }
-        assert_eq!(call(Method::POST, "/db/load", Some(with("writer", "w")), "x").await.0, StatusCode::FORBIDDEN);
+        assert_eq!(
+            call(Method::POST, "/db/load", Some(with("writer", "w")), "x")
+                .await
+                .0,
+            StatusCode::FORBIDDEN
+        );
         assert_eq!(s.backend.execute_count(), 1);
     }
 

@@ -147,7 +147,11 @@ mod tests {
         assert_eq!(split_sql("SELECT 1;"), ["SELECT 1;"]);
         assert_eq!(
             split_sql("CREATE TABLE a(x); INSERT INTO a VALUES ('x;y'); SELECT 2"),
-            ["CREATE TABLE a(x);", "INSERT INTO a VALUES ('x;y');", "SELECT 2"]
+            [
+                "CREATE TABLE a(x);",
+                "INSERT INTO a VALUES ('x;y');",
+                "SELECT 2"
+            ]
         );
         assert_eq!(
             split_sql("CREATE TRIGGER t AFTER INSERT ON a BEGIN DELETE FROM b; DELETE FROM c; END; SELECT 1; -- done"),
@@ -192,6 +196,10 @@ mod tests {
             params: Params::Positional(vec![crate::sql::SqlValue::Integer(1)]),
         }])
         .unwrap_err();
-        assert!(err.to_string().starts_with("statement 1: holds 2 statements"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("statement 1: holds 2 statements"),
+            "{err}"
+        );
     }
 }

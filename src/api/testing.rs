@@ -14,8 +14,8 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::oneshot;
 
 use super::{
-    serve, ApiError, ApiOptions, Backend, BackupFormat, ExecuteRequest, ExecuteResponse, NodeDescription,
-    QueryRequest,
+    serve, ApiError, ApiOptions, Backend, BackupFormat, ExecuteRequest, ExecuteResponse,
+    NodeDescription, QueryRequest,
 };
 use crate::sql::{ExecResult, QueryResult, SqlValue};
 
@@ -158,7 +158,9 @@ impl Backend for FakeBackend {
         }
         Ok(match format {
             BackupFormat::Sqlite => b"SQLite format 3\0fake".to_vec(),
-            BackupFormat::Sql => b"PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\nCOMMIT;\n".to_vec(),
+            BackupFormat::Sql => {
+                b"PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\nCOMMIT;\n".to_vec()
+            }
         })
     }
 

@@ -212,10 +212,14 @@ fn execute(
     // A statement that returns rows (a SELECT in a mixed `/db/request`, a
     // RETURNING clause) reports them, as rqlite does.
     let mut returned = (stmt.column_count() > 0).then(|| QueryResult {
-        columns: stmt.column_names().into_iter().map(str::to_owned).collect(),
+        columns: stmt.column_names().map(str::to_owned).collect(),
         types: stmt
             .columns()
-            .map(|c| c.decl_type().map(str::to_ascii_lowercase).unwrap_or_default())
+            .map(|c| {
+                c.decl_type()
+                    .map(str::to_ascii_lowercase)
+                    .unwrap_or_default()
+            })
             .collect(),
         ..QueryResult::default()
     });
