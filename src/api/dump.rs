@@ -16,6 +16,9 @@ use crate::sql::{Params, SqlValue, Statement};
 
 /// Internal tables of the node (see `store::meta`), never part of a backup.
 const INTERNAL_PREFIX: &str = "_quorate_";
+/// An uploaded SQL script that runs longer than this in the scratch
+/// database (an endless recursive query, say) is stopped.
+const SCRIPT_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 /// The first bytes of every SQLite database file.
 const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
 
@@ -263,6 +266,14 @@ fn quote_ident(name: &str) -> String {
 /// `scratch`: a SQLite file is written there as it is, a SQL dump is run into
 /// it. The scratch connection can touch no other file.
 pub fn open_upload(data: &[u8], scratch: &Path) -> Result<Connection, DumpError> {
+    open_upload_within(data, scratch, SCRIPT_TIME_LIMIT)
+}
+
+fn open_upload_within(
+    data: &[u8],
+    scratch: &Path,
+    time_limit: std::time::Duration,
+) -> Result<Connection, DumpError> {
     let io = |source| DumpError::Io {
         path: scratch.display().to_string(),
         source,
@@ -290,9 +301,17 @@ pub fn open_upload(data: &[u8], scratch: &Path) -> Result<Connection, DumpError>
             "the body is empty: send a SQLite database file or a SQL dump".into(),
         ));
     }
-    let conn = guarded(Connection::open(scratch)?)?;
-    conn.execute_batch(sql)
-        .map_err(|e| DumpError::Invalid(format!("the SQL dump does not run: {e}")))?;
+    let mut conn = guarded(Connection::open(scratch)?)?;
+    let deadline = std::time::Instant::now() + time_limit;
+    conn.progress_handler(10_000, Some(move || std::time::Instant::now() > deadline))?;
+    let ran = conn.execute_batch(sql);
+    conn.progress_handler(10_000, None::<fn() -> bool>)?;
+    ran.map_err(|e| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::OperationInterrupted) => DumpError::Invalid(format!(
+            "the SQL script ran longer than {time_limit:?} and was stopped"
+        )),
+        _ => DumpError::Invalid(format!("the SQL dump does not run: {e}")),
+    })?;
     if !conn.is_autocommit() {
         return Err(DumpError::Invalid(
             "the SQL dump leaves a transaction open (BEGIN without COMMIT)".into(),
@@ -470,6 +489,15 @@ mod tests {
         let mut damaged = SQLITE_MAGIC.to_vec();
         damaged.extend_from_slice(&[0u8; 200]);
         assert!(err(&damaged).contains("damaged"), "{}", err(&damaged));
+
+        let _ = std::fs::remove_file(&scratch);
+        let endless = b"CREATE TABLE t(x); WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) INSERT INTO t SELECT x FROM c;";
+        let stopped = open_upload_within(endless, &scratch, std::time::Duration::from_millis(200));
+        assert!(stopped
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("ran longer than 200ms and was stopped"));
 
         let _ = std::fs::remove_file(&scratch);
         let conn = open_upload(

@@ -110,11 +110,11 @@ impl Node {
     /// sees them: a client that spreads its requests over the nodes (as
     /// rqlite clients do) reads its own writes and builds on them.
     ///
-    /// `Err` when the node is not Primary. Best effort otherwise: while the
-    /// sequencer cannot be asked (a leader change), the node goes on with
-    /// what it has after at most `primary_timeout_ms`, as it would without
-    /// the wait; a write is still certified, so staleness costs at worst a
-    /// retryable conflict.
+    /// `Err` when the node is not Primary when asked. Best effort
+    /// otherwise: while the sequencer cannot be asked (a leader change), the
+    /// node goes on with what it has after at most `primary_timeout_ms`, as
+    /// it would without the wait; a write is still certified, so staleness
+    /// costs at worst a retryable conflict.
     async fn sync_wait(&self) -> Result<(), ApiError> {
         if !self.is_primary() {
             return Err(ApiError::NotPrimary(NOT_PRIMARY.into()));
@@ -124,11 +124,9 @@ impl Node {
             Ok(Err(e)) => tracing::debug!("sync wait skipped: {e}"),
             Err(_) => tracing::debug!("sync wait skipped: the sequencer did not answer in time"),
         }
-        if self.is_primary() {
-            Ok(())
-        } else {
-            Err(ApiError::NotPrimary(NOT_PRIMARY.into()))
-        }
+        // Not asked again: a write goes on to the order, which waits out an
+        // election by itself (and reports an outcome it cannot know as such).
+        Ok(())
     }
 
     /// Client objects of the live database, as `(type, name)`.
