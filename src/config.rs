@@ -78,6 +78,11 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     pub advertise: Option<String>,
     pub max_body_bytes: usize,
+    /// HTTPS: the server certificate chain (PEM); with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// rqlite's users file: basic authentication and permissions.
+    pub users_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,6 +145,9 @@ impl Default for ApiConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 4001),
             advertise: None,
             max_body_bytes: 64 * 1024 * 1024,
+            tls_cert: None,
+            tls_key: None,
+            users_file: None,
         }
     }
 }
@@ -303,7 +311,7 @@ const fn doc(
 
 const SECTIONS: [&str; 4] = ["replication", "api", "tls", "storage"];
 
-static KEYS: [ConfigKeyDoc; 29] = [
+static KEYS: [ConfigKeyDoc; 32] = [
     doc("cluster_name", "\"quorate\"", "\"quorate\"", Kind::Text,
         "a name of letters, digits, '.', '_' and '-', at most 63 characters, like \"mail-gw\"",
         "Name of the cluster. Peers with another cluster_name are refused, so two clusters on \
@@ -390,6 +398,24 @@ static KEYS: [ConfigKeyDoc; 29] = [
     doc("api.max_body_bytes", "67108864", "67108864", USIZE,
         "a size in bytes like 67108864",
         "Largest HTTP request body the client API accepts, in bytes."),
+    doc("api.tls_cert", "", "\"/etc/quorate/tls/api.pem\"", Kind::Text,
+        "a file path like \"/etc/quorate/tls/api.pem\"",
+        "Serve the client API over HTTPS with this certificate chain (PEM; the server's \
+         certificate first). Requires tls_key. Without both the API speaks plain HTTP, which is \
+         fit only for the default loopback listen address: set them (and users_file) before \
+         exposing the API. Any certificate clients trust will do, e.g. one made by \
+         `quorate tls node NAME --addr IP`."),
+    doc("api.tls_key", "", "\"/etc/quorate/tls/api.key\"", Kind::Text,
+        "a file path like \"/etc/quorate/tls/api.key\"",
+        "The private key (PEM, readable by the quorate user only) of tls_cert."),
+    doc("api.users_file", "", "\"/etc/quorate/users.json\"", Kind::Text,
+        "a file path like \"/etc/quorate/users.json\"",
+        "Require HTTP basic authentication, with users and permissions in rqlite's users-file \
+         format: a JSON array of {\"username\", \"password\", \"perms\"} objects; a password is \
+         plain or a bcrypt hash; perms are all, execute, query, status, ready, backup, load, join, \
+         join-read-only, remove, snapshot; the user \"*\" grants its perms to everybody. A wrong \
+         or missing password is answered 401, a missing permission 403. Read at start. Without it \
+         every client may do everything."),
     doc("tls.ca", "", "\"/etc/quorate/tls/ca.pem\"", Kind::Text,
         "a file path like \"/etc/quorate/tls/ca.pem\"",
         "Cluster CA certificate (PEM), made by `quorate tls ca`. The [tls] section is optional \
@@ -525,7 +551,7 @@ impl Config {
             if a.starts_with("http://") || a.starts_with("https://") {
                 return a.clone();
             }
-            return format!("http://{a}");
+            return format!("{}://{a}", self.api_scheme());
         }
         let listen = self.api.listen;
         let addr = if listen.ip().is_unspecified() {
@@ -533,7 +559,15 @@ impl Config {
         } else {
             listen
         };
-        format!("http://{addr}")
+        format!("{}://{addr}", self.api_scheme())
+    }
+
+    fn api_scheme(&self) -> &'static str {
+        if self.api.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// Peers other than this node itself (a shared peer list names every node).
@@ -729,6 +763,21 @@ impl Config {
     }
 
     fn validate_api(&self) -> Result<(), ConfigError> {
+        match (&self.api.tls_cert, &self.api.tls_key) {
+            (Some(_), None) => {
+                return Err(ConfigError::setting(
+                    "api.tls_cert",
+                    "is set without api.tls_key: set both to serve HTTPS, or neither".to_string(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::setting(
+                    "api.tls_key",
+                    "is set without api.tls_cert: set both to serve HTTPS, or neither".to_string(),
+                ))
+            }
+            _ => {}
+        }
         let Some(a) = &self.api.advertise else {
             return Ok(());
         };
@@ -1108,7 +1157,9 @@ key  = "/etc/quorate/tls/node-a.key"
             "{e}"
         );
         assert!(
-            e.ends_with("expected one of: listen, advertise, max_body_bytes"),
+            e.ends_with(
+                "expected one of: listen, advertise, max_body_bytes, tls_cert, tls_key, users_file"
+            ),
             "{e}"
         );
         // A quoted key with a dot is one key, not a path.
@@ -1432,6 +1483,9 @@ key  = "/etc/quorate/tls/node-a.key"
         let mut c = Config::new("node-a");
         c.replication.advertise = Some("192.168.1.11:4567".parse().unwrap());
         c.api.advertise = Some("http://192.168.1.11:4001".into());
+        c.api.tls_cert = Some("/etc/quorate/tls/api.pem".into());
+        c.api.tls_key = Some("/etc/quorate/tls/api.key".into());
+        c.api.users_file = Some("/etc/quorate/users.json".into());
         c.tls = Some(TlsConfig {
             ca: "/ca".into(),
             cert: "/c".into(),

@@ -49,6 +49,11 @@ pub struct ExecResult {
     pub error: Option<String>,
     /// Seconds spent, when timings were asked for.
     pub time: Option<f64>,
+    /// The rows of a statement that returns rows (a SELECT in a mixed
+    /// request, a RETURNING clause), as the origin saw them. Local to the
+    /// origin: never replicated.
+    #[serde(skip)]
+    pub rows: Option<QueryResult>,
 }
 
 /// Result of one query statement (rqlite's `results[i]` for `/db/query`).

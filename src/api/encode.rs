@@ -51,6 +51,15 @@ pub(crate) enum Slot<'a> {
 }
 
 impl<'a> Slot<'a> {
+    /// A write statement's result; rows when it returned any (rqlite shows
+    /// a SELECT in a mixed request, or a RETURNING clause, as a query).
+    pub(crate) fn exec(r: &'a ExecResult) -> Self {
+        match &r.rows {
+            Some(q) if r.error.is_none() => Slot::rows(q),
+            _ => Slot::Exec(r),
+        }
+    }
+
     pub(crate) fn rows(q: &'a QueryResult) -> Self {
         Slot::Rows(Rows::new(q))
     }

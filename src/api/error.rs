@@ -18,6 +18,10 @@ pub(crate) enum HttpError {
         path: String,
         allow: &'static str,
     },
+    #[error("this needs a user name and password (HTTP basic authentication) that the node's users file accepts")]
+    Unauthorized,
+    #[error("user {user:?} does not have the {perm:?} permission this needs")]
+    Forbidden { user: String, perm: &'static str },
 }
 
 impl ApiError {
@@ -51,6 +55,8 @@ impl HttpError {
             HttpError::Api(e) => e.status(),
             HttpError::NotFound { .. } => StatusCode::NOT_FOUND,
             HttpError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
+            HttpError::Forbidden { .. } => StatusCode::FORBIDDEN,
         }
     }
 
@@ -59,6 +65,8 @@ impl HttpError {
             HttpError::Api(e) => e.code(),
             HttpError::NotFound { .. } => "not_found",
             HttpError::MethodNotAllowed { .. } => "method_not_allowed",
+            HttpError::Unauthorized => "unauthorized",
+            HttpError::Forbidden { .. } => "forbidden",
         }
     }
 }
@@ -71,10 +79,19 @@ impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.to_string(), "code": self.code() });
         let mut response = (self.status(), axum::Json(body)).into_response();
-        if let HttpError::MethodNotAllowed { allow, .. } = self {
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        match self {
+            HttpError::MethodNotAllowed { allow, .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            HttpError::Unauthorized => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"rqlite\""),
+                );
+            }
+            _ => {}
         }
         response
     }

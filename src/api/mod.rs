@@ -4,7 +4,10 @@
 //! (pyrqlite, gorqlite, rqlite-js, the `rqlite` shell, `curl` scripts) work
 //! unchanged. Where rqlite's behaviour depends on Raft leadership, quorate
 //! answers as a multi-master node: every node in the primary component takes
-//! writes, so nothing is ever redirected.
+//! writes, so a Primary node never redirects. Writes and `weak` reads first
+//! wait until the node has applied what the cluster committed before them
+//! (Galera's `wsrep_sync_wait`), so clients that spread requests over the
+//! nodes read their own writes.
 //!
 //! # Endpoints
 //!
@@ -13,13 +16,17 @@
 //! | `POST` | `/db/execute` | run write statements as one write-set |
 //! | `GET`, `POST` | `/db/query` | run read statements on the local database |
 //! | `POST` | `/db/request` | mixed body: all read-only → a query, else an execute |
+//! | `GET` | `/db/backup` | SQLite file of the client's tables, SQL dump with `fmt=sql`, gzipped with `compress` |
+//! | `POST` | `/db/load` | replace the database with a SQLite file or SQL dump, as one write-set |
 //! | `GET` | `/status` | the node's status document |
 //! | `GET` | `/nodes` | cluster members |
 //! | `GET` | `/readyz` | readiness probe (text) |
 //! | `GET` | `/metrics` | Prometheus text exposition (`text/plain; version=0.0.4`) |
 //!
 //! Any other path is 404; a known path with another method is 405 (with an
-//! `Allow` header); `OPTIONS` on a known path is 200 with `Allow`.
+//! `Allow` header); `OPTIONS` on a known path is 200 with `Allow`. Every
+//! answer names the serving node's replication address in
+//! `X-RQLITE-SERVED-BY`.
 //!
 //! # Request bodies (`/db/execute`, `/db/query` POST, `/db/request`)
 //!
@@ -41,7 +48,9 @@
 //!
 //! With `Content-Type: text/plain` the whole body is one SQL statement
 //! (rqlite accepts this too). GET `/db/query` takes its one statement from
-//! `q=`.
+//! `q=`. One SQL string may hold several `;`-separated statements: they run
+//! in turn and the string's result is its last statement's (or its first
+//! error), as with rqlite's driver; such a string may not carry parameters.
 //!
 //! # Query parameters
 //!
@@ -54,10 +63,11 @@
 //! | `pretty` | all JSON | indent the JSON with four spaces |
 //! | `associative` | all `/db/*` | rows as objects: `{"types":{..},"rows":[{..}]}`; execute results gain `"rows":null` |
 //! | `blob_array` | all `/db/*` | BLOBs as arrays of byte values instead of base64 |
-//! | `level` | query, request | `none`, `weak` (default; also for unknown values and `auto`), `linearizable`, `strong` |
+//! | `level` | query, request | `none` (local, no wait), `weak` (default; also for unknown values and `auto`: waits for the cluster's committed position, bounded by `primary_timeout_ms`), `linearizable`, `strong` (the same wait, unbounded) |
 //! | `raft_index` | all `/db/*` | add `raft_index`: the write-set's seqno, when one was replicated |
-//! | `redirect` | all `/db/*` | accepted, ignored: any node takes writes |
-//! | `queue`, `wait` | execute | accepted; the write is run synchronously and the answer also carries `sequence_number` (the seqno) when a write-set was replicated |
+//! | `redirect` | `/db/*` | served locally when Primary; else 301 to the sequencer this node knows (503 when it knows none) |
+//! | `queue`, `wait` | execute | acknowledged once applied; the answer also carries `sequence_number` (the seqno) when a write-set was replicated |
+//! | `fmt`, `compress` | backup | `fmt=sql` for a SQL dump; `compress` gzips |
 //! | `timeout`, `db_timeout`, `freshness`, `linearizable_timeout` | all | accepted; must be Go durations (`1s`, `500ms`) or the request is 400 |
 //! | `retries` | all | accepted; must be an integer |
 //! | `freshness_strict` | query | accepted; requires `freshness` |
@@ -87,13 +97,21 @@
 //! row's value.
 //!
 //! `/db/request`: like `/db/query` when every statement is read-only, else
-//! like `/db/execute` (read statements inside a write request report no rows).
+//! like `/db/execute`, with the rows each read statement saw inside the
+//! transaction. On `/db/execute` a RETURNING clause reports its rows; a
+//! SELECT shows none (as in rqlite).
 //!
 //! `timings` adds a top-level `time`. `/status` is the node's status
 //! document; `/nodes` is `{"<id>":{"id":..,"api_addr":..,"addr":..,"voter":..,
 //! "reachable":..,"leader":..}}` sorted by id. `/readyz` answers 200
 //! `[+]node ok\n[+]leader ok\n[+]store ok\n[+]db ok` or 503 with the reason
 //! as the last line.
+//!
+//! # HTTPS and users
+//!
+//! `api.tls_cert`/`api.tls_key` make the API HTTPS-only (`https.rs`);
+//! `api.users_file` requires rqlite-style basic authentication with
+//! per-endpoint permissions (`auth.rs`).
 //!
 //! # Whole-request errors
 //!
@@ -107,14 +125,20 @@
 //! | `bad_request` | 400 | malformed body or parameters (JSON errors carry line and column) |
 //! | `too_large` | 413 | body over the configured limit |
 //! | `internal` | 500 | a bug or a storage failure |
+//! | `unauthorized` | 401 | with `api.users_file`: no valid basic credentials (and `*` lacks the permission) |
+//! | `forbidden` | 403 | with `api.users_file`: the user lacks the endpoint's permission |
 //! | `not_found` | 404 | unknown path |
 //! | `method_not_allowed` | 405 | known path, other method |
 
+pub mod auth;
+pub mod dump;
 mod encode;
 mod error;
+mod https;
 mod params;
 mod request;
 mod routes;
+mod split;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -193,6 +217,15 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// What `/db/backup` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupFormat {
+    /// A SQLite database file (the default).
+    Sqlite,
+    /// A SQL dump (`fmt=sql`), laid out as the `sqlite3` shell's `.dump`.
+    Sql,
+}
+
 /// What the HTTP layer needs from the node.
 pub trait Backend: Send + Sync + 'static {
     fn execute(
@@ -212,6 +245,21 @@ pub trait Backend: Send + Sync + 'static {
     /// `/db/request` bodies. A statement that does not prepare is not
     /// read-only, so it takes the write path and reports its error there.
     fn is_read_only(&self, sql: &str) -> bool;
+    /// A consistent copy of the client's data, including every write
+    /// committed in the cluster before the request (`/db/backup`).
+    fn backup(
+        &self,
+        format: BackupFormat,
+    ) -> impl Future<Output = Result<Vec<u8>, ApiError>> + Send;
+    /// Replace the database with the SQLite file or SQL dump in `data`, as
+    /// one write-set replicated to every node (`/db/load`).
+    fn load(
+        &self,
+        data: bytes::Bytes,
+    ) -> impl Future<Output = Result<ExecuteResponse, ApiError>> + Send;
+    /// How this node names itself in `X-RQLITE-SERVED-BY` (its replication
+    /// address, as rqlite names a node by its Raft address).
+    fn served_by(&self) -> String;
     /// Prometheus text exposition for `/metrics`.
     fn metrics(&self) -> impl Future<Output = String> + Send {
         async { String::new() }
@@ -219,12 +267,28 @@ pub trait Backend: Send + Sync + 'static {
 }
 
 /// Settings of the HTTP server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApiOptions {
     /// Larger request bodies are refused with 413.
     pub max_body_bytes: usize,
     /// `http://host:port` under which clients reach this node.
     pub advertise: String,
+    /// Serve HTTPS with this instead of plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Require these users' credentials and permissions.
+    pub users: Option<Arc<auth::Users>>,
+}
+
+impl std::fmt::Debug for ApiOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the users: they hold passwords.
+        f.debug_struct("ApiOptions")
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("advertise", &self.advertise)
+            .field("tls", &self.tls.is_some())
+            .field("users", &self.users.is_some())
+            .finish()
+    }
 }
 
 impl Default for ApiOptions {
@@ -232,7 +296,41 @@ impl Default for ApiOptions {
         ApiOptions {
             max_body_bytes: 64 * 1024 * 1024,
             advertise: "http://127.0.0.1:4001".to_string(),
+            tls: None,
+            users: None,
         }
+    }
+}
+
+/// Why the client API cannot be set up as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiSetupError {
+    #[error(transparent)]
+    Https(#[from] https::HttpsError),
+    #[error(transparent)]
+    Users(#[from] auth::UsersError),
+}
+
+impl ApiOptions {
+    /// The options the `[api]` section of the config asks for: certificate
+    /// and users files are read here, so a bad one stops the start.
+    pub fn from_config(config: &crate::config::Config) -> Result<ApiOptions, ApiSetupError> {
+        let api = &config.api;
+        let tls = match (&api.tls_cert, &api.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(https::server_config(cert, key)?)),
+            // The config check refuses one without the other.
+            _ => None,
+        };
+        let users = match &api.users_file {
+            Some(path) => Some(Arc::new(auth::Users::load(path)?)),
+            None => None,
+        };
+        Ok(ApiOptions {
+            max_body_bytes: api.max_body_bytes,
+            advertise: config.api_advertise(),
+            tls,
+            users,
+        })
     }
 }
 
@@ -244,8 +342,14 @@ pub async fn serve<B: Backend>(
     opts: ApiOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let tls = opts.tls.clone();
     let app = routes::router(backend, opts);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    match tls {
+        Some(tls) => https::serve(listener, app, tls, shutdown).await,
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }

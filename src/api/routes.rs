@@ -12,17 +12,23 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::Value;
 
+use super::auth::{basic_credentials, Denied, Perm};
 use super::encode::{to_json, Envelope, Format, Slot};
 use super::error::{bad_request, HttpError};
 use super::params::QueryParams;
 use super::request::{is_plain_text, parse_plain_text, parse_statements, read_body};
+use super::split;
 use super::{
-    ApiError, ApiOptions, Backend, ExecuteRequest, NodeDescription, QueryRequest, ReadLevel,
+    ApiError, ApiOptions, Backend, BackupFormat, ExecuteRequest, NodeDescription, QueryRequest,
+    ReadLevel,
 };
 use crate::sql::Statement;
 
 /// Header carrying the seqno of the write-set a request replicated.
 pub(crate) const SEQNO_HEADER: &str = "x-quorate-seqno";
+/// rqlite names the node that served a request in this header.
+pub(crate) const SERVED_BY_HEADER: &str = "x-rqlite-served-by";
+const OCTET_STREAM: &str = "application/octet-stream";
 const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
 const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
@@ -41,6 +47,8 @@ enum Endpoint {
     Nodes,
     Readyz,
     Metrics,
+    Backup,
+    Load,
 }
 
 impl Endpoint {
@@ -55,27 +63,59 @@ impl Endpoint {
             "/nodes" => Endpoint::Nodes,
             "/readyz" => Endpoint::Readyz,
             "/metrics" => Endpoint::Metrics,
+            "/db/backup" => Endpoint::Backup,
+            "/db/load" => Endpoint::Load,
             _ => return None,
         })
     }
 
     fn allows(self, method: &Method) -> bool {
         match self {
-            Endpoint::Execute | Endpoint::Request => method == Method::POST,
+            Endpoint::Execute | Endpoint::Request | Endpoint::Load => method == Method::POST,
             Endpoint::Query => method == Method::GET || method == Method::POST,
-            Endpoint::Status | Endpoint::Nodes | Endpoint::Readyz | Endpoint::Metrics => {
-                method == Method::GET
-            }
+            Endpoint::Status
+            | Endpoint::Nodes
+            | Endpoint::Readyz
+            | Endpoint::Metrics
+            | Endpoint::Backup => method == Method::GET,
         }
+    }
+
+    /// The permission a users file must grant (rqlite's names).
+    /// `/db/request` needs `query` or `execute` by what its body does.
+    fn perm(self) -> Perm {
+        match self {
+            Endpoint::Execute => Perm::Execute,
+            Endpoint::Query | Endpoint::Request => Perm::Query,
+            Endpoint::Status | Endpoint::Nodes | Endpoint::Metrics => Perm::Status,
+            Endpoint::Readyz => Perm::Ready,
+            Endpoint::Backup => Perm::Backup,
+            Endpoint::Load => Perm::Load,
+        }
+    }
+
+    /// Endpoints whose answer depends on this node being Primary, so that
+    /// `redirect` may send the client elsewhere.
+    fn needs_primary(self) -> bool {
+        matches!(
+            self,
+            Endpoint::Execute
+                | Endpoint::Query
+                | Endpoint::Request
+                | Endpoint::Backup
+                | Endpoint::Load
+        )
     }
 
     fn allow_header(self) -> &'static str {
         match self {
-            Endpoint::Execute | Endpoint::Request => "POST, OPTIONS",
+            Endpoint::Execute | Endpoint::Request | Endpoint::Load => "POST, OPTIONS",
             Endpoint::Query => "GET, POST, OPTIONS",
-            Endpoint::Status | Endpoint::Nodes | Endpoint::Readyz | Endpoint::Metrics => {
-                "GET, OPTIONS"
-            }
+            Endpoint::Status
+            | Endpoint::Nodes
+            | Endpoint::Readyz
+            | Endpoint::Metrics
+            | Endpoint::Backup => "GET, OPTIONS",
         }
     }
 }
@@ -85,10 +125,14 @@ pub(crate) fn router<B: Backend>(backend: Arc<B>, opts: ApiOptions) -> Router {
     Router::new().fallback(move |req: Request| {
         let app = Arc::clone(&app);
         async move {
-            match dispatch(&app, req).await {
+            let mut response = match dispatch(&app, req).await {
                 Ok(response) => response,
                 Err(e) => e.into_response(),
+            };
+            if let Ok(v) = HeaderValue::from_str(&app.backend.served_by()) {
+                response.headers_mut().insert(SERVED_BY_HEADER, v);
             }
+            response
         }
     })
 }
@@ -113,16 +157,154 @@ async fn dispatch<B: Backend>(app: &App<B>, req: Request) -> Result<Response, Ht
             allow: endpoint.allow_header(),
         });
     }
+    let credentials = basic_credentials(req.headers());
+    if endpoint != Endpoint::Request {
+        authorize(app, credentials.as_ref(), endpoint.perm())?;
+    }
     let params = QueryParams::from_uri(req.uri())?;
+    if params.has("redirect") && endpoint.needs_primary() {
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+        if let Some(response) = redirect(app, &path_and_query).await {
+            return Ok(response);
+        }
+    }
     match endpoint {
         Endpoint::Execute => execute(app, &params, req).await,
         Endpoint::Query => query(app, &params, req).await,
-        Endpoint::Request => request(app, &params, req).await,
+        Endpoint::Request => request(app, &params, req, credentials.as_ref()).await,
         Endpoint::Status => status(app, &params).await,
         Endpoint::Nodes => nodes(app, &params).await,
         Endpoint::Readyz => readyz(app, &params).await,
         Endpoint::Metrics => metrics(app).await,
+        Endpoint::Backup => backup(app, &params).await,
+        Endpoint::Load => load(app, &params, req).await,
     }
+}
+
+/// With a users file: whether these credentials grant `perm`.
+fn authorize<B>(
+    app: &App<B>,
+    credentials: Option<&(String, String)>,
+    perm: Perm,
+) -> Result<(), HttpError> {
+    let Some(users) = &app.opts.users else {
+        return Ok(());
+    };
+    let credentials = credentials.map(|(u, p)| (u.as_str(), p.as_str()));
+    users
+        .check(credentials, perm)
+        .map_err(|denied| match denied {
+            Denied::Unauthenticated => HttpError::Unauthorized,
+            Denied::Forbidden { user, perm } => HttpError::Forbidden {
+                user,
+                perm: perm.name(),
+            },
+        })
+}
+
+/// rqlite's `redirect`: instead of failing, a node that cannot serve answers
+/// 301 with a node that can. Any Primary node serves, so this node redirects
+/// only when it is not Primary itself and knows the sequencer (the leader).
+async fn redirect<B: Backend>(app: &App<B>, path_and_query: &str) -> Option<Response> {
+    if app.backend.ready().await.is_ok() {
+        return None;
+    }
+    let nodes = app.backend.nodes().await;
+    let target = nodes
+        .iter()
+        .find(|n| n.leader && !n.api_addr.is_empty() && n.api_addr != app.opts.advertise)?;
+    let location = format!("{}{path_and_query}", target.api_addr.trim_end_matches('/'));
+    let mut response = StatusCode::MOVED_PERMANENTLY.into_response();
+    response
+        .headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_str(&location).ok()?);
+    Some(response)
+}
+
+/// `GET /db/backup`: a SQLite file, or with `fmt=sql` a SQL dump; gzipped
+/// with `compress`.
+async fn backup<B: Backend>(app: &App<B>, params: &QueryParams) -> Result<Response, HttpError> {
+    let format = match params.get("fmt") {
+        None | Some("") | Some("binary") | Some("sqlite") => BackupFormat::Sqlite,
+        Some("sql") => BackupFormat::Sql,
+        Some(other) => {
+            return Err(bad_request(format!(
+                "fmt={other} is not a backup format: use fmt=sql for a SQL dump, or no fmt for a SQLite file"
+            )))
+        }
+    };
+    let mut data = app.backend.backup(format).await?;
+    let content_type = match format {
+        BackupFormat::Sqlite => OCTET_STREAM,
+        BackupFormat::Sql => TEXT_CONTENT_TYPE,
+    };
+    let mut response_headers = HeaderMap::new();
+    if params.has("compress") {
+        data = gzip(&data).map_err(|e| {
+            HttpError::Api(ApiError::Internal(format!("compressing the backup: {e}")))
+        })?;
+        response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(OCTET_STREAM));
+    } else {
+        response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
+    let mut response = (StatusCode::OK, Body::from(data)).into_response();
+    response.headers_mut().extend(response_headers);
+    Ok(response)
+}
+
+fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data)?;
+    encoder.finish()
+}
+
+/// Undo a gzip the client applied, within `limit` bytes of output.
+fn gunzip(data: &[u8], limit: usize) -> Result<Vec<u8>, HttpError> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let mut decoder = flate2::read::GzDecoder::new(data).take(limit as u64 + 1);
+    decoder.read_to_end(&mut out).map_err(|e| {
+        bad_request(format!(
+            "the body looks gzipped but does not decompress: {e}"
+        ))
+    })?;
+    if out.len() > limit {
+        return Err(HttpError::Api(ApiError::TooLarge(format!(
+            "the decompressed body is larger than the limit of {limit} bytes"
+        ))));
+    }
+    Ok(out)
+}
+
+/// `POST /db/load`: replace the database with a SQLite file or a SQL dump
+/// (gzipped or not), as one write-set that every node applies.
+async fn load<B: Backend>(
+    app: &App<B>,
+    params: &QueryParams,
+    req: Request,
+) -> Result<Response, HttpError> {
+    let (parts, body) = req.into_parts();
+    let data = read_body(&parts.headers, body, app.opts.max_body_bytes).await?;
+    let data = if data.starts_with(&[0x1f, 0x8b]) {
+        bytes::Bytes::from(gunzip(&data, app.opts.max_body_bytes)?)
+    } else {
+        data
+    };
+    let resp = app.backend.load(data).await?;
+    let envelope = Envelope {
+        results: resp.results.iter().map(Slot::Exec).collect(),
+        format: format(params),
+        time: None,
+        sequence_number: None,
+        raft_index: resp.seqno.filter(|_| params.has("raft_index")),
+    };
+    let mut response = json_response(StatusCode::OK, &envelope, params.pretty())?;
+    add_seqno(response.headers_mut(), resp.seqno);
+    Ok(response)
 }
 
 fn format(params: &QueryParams) -> Format {
@@ -152,19 +334,26 @@ async fn execute<B: Backend>(
     req: Request,
 ) -> Result<Response, HttpError> {
     let statements = body_statements(app, req).await?;
-    run_execute(app, params, statements, params.has("queue")).await
+    run_execute(app, params, statements, Endpoint::Execute).await
 }
 
-/// The write path shared by `/db/execute` and a writing `/db/request`;
-/// `sequence_number` is rqlite's answer to `queue` on `/db/execute` only.
+/// The write path shared by `/db/execute` and a writing `/db/request`.
 async fn run_execute<B: Backend>(
     app: &App<B>,
     params: &QueryParams,
     statements: Vec<Statement>,
-    with_sequence_number: bool,
+    endpoint: Endpoint,
 ) -> Result<Response, HttpError> {
     let start = Instant::now();
-    let resp = app
+    let (statements, groups) = split::expand(statements)?;
+    // rqlite's /db/execute runs a SELECT but shows no rows for it; rows of
+    // a RETURNING clause it shows everywhere, and a read's on /db/request.
+    let sqls: Vec<String> = if endpoint == Endpoint::Execute {
+        statements.iter().map(|s| s.sql.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    let mut resp = app
         .backend
         .execute(ExecuteRequest {
             statements,
@@ -172,11 +361,26 @@ async fn run_execute<B: Backend>(
             timings: params.timings(),
         })
         .await?;
+    for (i, r) in resp.results.iter_mut().enumerate() {
+        if r.rows.is_some() && sqls.get(i).is_some_and(|sql| app.backend.is_read_only(sql)) {
+            r.rows = None;
+        }
+        if !params.timings() {
+            r.time = None;
+            if let Some(q) = r.rows.as_mut() {
+                q.time = None;
+            }
+        }
+    }
+    let results = split::collapse(resp.results, &groups);
+    // rqlite answers `queue` with a sequence number; here the write has
+    // already been applied when it does, and the number is the seqno.
+    let queued = endpoint == Endpoint::Execute && params.has("queue");
     let envelope = Envelope {
-        results: resp.results.iter().map(Slot::Exec).collect(),
+        results: results.iter().map(Slot::exec).collect(),
         format: format(params),
         time: params.timings().then(|| start.elapsed().as_secs_f64()),
-        sequence_number: resp.seqno.filter(|_| with_sequence_number),
+        sequence_number: resp.seqno.filter(|_| queued),
         raft_index: resp.seqno.filter(|_| params.has("raft_index")),
     };
     let mut response = json_response(StatusCode::OK, &envelope, params.pretty())?;
@@ -206,6 +410,7 @@ async fn run_query<B: Backend>(
     statements: Vec<Statement>,
 ) -> Result<Response, HttpError> {
     let start = Instant::now();
+    let (statements, groups) = split::expand(statements)?;
     let results = app
         .backend
         .query(QueryRequest {
@@ -214,6 +419,7 @@ async fn run_query<B: Backend>(
             timings: params.timings(),
         })
         .await?;
+    let results = split::collapse(results, &groups);
     let envelope = Envelope {
         results: results.iter().map(Slot::rows).collect(),
         format: format(params),
@@ -230,12 +436,16 @@ async fn request<B: Backend>(
     app: &App<B>,
     params: &QueryParams,
     req: Request,
+    credentials: Option<&(String, String)>,
 ) -> Result<Response, HttpError> {
     let statements = body_statements(app, req).await?;
-    if statements.iter().all(|s| app.backend.is_read_only(&s.sql)) {
+    let (expanded, _) = split::expand(statements.clone())?;
+    if expanded.iter().all(|s| app.backend.is_read_only(&s.sql)) {
+        authorize(app, credentials, Perm::Query)?;
         return run_query(app, params, statements).await;
     }
-    run_execute(app, params, statements, false).await
+    authorize(app, credentials, Perm::Execute)?;
+    run_execute(app, params, statements, Endpoint::Request).await
 }
 
 async fn status<B: Backend>(app: &App<B>, params: &QueryParams) -> Result<Response, HttpError> {
@@ -249,8 +459,13 @@ async fn status<B: Backend>(app: &App<B>, params: &QueryParams) -> Result<Respon
         if let Value::Object(http) = http {
             http.entry("addr")
                 .or_insert_with(|| Value::String(app.opts.advertise.clone()));
+            let auth = if app.opts.users.is_some() {
+                "enabled"
+            } else {
+                "disabled"
+            };
             http.entry("auth")
-                .or_insert_with(|| Value::String("disabled".to_string()));
+                .or_insert_with(|| Value::String(auth.to_string()));
         }
     }
     let doc = match params.get("key") {
@@ -763,6 +978,258 @@ mod tests {
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.headers[header::CONTENT_TYPE], PROMETHEUS_CONTENT_TYPE);
         assert!(r.body.contains("quorate_up 1"));
+    }
+
+    #[tokio::test]
+    async fn backup_formats_and_compression() {
+        let s = server().await;
+        let r = get(&s, "/db/backup").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.headers[header::CONTENT_TYPE], OCTET_STREAM);
+        assert!(r.body.starts_with("SQLite format 3"));
+        let r = get(&s, "/db/backup?fmt=sql").await;
+        assert_eq!(r.headers[header::CONTENT_TYPE], TEXT_CONTENT_TYPE);
+        assert!(r.body.starts_with("PRAGMA foreign_keys=OFF;\n"));
+        let r = get(&s, "/db/backup?fmt=csv").await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert!(r.json()["error"].as_str().unwrap().contains("fmt=sql"));
+
+        let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        let response = client
+            .get(
+                format!("http://{}/db/backup?fmt=sql&compress", s.addr)
+                    .parse()
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        use http_body_util::BodyExt;
+        let gz = response.into_body().collect().await.unwrap().to_bytes();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut text)
+            .unwrap();
+        assert!(text.starts_with("PRAGMA foreign_keys=OFF;"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn load_takes_plain_or_gzipped_bodies() {
+        let s = server().await;
+        let r = send(
+            s.addr,
+            Method::POST,
+            "/db/load?raft_index",
+            Some("text/plain"),
+            "CREATE TABLE t(id INTEGER PRIMARY KEY);",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.json()["results"], json!([]));
+        assert_eq!(r.json()["raft_index"], 1);
+        assert_eq!(r.headers[SEQNO_HEADER], "1");
+        let gz = gzip(b"SQL TEXT").unwrap();
+        let r = send(s.addr, Method::POST, "/db/load", Some(OCTET_STREAM), gz).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let loads = s.backend.loads.lock().unwrap().clone();
+        assert_eq!(loads[1], "SQL TEXT");
+        let r = send(
+            s.addr,
+            Method::POST,
+            "/db/load",
+            Some(OCTET_STREAM),
+            vec![0x1f, 0x8b, 1, 2],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert!(r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not decompress"));
+        let r = send(s.addr, Method::POST, "/db/load", Some("text/plain"), "BAD").await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_eq!(r.json()["error"], "cannot load: bad");
+        let r = get(&s, "/db/load").await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[tokio::test]
+    async fn every_answer_names_the_node_that_served_it() {
+        let s = server().await;
+        for r in [
+            get(&s, "/status").await,
+            get(&s, "/nope").await,
+            post(&s, "/db/execute", "[\"INSERT\"]").await,
+        ] {
+            assert_eq!(r.headers[SERVED_BY_HEADER], "127.0.0.1:4567");
+        }
+    }
+
+    #[tokio::test]
+    async fn redirect_sends_a_client_to_the_leader_only_when_this_node_cannot_serve() {
+        let opts = ApiOptions {
+            advertise: "http://10.0.0.1:4001".into(),
+            ..ApiOptions::default()
+        };
+        let s = spawn_server(FakeBackend::new(), opts).await;
+        *s.backend.nodes.lock().unwrap() = vec![NodeDescription {
+            id: "b".into(),
+            api_addr: "http://10.0.0.2:4001".into(),
+            addr: "10.0.0.2:4567".into(),
+            reachable: true,
+            leader: true,
+            voter: true,
+        }];
+        // A Primary node serves the request itself: any node takes writes.
+        let r = get(&s, "/db/query?q=SELECT+1&redirect").await;
+        assert_eq!(r.status, StatusCode::OK);
+        *s.backend.ready.lock().unwrap() = Err("not part of the primary component".into());
+        let r = get(&s, "/db/query?q=SELECT+1&redirect").await;
+        assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(
+            r.headers[header::LOCATION],
+            "http://10.0.0.2:4001/db/query?q=SELECT+1&redirect"
+        );
+        // Without `redirect` the client hears why this node cannot serve.
+        let r = get(&s, "/db/query?q=NOT_PRIMARY").await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        // No leader known: nothing to redirect to.
+        s.backend.nodes.lock().unwrap()[0].leader = false;
+        let r = get(&s, "/db/query?q=NOT_PRIMARY&redirect").await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn several_statements_in_one_string_answer_once() {
+        let s = server().await;
+        let r = post(
+            &s,
+            "/db/execute",
+            r#"["INSERT INTO t VALUES(1); INSERT INTO t VALUES(2)", "INSERT INTO t VALUES(3)"]"#,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(
+            r.body,
+            r#"{"results":[{"last_insert_id":2,"rows_affected":1},{"last_insert_id":3,"rows_affected":1}]}"#
+        );
+        assert_eq!(s.backend.executes.lock().unwrap()[0].statements.len(), 3);
+        let r = post(&s, "/db/query", r#"["SELECT 1; SELECT 2"]"#).await;
+        assert_eq!(r.json()["results"][0]["values"], json!([["SELECT 2"]]));
+    }
+
+    #[tokio::test]
+    async fn users_file_gates_each_endpoint_by_permission() {
+        let users = crate::api::auth::Users::parse(
+            r#"[{"username": "reader", "password": "r", "perms": ["query"]},
+                {"username": "writer", "password": "w", "perms": ["execute", "query"]},
+                {"username": "*", "perms": ["ready"]}]"#,
+        )
+        .unwrap();
+        let opts = ApiOptions {
+            users: Some(Arc::new(users)),
+            ..ApiOptions::default()
+        };
+        let s = spawn_server(FakeBackend::new(), opts).await;
+        let with = |user: &str, password: &str| {
+            use base64::Engine;
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            )
+        };
+        let call =
+            |method: Method, path: &'static str, auth: Option<String>, body: &'static str| {
+                let addr = s.addr;
+                async move {
+                    let client: hyper_util::client::legacy::Client<
+                        _,
+                        http_body_util::Full<bytes::Bytes>,
+                    > = hyper_util::client::legacy::Client::builder(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .build_http();
+                    let mut b = hyper::Request::builder()
+                        .method(method)
+                        .uri(format!("http://{addr}{path}"))
+                        .header("content-type", "application/json");
+                    if let Some(a) = auth {
+                        b = b.header("authorization", a);
+                    }
+                    let r = client
+                        .request(
+                            b.body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                                .unwrap(),
+                        )
+                        .await
+                        .unwrap();
+                    (r.status(), r.headers().clone())
+                }
+            };
+        // Everybody may ask /readyz; nobody anonymous may read.
+        assert_eq!(
+            call(Method::GET, "/readyz", None, "").await.0,
+            StatusCode::OK
+        );
+        let (status, headers) = call(Method::GET, "/db/query?q=SELECT+1", None, "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(headers[header::WWW_AUTHENTICATE], "Basic realm=\"rqlite\"");
+        let q = "/db/query?q=SELECT+1";
+        assert_eq!(
+            call(Method::GET, q, Some(with("reader", "r")), "").await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            call(Method::GET, q, Some(with("reader", "x")), "").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        let w = r#"["INSERT INTO t VALUES(1)"]"#;
+        assert_eq!(
+            call(Method::POST, "/db/execute", Some(with("reader", "r")), w)
+                .await
+                .0,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            call(Method::POST, "/db/execute", Some(with("writer", "w")), w)
+                .await
+                .0,
+            StatusCode::OK
+        );
+        // /db/request needs what its body does.
+        assert_eq!(
+            call(
+                Method::POST,
+                "/db/request",
+                Some(with("reader", "r")),
+                r#"["SELECT 1"]"#
+            )
+            .await
+            .0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            call(Method::POST, "/db/request", Some(with("reader", "r")), w)
+                .await
+                .0,
+            StatusCode::FORBIDDEN
+        );
+        for path in ["/status", "/nodes", "/metrics", "/db/backup"] {
+            assert_eq!(
+                call(Method::GET, path, Some(with("writer", "w")), "")
+                    .await
+                    .0,
+                StatusCode::FORBIDDEN,
+                "{path}"
+            );
+        }
+        assert_eq!(
+            call(Method::POST, "/db/load", Some(with("writer", "w")), "x")
+                .await
+                .0,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(s.backend.execute_count(), 1);
     }
 
     #[tokio::test]

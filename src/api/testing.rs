@@ -14,8 +14,8 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::oneshot;
 
 use super::{
-    serve, ApiError, ApiOptions, Backend, ExecuteRequest, ExecuteResponse, NodeDescription,
-    QueryRequest,
+    serve, ApiError, ApiOptions, Backend, BackupFormat, ExecuteRequest, ExecuteResponse,
+    NodeDescription, QueryRequest,
 };
 use crate::sql::{ExecResult, QueryResult, SqlValue};
 
@@ -32,6 +32,8 @@ pub(crate) struct FakeBackend {
     pub ready: Mutex<Result<(), String>>,
     /// Every n-th execute fails certification; 0 never.
     pub cert_fail_every: AtomicU64,
+    /// Bodies given to `/db/load`.
+    pub loads: Mutex<Vec<Bytes>>,
     executes_seen: AtomicU64,
     seqno: AtomicI64,
     last_insert_id: AtomicI64,
@@ -53,6 +55,7 @@ impl FakeBackend {
             nodes: Mutex::new(Vec::new()),
             ready: Mutex::new(Ok(())),
             cert_fail_every: AtomicU64::new(0),
+            loads: Mutex::new(Vec::new()),
             executes_seen: AtomicU64::new(0),
             seqno: AtomicI64::new(0),
             last_insert_id: AtomicI64::new(0),
@@ -100,6 +103,7 @@ impl Backend for FakeBackend {
                         last_insert_id: self.last_insert_id.fetch_add(1, Ordering::SeqCst) + 1,
                         error: None,
                         time: req.timings.then_some(0.000_5),
+                        rows: None,
                     }
                 }
             })
@@ -146,6 +150,33 @@ impl Backend for FakeBackend {
 
     fn is_read_only(&self, sql: &str) -> bool {
         sql.trim_start().to_ascii_uppercase().starts_with("SELECT")
+    }
+
+    async fn backup(&self, format: BackupFormat) -> Result<Vec<u8>, ApiError> {
+        if !self.ready.lock().unwrap().is_ok() {
+            return Err(ApiError::NotPrimary("not primary".into()));
+        }
+        Ok(match format {
+            BackupFormat::Sqlite => b"SQLite format 3\0fake".to_vec(),
+            BackupFormat::Sql => {
+                b"PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\nCOMMIT;\n".to_vec()
+            }
+        })
+    }
+
+    async fn load(&self, data: Bytes) -> Result<ExecuteResponse, ApiError> {
+        if data.starts_with(b"BAD") {
+            return Err(ApiError::BadRequest("cannot load: bad".into()));
+        }
+        self.loads.lock().unwrap().push(data);
+        Ok(ExecuteResponse {
+            results: Vec::new(),
+            seqno: Some(self.seqno.fetch_add(1, Ordering::SeqCst) + 1),
+        })
+    }
+
+    fn served_by(&self) -> String {
+        "127.0.0.1:4567".to_string()
     }
 
     async fn metrics(&self) -> String {

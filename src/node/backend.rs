@@ -3,11 +3,13 @@
 use std::sync::atomic::Ordering;
 
 use super::Node;
+use crate::api::dump::{self, DumpError};
 use crate::api::{
-    ApiError, Backend, ExecuteRequest, ExecuteResponse, NodeDescription, QueryRequest, ReadLevel,
+    ApiError, Backend, BackupFormat, ExecuteRequest, ExecuteResponse, NodeDescription,
+    QueryRequest, ReadLevel,
 };
 use crate::order::SubmitError;
-use crate::sql::{ExecResult, QueryResult};
+use crate::sql::{ExecResult, QueryResult, SqlValue};
 use crate::writeset::{Verdict, WriteSet};
 
 /// Galera's wording, so operators recognise it, plus what to do.
@@ -65,7 +67,19 @@ impl Node {
             })?;
         match outcome.verdict {
             Verdict::Committed { toi_results } => Ok(Attempt::Done(ExecuteResponse {
-                results: toi_results.unwrap_or(captured.results),
+                results: match toi_results {
+                    // Replayed statements report what they did where they
+                    // were applied; the time and any rows returned are the
+                    // local execution's.
+                    Some(mut results) => {
+                        for (r, local) in results.iter_mut().zip(captured.results) {
+                            r.time = r.time.or(local.time);
+                            r.rows = local.rows;
+                        }
+                        results
+                    }
+                    None => captured.results,
+                },
                 seqno: Some(outcome.seqno),
             })),
             Verdict::Failed(reason) if reason.is_certification_failure() => Ok(
@@ -90,6 +104,90 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Wait until this node has applied every write-set committed in the
+    /// cluster before now (Galera's `wsrep_sync_wait`), so what it runs next
+    /// sees them: a client that spreads its requests over the nodes (as
+    /// rqlite clients do) reads its own writes and builds on them.
+    ///
+    /// `Err` when the node is not Primary when asked. Best effort
+    /// otherwise: while the sequencer cannot be asked (a leader change), the
+    /// node goes on with what it has after at most `primary_timeout_ms`, as
+    /// it would without the wait; a write is still certified, so staleness
+    /// costs at worst a retryable conflict.
+    async fn sync_wait(&self) -> Result<(), ApiError> {
+        if !self.is_primary() {
+            return Err(ApiError::NotPrimary(NOT_PRIMARY.into()));
+        }
+        match tokio::time::timeout(self.primary_timeout(), self.seq.linearizable_barrier()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!("sync wait skipped: {e}"),
+            Err(_) => tracing::debug!("sync wait skipped: the sequencer did not answer in time"),
+        }
+        // Not asked again: a write goes on to the order, which waits out an
+        // election by itself (and reports an outcome it cannot know as such).
+        Ok(())
+    }
+
+    /// Client objects of the live database, as `(type, name)`.
+    async fn client_objects(&self) -> Result<Vec<(String, String)>, ApiError> {
+        let store = self.store.clone();
+        let listing = crate::sql::Statement::new(
+            "SELECT type, name FROM sqlite_schema WHERE type IN ('table', 'view') \
+             AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
+        );
+        let results = tokio::task::spawn_blocking(move || store.query(&[listing], false))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        let result = results
+            .into_iter()
+            .next()
+            .ok_or_else(|| internal("listing the schema returned nothing"))?;
+        if let Some(e) = result.error {
+            return Err(internal(format!("listing the schema: {e}")));
+        }
+        Ok(result
+            .rows
+            .into_iter()
+            .filter_map(|row| match row.as_slice() {
+                [SqlValue::Text(kind), SqlValue::Text(name)] => Some((kind.clone(), name.clone())),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+/// A scratch file beside nothing else of the node's, removed when dropped.
+struct ScratchFile(std::path::PathBuf);
+
+impl ScratchFile {
+    fn new(what: &str) -> ScratchFile {
+        ScratchFile(std::env::temp_dir().join(format!(
+            "quorate-{what}-{}-{}.sqlite",
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        )))
+    }
+}
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        for suffix in ["", "-journal", "-wal", "-shm"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn dump_error(e: DumpError) -> ApiError {
+    match e {
+        DumpError::Invalid(m) => ApiError::BadRequest(format!("cannot load: {m}")),
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
 enum Attempt {
     Done(ExecuteResponse),
     CertificationFailed(String),
@@ -97,9 +195,7 @@ enum Attempt {
 
 impl Backend for Node {
     async fn execute(&self, req: ExecuteRequest) -> Result<ExecuteResponse, ApiError> {
-        if !self.is_primary() {
-            return Err(ApiError::NotPrimary(NOT_PRIMARY.into()));
-        }
+        self.sync_wait().await?;
         // Galera's wsrep_retry_autocommit: only a lone statement is retried,
         // a multi-statement transaction goes back to the client.
         let retries = if req.statements.len() == 1 {
@@ -136,11 +232,10 @@ impl Backend for Node {
     async fn query(&self, req: QueryRequest) -> Result<Vec<QueryResult>, ApiError> {
         match req.level {
             ReadLevel::None => {}
-            ReadLevel::Weak => {
-                if !self.is_primary() {
-                    return Err(ApiError::NotPrimary(NOT_PRIMARY.into()));
-                }
-            }
+            // rqlite's weak read is served by the leader, which has applied
+            // every acknowledged write; here any node serves it, so it
+            // waits for the cluster's committed position first.
+            ReadLevel::Weak => self.sync_wait().await?,
             ReadLevel::Linearizable | ReadLevel::Strong => {
                 if !self.is_primary() {
                     return Err(ApiError::NotPrimary(NOT_PRIMARY.into()));
@@ -157,6 +252,69 @@ impl Backend for Node {
             .await
             .map_err(internal)?
             .map_err(internal)
+    }
+
+    async fn backup(&self, format: BackupFormat) -> Result<Vec<u8>, ApiError> {
+        // Like rqlite's backup from the leader: everything committed before
+        // the request is in it.
+        self.sync_wait().await?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let copy = ScratchFile::new("backup");
+            store.snapshot_into(&copy.0).map_err(internal)?;
+            dump::strip_internal(&copy.0).map_err(internal)?;
+            match format {
+                BackupFormat::Sqlite => std::fs::read(&copy.0)
+                    .map_err(|e| internal(format!("reading {}: {e}", copy.0.display()))),
+                BackupFormat::Sql => dump::sql_dump(&copy.0).map_err(internal),
+            }
+        })
+        .await
+        .map_err(internal)?
+    }
+
+    async fn load(&self, data: bytes::Bytes) -> Result<ExecuteResponse, ApiError> {
+        self.sync_wait().await?;
+        let existing = self.client_objects().await?;
+        let statements = tokio::task::spawn_blocking(move || {
+            let scratch = ScratchFile::new("load");
+            let conn = dump::open_upload(&data, &scratch.0).map_err(dump_error)?;
+            dump::restore_statements(&conn, &existing).map_err(dump_error)
+        })
+        .await
+        .map_err(internal)??;
+        let n = statements.len();
+        // One write-set: the whole restore commits on every node or nowhere.
+        let resp = self
+            .execute(ExecuteRequest {
+                statements,
+                transaction: true,
+                timings: false,
+            })
+            .await
+            .map_err(|e| match e {
+                ApiError::BadRequest(m) => ApiError::BadRequest(format!("cannot load: {m}")),
+                other => other,
+            })?;
+        if let Some((i, e)) = resp
+            .results
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| r.error.as_ref().map(|e| (i, e)))
+        {
+            return Err(ApiError::BadRequest(format!(
+                "cannot load: statement {} of {n} of the restore failed, nothing was loaded: {e}",
+                i + 1
+            )));
+        }
+        Ok(ExecuteResponse {
+            results: Vec::new(),
+            seqno: resp.seqno,
+        })
+    }
+
+    fn served_by(&self) -> String {
+        self.config.advertise_addr().to_string()
     }
 
     async fn metrics(&self) -> String {

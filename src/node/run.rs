@@ -19,10 +19,8 @@ pub async fn run(config: Config, opts: StartOptions) -> Result<(), NodeError> {
             context: format!("cannot listen on api.listen {}", cfg.api.listen),
             source,
         })?;
-    let api_opts = crate::api::ApiOptions {
-        max_body_bytes: cfg.api.max_body_bytes,
-        advertise: cfg.api_advertise(),
-    };
+    let api_opts =
+        crate::api::ApiOptions::from_config(&cfg).map_err(|e| NodeError::Refused(e.to_string()))?;
     let mut stop_api = node.shutdown_signal();
     let api = tokio::spawn(crate::api::serve(
         listener,

@@ -314,6 +314,7 @@ fn run_statements_with_triggers(
             last_insert_id,
             error: None,
             time: None,
+            rows: None,
         });
     }
     Ok(Ok(results))

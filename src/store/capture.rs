@@ -14,7 +14,7 @@ use rusqlite::Connection;
 use super::auth::{self, AuthHandle, ClientScope, StmtInfo};
 use super::schema::SchemaCache;
 use super::{keys, sqlite_err, values, Captured, CapturedWriteSet, StoreError, Writer};
-use crate::sql::{ExecResult, Params, SqlValue, Statement};
+use crate::sql::{ExecResult, Params, QueryResult, SqlValue, Statement};
 use crate::writeset::{Payload, Seqno};
 
 /// Above this many distinct SQL texts, forget what the authorizer reported
@@ -187,6 +187,8 @@ fn execute(
     st: &Statement,
     txn: &mut Txn,
 ) -> Result<ExecResult, String> {
+    // rqlite's `timings` report each statement's own execution time.
+    let started = std::time::Instant::now();
     if first_keyword(&st.sql).eq_ignore_ascii_case("vacuum") {
         return Err("VACUUM is not allowed in an execute request: it is local maintenance, not a change to replicate"
             .to_string());
@@ -207,12 +209,36 @@ fn execute(
     let mut nondeterministic = check(conn, schema, &info, st, txn)?;
     values::bind(&mut stmt, &st.params)?;
 
+    // A statement that returns rows (a SELECT in a mixed `/db/request`, a
+    // RETURNING clause) reports them, as rqlite does.
+    let mut returned = (stmt.column_count() > 0).then(|| QueryResult {
+        columns: stmt.column_names().map(str::to_owned).collect(),
+        types: stmt
+            .columns()
+            .map(|c| {
+                c.decl_type()
+                    .map(str::to_ascii_lowercase)
+                    .unwrap_or_default()
+            })
+            .collect(),
+        ..QueryResult::default()
+    });
     let scope = ClientScope::stepping(auth);
     let stepped = {
         let mut rows = stmt.raw_query();
         loop {
             match rows.next() {
-                Ok(Some(_)) => {}
+                Ok(Some(row)) => {
+                    if let Some(q) = returned.as_mut() {
+                        let values = (0..q.columns.len())
+                            .map(|i| row.get_ref(i).map(values::from_value_ref))
+                            .collect::<Result<Vec<_>, _>>();
+                        match values {
+                            Ok(values) => q.rows.push(values),
+                            Err(e) => break Err(e),
+                        }
+                    }
+                }
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             }
@@ -239,11 +265,13 @@ fn execute(
     }
     txn.nondeterministic.extend(nondeterministic);
     let rows_affected = i64::try_from(conn.changes()).unwrap_or(i64::MAX);
+    let time = Some(started.elapsed().as_secs_f64());
     Ok(ExecResult {
         rows_affected,
         last_insert_id: conn.last_insert_rowid(),
         error: None,
-        time: None,
+        time,
+        rows: returned.map(|q| QueryResult { time, ..q }),
     })
 }
 
