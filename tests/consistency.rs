@@ -1,0 +1,815 @@
+//! A Jepsen-style test: concurrent clients on every node run a list-append
+//! workload and a bank workload through the HTTP API while a nemesis kills,
+//! pauses, stops and partitions nodes (the leader too); once everything is
+//! healed, the history and the converged state are checked (`common/elle.rs`)
+//! for lost acknowledged writes, divergence, snapshot-isolation anomalies,
+//! stale linearizable reads and bank totals.
+//!
+//! CI runs two short seeded schedules. Longer ones (docs/TESTING.md):
+//! `QUORATE_JEPSEN_SECONDS=1800 QUORATE_JEPSEN_SEED=7 cargo test --release
+//! --test consistency -- --nocapture`.
+
+mod common;
+#[path = "common/elle.rs"]
+mod elle;
+#[path = "common/history.rs"]
+mod history;
+#[path = "common/nemesis.rs"]
+mod nemesis;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::cluster::Cluster;
+use common::netns::{self, Net};
+use elle::FinalState;
+use history::{Micro, Op, OpKind, Outcome, Recorder};
+use nemesis::{Faults, Kind, Schedule};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+/// The long schedules share two cores with everything else: one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+const ACCOUNTS: u64 = 5;
+const INITIAL_BALANCE: i64 = 100;
+/// Keys a list-append transaction picks from at any moment; the window
+/// moves on as appends accumulate so lists stay short (as in Elle).
+const ACTIVE_KEYS: u64 = 5;
+const APPENDS_PER_WINDOW_STEP: u64 = 12;
+/// Commit timeout short enough that a stuck write comes back as
+/// `504 outcome_unknown` before the client gives up on its own.
+const NODE_SETTINGS: &str = "commit_timeout_ms = 3000\n";
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(8);
+
+const APPEND_SQL: &str =
+    "INSERT INTO lists(k, v) VALUES(?, ?) ON CONFLICT(k) DO UPDATE SET v = v || ',' || excluded.v";
+/// A read inside a write transaction: the value goes into a row of its
+/// own, which commits with the transaction and is read after the run.
+const READ_IN_TXN_SQL: &str =
+    "INSERT INTO reads(txn, idx, v) VALUES(?, ?, (SELECT v FROM lists WHERE k = ?))";
+const MARKER_SQL: &str = "INSERT INTO txns(id, node) VALUES(?, ?)";
+
+struct Settings {
+    seconds: u64,
+    seed: u64,
+    nodes: usize,
+    clients_per_node: usize,
+}
+
+impl Settings {
+    fn from_env(default_seed: u64) -> Settings {
+        let num = |name: &str, default: u64| -> u64 {
+            match std::env::var(name) {
+                Ok(v) => v
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name}={v:?} is not a whole number")),
+                Err(_) => default,
+            }
+        };
+        Settings {
+            seconds: num("QUORATE_JEPSEN_SECONDS", 60),
+            seed: num("QUORATE_JEPSEN_SEED", default_seed),
+            nodes: num("QUORATE_JEPSEN_NODES", 3) as usize,
+            clients_per_node: num("QUORATE_JEPSEN_CLIENTS", 2) as usize,
+        }
+    }
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+#[test]
+fn crashes_and_pauses_leave_a_consistent_history() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let settings = Settings::from_env(1);
+    let mut cluster = Cluster::start(settings.nodes, NODE_SETTINGS);
+    let kinds = [Kind::Kill, Kind::Pause, Kind::Stop];
+    run_and_check("crash", &settings, &mut cluster, None, &kinds);
+}
+
+#[test]
+fn partitions_leave_a_consistent_history() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let settings = Settings::from_env(2);
+    match netns::unavailable() {
+        None => {
+            let net = Net::new(settings.nodes);
+            let mut cluster =
+                Cluster::new_in(&net, settings.nodes, NODE_SETTINGS).start_configured();
+            let kinds = [Kind::Isolate, Kind::Cut, Kind::Kill];
+            run_and_check("partition", &settings, &mut cluster, Some(&net), &kinds);
+        }
+        Some(why) => {
+            assert!(!in_ci(), "CI must run the partition schedule, but: {why}");
+            eprintln!(
+                "PARTITIONS SKIPPED: {why}; this schedule runs with kills and pauses only"
+            );
+            let mut cluster = Cluster::start(settings.nodes, NODE_SETTINGS);
+            run_and_check(
+                "partition-without-partitions",
+                &settings,
+                &mut cluster,
+                None,
+                &[Kind::Kill, Kind::Pause],
+            );
+        }
+    }
+}
+
+fn create_schema(cluster: &Cluster) {
+    cluster.nodes[0].execute_ok(json!([
+        "CREATE TABLE lists(k INTEGER PRIMARY KEY, v TEXT NOT NULL)",
+        "CREATE TABLE txns(id INTEGER PRIMARY KEY, node INTEGER NOT NULL)",
+        "CREATE TABLE reads(txn INTEGER NOT NULL, idx INTEGER NOT NULL, v TEXT, PRIMARY KEY(txn, idx))",
+        "CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL CHECK (balance >= 0))",
+    ]));
+    let inserts: Vec<Value> = (0..ACCOUNTS)
+        .map(|a| json!(["INSERT INTO accounts(id, balance) VALUES(?, ?)", a, INITIAL_BALANCE]))
+        .collect();
+    cluster.nodes[0].execute_ok(Value::Array(inserts));
+    cluster.wait_synced(&cluster.running(), Duration::from_secs(30));
+}
+
+fn run_and_check(
+    name: &str,
+    settings: &Settings,
+    cluster: &mut Cluster,
+    net: Option<&Net>,
+    kinds: &[Kind],
+) {
+    create_schema(cluster);
+    let n = cluster.nodes.len();
+    let urls: Vec<String> = cluster.nodes.iter().map(|node| node.url("")).collect();
+    let schedule = Schedule::generate(settings.seed, n, kinds);
+    eprintln!(
+        "jepsen {name}: seed {}, {} s, {n} nodes, {} clients per node, faults {kinds:?}",
+        settings.seed, settings.seconds, settings.clients_per_node
+    );
+
+    let start = Instant::now();
+    let until = start + Duration::from_secs(settings.seconds);
+    let recorder = Recorder::new(start);
+    let stop = AtomicBool::new(false);
+    let ids = AtomicU64::new(1);
+    let appends = AtomicU64::new(0);
+    let mut faults = Faults::new(cluster, net, start);
+    std::thread::scope(|s| {
+        for p in 0..n * settings.clients_per_node {
+            let client = Client {
+                process: p,
+                node: p % n,
+                url: urls[p % n].clone(),
+                agent: ureq::AgentBuilder::new().timeout(CLIENT_TIMEOUT).build(),
+                rng: StdRng::seed_from_u64(settings.seed.wrapping_mul(1_000_003) + p as u64),
+                recorder: &recorder,
+                ids: &ids,
+                appends: &appends,
+            };
+            let stop = &stop;
+            s.spawn(move || client.run(until, stop));
+        }
+        // Clients stop with the nemesis, also when it panics.
+        let _stop_clients = SetOnDrop(&stop);
+        faults.run(&schedule, until, &stop);
+    });
+    let ops = recorder.into_ops();
+
+    let recovered = faults.await_recovery(Duration::from_secs(120));
+    let events: Vec<String> = faults.events.iter().map(|e| e.to_string()).collect();
+    let injected = faults.injected.clone();
+    let unrecovered = faults.unrecovered.clone();
+    drop(faults);
+    let (fin, divergence) = final_state(cluster, recovered);
+    let mut ops = ops;
+    fill_reads(&mut ops, cluster);
+    let report = elle::check(&ops, &fin);
+
+    let summary = summarize(&ops, &injected, &report, &schedule);
+    eprintln!("jepsen {name}: {summary}");
+    let mut problems = Vec::new();
+    if !report.is_valid() {
+        problems.push(report.explain(&ops));
+    }
+    if let Some(d) = divergence {
+        problems.push(d);
+    }
+    if !unrecovered.is_empty() {
+        problems.push(format!("the cluster did not recover: {unrecovered:?}"));
+    }
+    let committed = report.committed_txns;
+    if committed < 20 {
+        problems.push(format!(
+            "only {committed} write transactions committed: the run checked almost nothing"
+        ));
+    }
+    if settings.seconds >= 30 && injected.is_empty() {
+        problems.push("the nemesis injected no fault".into());
+    }
+    let test_bugs: Vec<String> = ops
+        .iter()
+        .filter(|o| {
+            o.note.starts_with("bad_request")
+                || matches!(o.kind, OpKind::ListTxn(_)) && o.note.starts_with("statement error")
+        })
+        .take(5)
+        .map(|o| o.to_string())
+        .collect();
+    if !test_bugs.is_empty() {
+        problems.push(format!("requests refused as malformed:\n{}", test_bugs.join("\n")));
+    }
+    if let Some(why) = &report.incomplete {
+        problems.push(format!("the check is incomplete: {why}"));
+    }
+    if !problems.is_empty() {
+        let path = std::env::temp_dir().join(format!(
+            "quorate-jepsen-{name}-seed{}-{}.history",
+            settings.seed,
+            std::process::id()
+        ));
+        let text: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
+        let _ = std::fs::write(
+            &path,
+            format!("{}\n\nnemesis:\n{}\n", text.join("\n"), events.join("\n")),
+        );
+        let tails: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|node| format!("{} log tail:\n{}", node.name, common::cluster::tail(&node.log(), 25)))
+            .collect();
+        panic!(
+            "jepsen {name} (seed {}; rerun with QUORATE_JEPSEN_SEED={} QUORATE_JEPSEN_SECONDS={}) found:\n{}\nnemesis:\n{}\nfull history: {}\n{}",
+            settings.seed,
+            settings.seed,
+            settings.seconds,
+            problems.join("\n"),
+            events.join("\n"),
+            path.display(),
+            tails.join("\n")
+        );
+    }
+}
+
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+fn summarize(ops: &[Op], injected: &[nemesis::Fault], report: &elle::Report, schedule: &Schedule) -> String {
+    let mut by: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for op in ops {
+        let kind = match op.kind {
+            OpKind::ListTxn(_) => "list-txn",
+            OpKind::ListRead { .. } => "list-read",
+            OpKind::Transfer { .. } => "transfer",
+            OpKind::BankRead { .. } => "bank-read",
+        };
+        *by.entry((kind.into(), format!("{:?}", op.outcome).to_lowercase()))
+            .or_default() += 1;
+    }
+    let ops_text: Vec<String> = by.iter().map(|((k, o), n)| format!("{k} {o} {n}")).collect();
+    let mut faults: BTreeMap<String, usize> = BTreeMap::new();
+    for f in injected {
+        let name = format!("{f:?}");
+        let kind = name.split('(').next().unwrap_or("?").to_string();
+        *faults.entry(kind).or_default() += 1;
+    }
+    format!(
+        "{} ops ({}); {} faults {:?} (first steps of seed {}: {:?}); {} write txns committed, {} indeterminate resolved, {} graph edges, {} rw edges only on write-skew cycles; anomalies: {}",
+        ops.len(),
+        ops_text.join(", "),
+        injected.len(),
+        faults,
+        schedule.seed,
+        schedule.steps.iter().take(3).map(|s| s.fault).collect::<Vec<_>>(),
+        report.committed_txns,
+        report.indeterminate_resolved,
+        report.graph_edges,
+        report.allowed_cycles,
+        report.anomalies.len()
+    )
+}
+
+/// One client process: bound to one node, as a Jepsen client is.
+struct Client<'a> {
+    process: usize,
+    node: usize,
+    url: String,
+    agent: ureq::Agent,
+    rng: StdRng,
+    recorder: &'a Recorder,
+    ids: &'a AtomicU64,
+    appends: &'a AtomicU64,
+}
+
+/// The cluster's answer to one request, as the workload sees it.
+enum Answer {
+    /// HTTP 200 with the body.
+    Done(Value),
+    /// Certainly not applied (409, 503, a statement error, nothing sent).
+    Refused(String),
+    /// May or may not have been applied.
+    Unknown(String),
+}
+
+impl Client<'_> {
+    fn run(mut self, until: Instant, stop: &AtomicBool) {
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            let id = self.ids.fetch_add(1, Ordering::Relaxed);
+            let roll = self.rng.gen_range(0..100);
+            let op = if roll < 40 {
+                self.list_txn(id)
+            } else if roll < 65 {
+                self.list_read(id)
+            } else if roll < 85 {
+                self.transfer(id)
+            } else {
+                self.bank_read(id)
+            };
+            let refused = op.outcome == Outcome::Fail && op.note.contains("not_primary");
+            self.recorder.record(op);
+            if refused {
+                // Cut off or joining: do not spin on it.
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
+    fn key(&mut self) -> u64 {
+        let base = self.appends.load(Ordering::Relaxed) / APPENDS_PER_WINDOW_STEP;
+        base + self.rng.gen_range(0..ACTIVE_KEYS)
+    }
+
+    fn level(&mut self) -> &'static str {
+        ["linearizable", "linearizable", "strong", "weak", "none"][self.rng.gen_range(0..5)]
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Answer {
+        let url = format!("{}{path}", self.url);
+        match self.agent.post(&url).send_json(body.clone()) {
+            Ok(r) => {
+                let seqno = r.header("X-Quorate-Seqno").map(str::to_owned);
+                match r.into_json::<Value>() {
+                    Ok(mut v) => {
+                        if let Some(s) = seqno {
+                            v["seqno"] = json!(s);
+                        }
+                        Answer::Done(v)
+                    }
+                    Err(e) => Answer::Unknown(format!("200 with a body that is not JSON: {e}")),
+                }
+            }
+            Err(ureq::Error::Status(code, r)) => {
+                let body: Value = r.into_json().unwrap_or(Value::Null);
+                let code_name = body["code"].as_str().unwrap_or("?").to_string();
+                match (code, code_name.as_str()) {
+                    (409, "certification_failed") | (503, "not_primary") => {
+                        Answer::Refused(code_name)
+                    }
+                    // A refused request (bad SQL) is the test's bug: it
+                    // shows up in the summary and fails the run below.
+                    (400, _) => Answer::Refused(format!("bad_request {}", body["error"])),
+                    _ => Answer::Unknown(format!("{code} {code_name}")),
+                }
+            }
+            Err(ureq::Error::Transport(t)) if t.kind() == ureq::ErrorKind::ConnectionFailed => {
+                Answer::Refused("connection refused".into())
+            }
+            Err(e) => Answer::Unknown(format!("{}", e.kind())),
+        }
+    }
+
+    fn record(&self, id: u64, invoke_ms: u64, kind: OpKind, outcome: Outcome, note: String) -> Op {
+        Op {
+            id,
+            process: self.process,
+            node: self.node,
+            kind,
+            invoke_ms,
+            complete_ms: self.recorder.now_ms(),
+            outcome,
+            note,
+        }
+    }
+
+    /// A write: `Ok` unless a statement failed (then nothing committed).
+    fn write(&self, id: u64, kind: OpKind, stmts: Vec<Value>) -> Op {
+        let invoke = self.recorder.now_ms();
+        let (outcome, note) = match self.post("/db/execute?transaction", &Value::Array(stmts)) {
+            Answer::Done(body) => {
+                let error = body["results"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find_map(|r| r.get("error").cloned());
+                match error {
+                    Some(e) => (Outcome::Fail, format!("statement error {e}")),
+                    None => (Outcome::Ok, format!("seqno {}", body["seqno"].as_str().unwrap_or("?"))),
+                }
+            }
+            Answer::Refused(why) => (Outcome::Fail, why),
+            Answer::Unknown(why) => (Outcome::Info, why),
+        };
+        self.record(id, invoke, kind, outcome, note)
+    }
+
+    fn list_txn(&mut self, id: u64) -> Op {
+        let steps = self.rng.gen_range(1..=4);
+        let mut micros = Vec::new();
+        let mut stmts = vec![json!([MARKER_SQL, id, self.node])];
+        for _ in 0..steps {
+            let k = self.key();
+            if self.rng.gen_bool(0.3) {
+                stmts.push(json!([READ_IN_TXN_SQL, id, micros.len(), k]));
+                micros.push(Micro::Read(k, None));
+            } else {
+                micros.push(self.append(k, &mut stmts));
+            }
+        }
+        // At least one append, so this is a write transaction.
+        if !micros.iter().any(|m| matches!(m, Micro::Append(..))) {
+            let k = self.key();
+            micros.push(self.append(k, &mut stmts));
+        }
+        self.write(id, OpKind::ListTxn(micros), stmts)
+    }
+
+    /// Values are unique across the run (and say which process wrote them).
+    fn append(&self, k: u64, stmts: &mut Vec<Value>) -> Micro {
+        let v = self.appends.fetch_add(1, Ordering::Relaxed) * 1000 + self.process as u64;
+        stmts.push(json!([APPEND_SQL, k, v.to_string()]));
+        Micro::Append(k, v)
+    }
+
+    fn transfer(&mut self, id: u64) -> Op {
+        let from = self.rng.gen_range(0..ACCOUNTS);
+        let to = (from + self.rng.gen_range(1..ACCOUNTS)) % ACCOUNTS;
+        let amount = self.rng.gen_range(1..=30);
+        let stmts = vec![
+            json!([MARKER_SQL, id, self.node]),
+            // The CHECK (balance >= 0) fails an overdraft, and with
+            // ?transaction nothing of the transfer commits.
+            json!(["UPDATE accounts SET balance = balance - ? WHERE id = ?", amount, from]),
+            json!(["UPDATE accounts SET balance = balance + ? WHERE id = ?", amount, to]),
+        ];
+        self.write(id, OpKind::Transfer { from, to, amount }, stmts)
+    }
+
+    fn list_read(&mut self, id: u64) -> Op {
+        let level = self.level();
+        let mut keys: Vec<u64> = (0..self.rng.gen_range(1..=4)).map(|_| self.key()).collect();
+        keys.dedup();
+        let stmts: Vec<Value> = keys
+            .iter()
+            .map(|k| json!(["SELECT v FROM lists WHERE k = ?", k]))
+            .collect();
+        let invoke = self.recorder.now_ms();
+        let answer = self.post(&format!("/db/query?level={level}"), &Value::Array(stmts));
+        let mut reads: Vec<Micro> = keys.iter().map(|&k| Micro::Read(k, None)).collect();
+        let (outcome, note) = match answer {
+            Answer::Done(body) => match parse_list_reads(&body, &keys) {
+                Ok(lists) => {
+                    reads = keys.iter().zip(lists).map(|(&k, l)| Micro::Read(k, Some(l))).collect();
+                    (Outcome::Ok, String::new())
+                }
+                Err(e) => (Outcome::Fail, e),
+            },
+            Answer::Refused(why) | Answer::Unknown(why) => (Outcome::Fail, why),
+        };
+        let kind = OpKind::ListRead { level: level.into(), reads };
+        self.record(id, invoke, kind, outcome, note)
+    }
+
+    fn bank_read(&mut self, id: u64) -> Op {
+        let level = self.level();
+        let invoke = self.recorder.now_ms();
+        let answer = self.post(
+            &format!("/db/query?level={level}"),
+            &json!(["SELECT id, balance FROM accounts ORDER BY id"]),
+        );
+        let mut balances = Vec::new();
+        let (outcome, note) = match answer {
+            Answer::Done(body) => {
+                let rows = &body["results"][0];
+                match (rows.get("error"), rows["values"].as_array()) {
+                    (None, Some(values)) => {
+                        balances = values
+                            .iter()
+                            .map(|r| (r[0].as_u64().unwrap_or(u64::MAX), r[1].as_i64().unwrap_or(i64::MIN)))
+                            .collect();
+                        (Outcome::Ok, String::new())
+                    }
+                    _ => (Outcome::Fail, format!("unexpected answer {body}")),
+                }
+            }
+            Answer::Refused(why) | Answer::Unknown(why) => (Outcome::Fail, why),
+        };
+        let kind = OpKind::BankRead { level: level.into(), balances };
+        self.record(id, invoke, kind, outcome, note)
+    }
+}
+
+/// A list as stored: comma-separated values, `NULL`/absent for empty.
+fn parse_list(v: &Value) -> Result<Vec<u64>, String> {
+    match v {
+        Value::Null => Ok(Vec::new()),
+        Value::String(s) => s
+            .split(',')
+            .map(|x| x.parse().map_err(|e| format!("list element {x:?}: {e}")))
+            .collect(),
+        other => Err(format!("a list must be text, got {other}")),
+    }
+}
+
+fn parse_list_reads(body: &Value, keys: &[u64]) -> Result<Vec<Vec<u64>>, String> {
+    let results = body["results"]
+        .as_array()
+        .filter(|r| r.len() == keys.len())
+        .ok_or_else(|| format!("expected {} results: {body}", keys.len()))?;
+    results
+        .iter()
+        .map(|r| {
+            if let Some(e) = r.get("error") {
+                return Err(format!("read error {e}"));
+            }
+            match r["values"].as_array() {
+                None => Ok(Vec::new()),
+                Some(rows) => rows.first().map_or(Ok(Vec::new()), |row| parse_list(&row[0])),
+            }
+        })
+        .collect()
+}
+
+/// Rows of every checked table on node `i`, read locally.
+fn dump(cluster: &Cluster, i: usize) -> Vec<Vec<Value>> {
+    [
+        "SELECT k, v FROM lists ORDER BY k",
+        "SELECT id, node FROM txns ORDER BY id",
+        "SELECT txn, idx, v FROM reads ORDER BY txn, idx",
+        "SELECT id, balance FROM accounts ORDER BY id",
+    ]
+    .iter()
+    .map(|sql| cluster.nodes[i].query_rows_level(sql, "none"))
+    .collect()
+}
+
+/// Wait until every node holds the same rows at the same seqno; returns the
+/// final state and, if they never agreed, what differs.
+fn final_state(cluster: &Cluster, recovered: bool) -> (FinalState, Option<String>) {
+    let n = cluster.nodes.len();
+    let deadline = Instant::now() + Duration::from_secs(if recovered { 120 } else { 10 });
+    let mut divergence = None;
+    let dumps = loop {
+        let seqnos: Vec<i64> = (0..n)
+            .map(|i| cluster.status(i)["cluster"]["last_committed"].as_i64().unwrap_or(-2))
+            .collect();
+        let dumps: Vec<Vec<Vec<Value>>> = (0..n).map(|i| dump(cluster, i)).collect();
+        let same = seqnos.windows(2).all(|w| w[0] == w[1]) && dumps.windows(2).all(|w| w[0] == w[1]);
+        if same {
+            break dumps;
+        }
+        if Instant::now() > deadline {
+            let tables = ["lists", "txns", "reads", "accounts"];
+            let differ: Vec<&str> = (0..tables.len())
+                .filter(|&t| dumps.iter().any(|d| d[t] != dumps[0][t]))
+                .map(|t| tables[t])
+                .collect();
+            divergence = Some(format!(
+                "divergence: the nodes did not converge after healing: applied seqnos {seqnos:?}, tables that differ {differ:?}"
+            ));
+            break dumps;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let d = &dumps[0];
+    let mut fin = FinalState::default();
+    for row in &d[0] {
+        let k = row[0].as_u64().unwrap_or(u64::MAX);
+        fin.lists.insert(k, parse_list(&row[1]).unwrap_or_else(|e| panic!("key {k}: {e}")));
+    }
+    fin.committed = d[1].iter().filter_map(|r| r[0].as_u64()).collect();
+    for row in &d[3] {
+        fin.balances.insert(row[0].as_u64().unwrap_or(u64::MAX), row[1].as_i64().unwrap_or(i64::MIN));
+    }
+    fin.initial_balances = (0..ACCOUNTS).map(|a| (a, INITIAL_BALANCE)).collect();
+    (fin, divergence)
+}
+
+/// Fill the reads of committed write transactions from their `reads` rows.
+fn fill_reads(ops: &mut [Op], cluster: &Cluster) {
+    let rows = cluster.nodes[0].query_rows_level("SELECT txn, idx, v FROM reads", "none");
+    let mut reads: HashMap<(u64, u64), Value> = HashMap::new();
+    for r in rows {
+        reads.insert((r[0].as_u64().unwrap_or(0), r[1].as_u64().unwrap_or(0)), r[2].clone());
+    }
+    for op in ops.iter_mut() {
+        let id = op.id;
+        if let OpKind::ListTxn(micros) = &mut op.kind {
+            for (idx, m) in micros.iter_mut().enumerate() {
+                if let Micro::Read(_, value) = m {
+                    if let Some(v) = reads.get(&(id, idx as u64)) {
+                        *value = Some(parse_list(v).unwrap_or_else(|e| panic!("read of #{id}: {e}")));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The checker on small hand-made histories: each anomaly it must find, and
+/// what snapshot isolation allows that it must let pass.
+mod checker {
+    use super::elle::{check, FinalState, Report};
+    use super::history::{Micro, Op, OpKind, Outcome};
+    use Micro::{Append as A, Read as R};
+
+    fn op(id: u64, outcome: Outcome, kind: OpKind, at: (u64, u64)) -> Op {
+        Op {
+            id,
+            process: id as usize,
+            node: 0,
+            kind,
+            invoke_ms: at.0,
+            complete_ms: at.1,
+            outcome,
+            note: String::new(),
+        }
+    }
+
+    fn txn(id: u64, micros: Vec<Micro>) -> Op {
+        op(id, Outcome::Ok, OpKind::ListTxn(micros), (id * 10, id * 10 + 5))
+    }
+
+    fn read(id: u64, level: &str, reads: Vec<Micro>, at: (u64, u64)) -> Op {
+        let kind = OpKind::ListRead { level: level.into(), reads };
+        op(id, Outcome::Ok, kind, at)
+    }
+
+    fn r(k: u64, v: &[u64]) -> Micro {
+        R(k, Some(v.to_vec()))
+    }
+
+    fn fin(lists: &[(u64, &[u64])], committed: &[u64]) -> FinalState {
+        FinalState {
+            lists: lists.iter().map(|(k, l)| (*k, l.to_vec())).collect(),
+            committed: committed.iter().copied().collect(),
+            ..FinalState::default()
+        }
+    }
+
+    fn kinds(report: &Report) -> Vec<&'static str> {
+        report.anomalies.iter().map(|a| a.kind).collect()
+    }
+
+    #[test]
+    fn a_serial_history_passes() {
+        let ops = vec![
+            txn(1, vec![A(1, 10)]),
+            txn(2, vec![r(1, &[10]), A(1, 20), A(2, 30)]),
+            read(3, "linearizable", vec![r(1, &[10, 20]), r(2, &[30])], (100, 110)),
+        ];
+        let report = check(&ops, &fin(&[(1, &[10, 20]), (2, &[30])], &[1, 2]));
+        assert!(report.is_valid(), "{}", report.explain(&ops));
+        assert!(report.graph_edges >= 3);
+    }
+
+    #[test]
+    fn an_acknowledged_write_that_is_gone_is_lost() {
+        let ops = vec![txn(1, vec![A(1, 10)]), txn(2, vec![A(1, 20)])];
+        let report = check(&ops, &fin(&[(1, &[20])], &[2]));
+        assert_eq!(kinds(&report), vec!["lost-write"], "{report:?}");
+    }
+
+    #[test]
+    fn a_failed_write_must_not_commit() {
+        let mut t = txn(1, vec![A(1, 10)]);
+        t.outcome = Outcome::Fail;
+        let ops = vec![t];
+        let report = check(&ops, &fin(&[(1, &[10])], &[1]));
+        assert!(kinds(&report).contains(&"failed-write-committed"), "{report:?}");
+    }
+
+    #[test]
+    fn an_indeterminate_write_is_either_whole_or_absent() {
+        let mut t = txn(1, vec![A(1, 10), A(2, 20)]);
+        t.outcome = Outcome::Info;
+        let ops = vec![t];
+        assert!(check(&ops, &fin(&[(1, &[10]), (2, &[20])], &[1])).is_valid());
+        assert!(check(&ops, &fin(&[], &[])).is_valid());
+        let torn = check(&ops, &fin(&[(1, &[10])], &[1]));
+        assert_eq!(kinds(&torn), vec!["lost-append"], "{torn:?}");
+    }
+
+    #[test]
+    fn reading_a_failed_write_is_g1a() {
+        let mut t = txn(1, vec![A(1, 10)]);
+        t.outcome = Outcome::Fail;
+        let ops = vec![t, read(2, "weak", vec![r(1, &[10])], (50, 60))];
+        let report = check(&ops, &fin(&[], &[]));
+        assert!(kinds(&report).contains(&"G1a"), "{report:?}");
+    }
+
+    #[test]
+    fn reading_half_a_transaction_is_g1b() {
+        let ops = vec![
+            txn(1, vec![A(1, 10), A(1, 11)]),
+            read(2, "weak", vec![r(1, &[10])], (50, 60)),
+        ];
+        let report = check(&ops, &fin(&[(1, &[10, 11])], &[1]));
+        assert_eq!(kinds(&report), vec!["G1b"], "{report:?}");
+    }
+
+    #[test]
+    fn a_write_cycle_is_g0() {
+        let ops = vec![
+            txn(1, vec![A(1, 10), A(2, 21)]),
+            txn(2, vec![A(1, 11), A(2, 20)]),
+        ];
+        let report = check(&ops, &fin(&[(1, &[10, 11]), (2, &[20, 21])], &[1, 2]));
+        assert_eq!(kinds(&report), vec!["G0"], "{}", report.explain(&ops));
+    }
+
+    #[test]
+    fn each_seeing_the_other_is_g1c() {
+        let ops = vec![
+            txn(1, vec![A(1, 10), r(2, &[20])]),
+            txn(2, vec![A(2, 20), r(1, &[10])]),
+        ];
+        let report = check(&ops, &fin(&[(1, &[10]), (2, &[20])], &[1, 2]));
+        assert_eq!(kinds(&report), vec!["G1c"], "{}", report.explain(&ops));
+    }
+
+    #[test]
+    fn read_skew_is_g_single() {
+        // 2 appends to key 1 after 1 did; the read sees 2's append to key 2
+        // but not 1's to key 1.
+        let ops = vec![
+            txn(1, vec![A(1, 10)]),
+            txn(2, vec![A(1, 11), A(2, 20)]),
+            read(3, "weak", vec![r(1, &[]), r(2, &[20])], (40, 50)),
+        ];
+        let report = check(&ops, &fin(&[(1, &[10, 11]), (2, &[20])], &[1, 2]));
+        assert_eq!(kinds(&report), vec!["G-single"], "{}", report.explain(&ops));
+    }
+
+    #[test]
+    fn write_skew_is_allowed_under_snapshot_isolation() {
+        let ops = vec![
+            txn(1, vec![r(1, &[]), A(2, 20)]),
+            txn(2, vec![r(2, &[]), A(1, 10)]),
+        ];
+        let report = check(&ops, &fin(&[(1, &[10]), (2, &[20])], &[1, 2]));
+        assert!(report.is_valid(), "{}", report.explain(&ops));
+        assert_eq!(report.allowed_cycles, 2);
+    }
+
+    #[test]
+    fn a_linearizable_read_must_see_what_was_acknowledged_before_it() {
+        let ops = vec![
+            txn(1, vec![A(1, 10)]),
+            read(2, "weak", vec![r(1, &[])], (100, 110)),
+            read(3, "linearizable", vec![r(1, &[])], (100, 110)),
+        ];
+        let report = check(&ops, &fin(&[(1, &[10])], &[1]));
+        assert_eq!(kinds(&report), vec!["stale-read"], "{}", report.explain(&ops));
+        assert_eq!(report.anomalies[0].ops, vec![1, 3]);
+    }
+
+    #[test]
+    fn a_read_must_be_a_prefix_of_the_final_order() {
+        let ops = vec![
+            txn(1, vec![A(1, 10)]),
+            txn(2, vec![A(1, 20)]),
+            read(3, "weak", vec![r(1, &[20, 10])], (100, 110)),
+        ];
+        let report = check(&ops, &fin(&[(1, &[10, 20])], &[1, 2]));
+        assert_eq!(kinds(&report), vec!["incompatible-order"], "{report:?}");
+    }
+
+    #[test]
+    fn bank_totals_and_final_balances() {
+        let transfer = |id, outcome| {
+            op(id, outcome, OpKind::Transfer { from: 0, to: 1, amount: 5 }, (id * 10, id * 10 + 5))
+        };
+        let bank_read = |id, a, b| {
+            op(id, Outcome::Ok, OpKind::BankRead { level: "weak".into(), balances: vec![(0, a), (1, b)] }, (90, 95))
+        };
+        let mut state = fin(&[], &[1]);
+        state.initial_balances = [(0, 10), (1, 10)].into_iter().collect();
+        state.balances = [(0, 5), (1, 15)].into_iter().collect();
+        let good = vec![transfer(1, Outcome::Ok), transfer(2, Outcome::Info), bank_read(3, 5, 15)];
+        let report = check(&good, &state);
+        assert!(report.is_valid(), "{}", report.explain(&good));
+        let bad = vec![transfer(1, Outcome::Ok), bank_read(3, 5, 10)];
+        assert_eq!(kinds(&check(&bad, &state)), vec!["bank-read"]);
+        state.balances = [(0, 5), (1, 10)].into_iter().collect();
+        assert!(kinds(&check(&bad, &state)).contains(&"bank-final"));
+    }
+}
