@@ -275,6 +275,11 @@ fn summarize(ops: &[Op], injected: &[nemesis::Fault], report: &elle::Report, sch
             .or_default() += 1;
     }
     let ops_text: Vec<String> = by.iter().map(|((k, o), n)| format!("{k} {o} {n}")).collect();
+    let mut why: BTreeMap<String, usize> = BTreeMap::new();
+    for op in ops.iter().filter(|o| o.outcome != Outcome::Ok) {
+        let reason: String = op.note.chars().take_while(|c| *c != '{' && *c != '"').collect();
+        *why.entry(reason.trim().to_string()).or_default() += 1;
+    }
     let mut faults: BTreeMap<String, usize> = BTreeMap::new();
     for f in injected {
         let name = format!("{f:?}");
@@ -282,7 +287,7 @@ fn summarize(ops: &[Op], injected: &[nemesis::Fault], report: &elle::Report, sch
         *faults.entry(kind).or_default() += 1;
     }
     format!(
-        "{} ops ({}); {} faults {:?} (first steps of seed {}: {:?}); {} write txns committed, {} indeterminate resolved, {} graph edges, {} rw edges only on write-skew cycles; anomalies: {}",
+        "{} ops ({}; not ok: {why:?}); {} faults {:?} (first steps of seed {}: {:?}); {} write txns committed, {} indeterminate resolved, {} graph edges, {} rw edges only on write-skew cycles; anomalies: {}",
         ops.len(),
         ops_text.join(", "),
         injected.len(),
@@ -333,10 +338,11 @@ impl Client<'_> {
             } else {
                 self.bank_read(id)
             };
-            let refused = op.outcome == Outcome::Fail && op.note.contains("not_primary");
+            let unavailable = op.outcome != Outcome::Ok
+                && (op.note.contains("not_primary") || op.note.contains("connection refused"));
             self.recorder.record(op);
-            if refused {
-                // Cut off or joining: do not spin on it.
+            if unavailable {
+                // Down, cut off or joining: ask again soon, without spinning.
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
