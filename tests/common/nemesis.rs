@@ -1,7 +1,8 @@
 //! Fault injection for cluster tests (Jepsen's "nemesis"): SIGKILL,
 //! SIGSTOP/SIGCONT, graceful stop and restart of any node, and real packet
-//! loss between any two nodes (blackhole routes between network namespaces,
-//! see `netns.rs`; root only). `Faults` is the set of verbs any test can
+//! loss between any two nodes: blackhole routes between network namespaces
+//! (`netns.rs`, root), or a UDP relay the test controls (`relay.rs`, no
+//! root). `Faults` is the set of verbs any test can
 //! use; `Schedule` is a seeded sequence of faults that `Faults::run` plays
 //! against a cluster while clients work.
 //!
@@ -20,6 +21,26 @@ use serde_json::Value;
 
 use crate::common::cluster::Cluster;
 use crate::common::netns::Net;
+
+/// Links between nodes that a test can cut with real packet loss.
+pub trait Links {
+    fn cut(&self, a: usize, b: usize);
+    fn heal(&self, a: usize, b: usize);
+    /// What does the cutting, for the report.
+    fn how(&self) -> &'static str;
+}
+
+impl Links for Net {
+    fn cut(&self, a: usize, b: usize) {
+        Net::cut(self, a, b)
+    }
+    fn heal(&self, a: usize, b: usize) {
+        Net::heal(self, a, b)
+    }
+    fn how(&self) -> &'static str {
+        "blackhole routes between network namespaces"
+    }
+}
 
 /// Which node a fault hits: a fixed one, or whoever leads when it starts
 /// (the sequencer, whose loss costs the most).
@@ -43,11 +64,16 @@ pub enum Fault {
     /// The link between two nodes dropped (a partial partition: both still
     /// see the others).
     Cut(usize, usize),
+    /// Every node SIGKILLed (a power cut), later all started again.
+    KillAll,
+    /// The nodes split into a minority and a majority (the first `len`
+    /// nodes of a rotation by `at`), every link between the halves dropped.
+    Split { at: usize, minority: usize },
 }
 
 impl Fault {
     pub fn is_partition(&self) -> bool {
-        matches!(self, Fault::Isolate(_) | Fault::Cut(..))
+        matches!(self, Fault::Isolate(_) | Fault::Cut(..) | Fault::Split { .. })
     }
 }
 
@@ -59,6 +85,8 @@ pub enum Kind {
     Stop,
     Isolate,
     Cut,
+    KillAll,
+    Split,
 }
 
 /// One step: wait `quiet`, inject `fault`, hold it for `hold`, heal.
@@ -100,6 +128,11 @@ impl Schedule {
                         let b = (a + rng.gen_range(1..nodes)) % nodes;
                         Fault::Cut(a, b)
                     }
+                    Kind::KillAll => Fault::KillAll,
+                    Kind::Split => Fault::Split {
+                        at: rng.gen_range(0..nodes),
+                        minority: rng.gen_range(1..=(nodes - 1) / 2),
+                    },
                 };
                 Step {
                     quiet: Duration::from_millis(rng.gen_range(1_000..4_000)),
@@ -137,7 +170,7 @@ impl fmt::Display for Event {
 /// `heal_all` can put everything back.
 pub struct Faults<'c> {
     pub cluster: &'c mut Cluster,
-    net: Option<&'c Net>,
+    net: Option<&'c dyn Links>,
     state: Vec<State>,
     cuts: Vec<(usize, usize)>,
     start: Instant,
@@ -150,9 +183,9 @@ pub struct Faults<'c> {
 }
 
 impl<'c> Faults<'c> {
-    /// `net` is the cluster's network when its nodes live in namespaces;
-    /// without it partitions are refused.
-    pub fn new(cluster: &'c mut Cluster, net: Option<&'c Net>, start: Instant) -> Faults<'c> {
+    /// `net` cuts the links between the cluster's nodes (a `Net` when they
+    /// live in namespaces, a `Relay`); without it partitions are refused.
+    pub fn new(cluster: &'c mut Cluster, net: Option<&'c dyn Links>, start: Instant) -> Faults<'c> {
         let n = cluster.nodes.len();
         Faults {
             cluster,
@@ -240,9 +273,9 @@ impl<'c> Faults<'c> {
         self.note(format!("restart {}", self.name(i)));
     }
 
-    fn net(&self) -> &'c Net {
+    fn net(&self) -> &'c dyn Links {
         self.net
-            .expect("partitions need the cluster in network namespaces (root)")
+            .expect("partitions need a Net (network namespaces, root) or a Relay")
     }
 
     pub fn cut(&mut self, a: usize, b: usize) {
@@ -301,6 +334,25 @@ impl<'c> Faults<'c> {
                 self.cut(a, b);
                 Heal::Link(a, b)
             }
+            Fault::KillAll => {
+                for i in 0..self.state.len() {
+                    self.kill(i);
+                }
+                Heal::RestartAll
+            }
+            Fault::Split { at, minority } => {
+                let n = self.state.len();
+                let small: Vec<usize> = (0..minority).map(|j| (at + j) % n).collect();
+                for &a in &small {
+                    for b in (0..n).filter(|b| !small.contains(b)) {
+                        self.net().cut(a, b);
+                        self.cuts.push((a, b));
+                    }
+                }
+                let names: Vec<String> = small.iter().map(|&i| self.name(i)).collect();
+                self.note(format!("split {names:?} from the rest"));
+                Heal::Mend
+            }
         };
         self.injected.push(fault);
         Some(heal)
@@ -312,6 +364,17 @@ impl<'c> Faults<'c> {
             Heal::Resume(i) => self.resume(i),
             Heal::Rejoin(i) => self.rejoin(i),
             Heal::Link(a, b) => self.heal(a, b),
+            Heal::RestartAll => {
+                for i in 0..self.state.len() {
+                    self.restart(i);
+                }
+            }
+            Heal::Mend => {
+                for (a, b) in std::mem::take(&mut self.cuts) {
+                    self.net().heal(a, b);
+                }
+                self.note("mend the split".into());
+            }
         }
     }
 
@@ -382,6 +445,8 @@ pub enum Heal {
     Resume(usize),
     Rejoin(usize),
     Link(usize, usize),
+    RestartAll,
+    Mend,
 }
 
 /// Sleep `d`, but not past `until` nor after `stop`; false if cut short.
