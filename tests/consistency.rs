@@ -318,7 +318,7 @@ fn summarize(ops: &[Op], injected: &[nemesis::Fault], report: &elle::Report, sch
     let mut faults: BTreeMap<String, usize> = BTreeMap::new();
     for f in injected {
         let name = format!("{f:?}");
-        let kind = name.split('(').next().unwrap_or("?").to_string();
+        let kind = name.split(['(', ' ']).next().unwrap_or("?").to_string();
         *faults.entry(kind).or_default() += 1;
     }
     format!(
@@ -328,7 +328,7 @@ fn summarize(ops: &[Op], injected: &[nemesis::Fault], report: &elle::Report, sch
         injected.len(),
         faults,
         schedule.seed,
-        schedule.steps.iter().take(3).map(|s| s.fault).collect::<Vec<_>>(),
+        schedule.steps.iter().take(3).map(|s| &s.faults).collect::<Vec<_>>(),
         report.committed_txns,
         report.indeterminate_resolved,
         report.graph_edges,

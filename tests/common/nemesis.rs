@@ -89,13 +89,18 @@ pub enum Kind {
     Split,
 }
 
-/// One step: wait `quiet`, inject `fault`, hold it for `hold`, heal.
+/// One step: wait `quiet`, inject `faults` (one, sometimes two at once),
+/// hold them for `hold`, heal.
 #[derive(Clone, Debug)]
 pub struct Step {
     pub quiet: Duration,
-    pub fault: Fault,
+    pub faults: Vec<Fault>,
     pub hold: Duration,
 }
+
+/// How often a step injects a second fault on top of the first (a crash
+/// during a partition, say), which often costs the cluster its majority.
+const SECOND_FAULT: f64 = 0.25;
 
 /// A seeded schedule: the same seed and kinds give the same faults in the
 /// same order with the same durations (the system's own timing is not
@@ -111,8 +116,7 @@ impl Schedule {
     pub fn generate(seed: u64, nodes: usize, kinds: &[Kind]) -> Schedule {
         assert!(!kinds.is_empty() && nodes >= 2);
         let mut rng = StdRng::seed_from_u64(seed);
-        let steps = (0..10_000)
-            .map(|_| {
+        let fault = |rng: &mut StdRng| {
                 let target = if rng.gen_bool(0.5) {
                     Target::Leader
                 } else {
@@ -134,9 +138,17 @@ impl Schedule {
                         minority: rng.gen_range(1..=(nodes - 1) / 2),
                     },
                 };
+                fault
+        };
+        let steps = (0..10_000)
+            .map(|_| {
+                let mut faults = vec![fault(&mut rng)];
+                if rng.gen_bool(SECOND_FAULT) {
+                    faults.push(fault(&mut rng));
+                }
                 Step {
                     quiet: Duration::from_millis(rng.gen_range(1_000..4_000)),
-                    fault,
+                    faults,
                     hold: Duration::from_millis(rng.gen_range(2_000..8_000)),
                 }
             })
@@ -234,11 +246,13 @@ impl<'c> Faults<'c> {
         })
     }
 
+    /// The running node `t` names, if there is one.
     fn resolve(&self, t: Target) -> Option<usize> {
-        match t {
-            Target::Node(i) => Some(i),
-            Target::Leader => self.leader(),
-        }
+        let i = match t {
+            Target::Node(i) => i,
+            Target::Leader => self.leader()?,
+        };
+        (self.state[i] == State::Up).then_some(i)
     }
 
     pub fn kill(&mut self, i: usize) {
@@ -336,7 +350,9 @@ impl<'c> Faults<'c> {
             }
             Fault::KillAll => {
                 for i in 0..self.state.len() {
-                    self.kill(i);
+                    if matches!(self.state[i], State::Up | State::Paused) {
+                        self.kill(i);
+                    }
                 }
                 Heal::RestartAll
             }
@@ -360,13 +376,20 @@ impl<'c> Faults<'c> {
 
     pub fn undo(&mut self, heal: Heal) {
         match heal {
-            Heal::Restart(i) => self.restart(i),
-            Heal::Resume(i) => self.resume(i),
+            Heal::Restart(i) if matches!(self.state[i], State::Killed | State::Stopped) => {
+                self.restart(i)
+            }
+            Heal::Restart(_) => {}
+            // SIGKILL works on a stopped process too: then it is restarted.
+            Heal::Resume(i) if self.state[i] == State::Paused => self.resume(i),
+            Heal::Resume(_) => {}
             Heal::Rejoin(i) => self.rejoin(i),
             Heal::Link(a, b) => self.heal(a, b),
             Heal::RestartAll => {
                 for i in 0..self.state.len() {
-                    self.restart(i);
+                    if self.state[i] == State::Killed {
+                        self.restart(i);
+                    }
                 }
             }
             Heal::Mend => {
@@ -426,12 +449,20 @@ impl<'c> Faults<'c> {
             if !sleep_until(step.quiet, until, stop) {
                 break;
             }
-            let Some(heal) = self.inject(step.fault) else {
-                self.note(format!("{:?}: no leader named, skipped", step.fault));
+            let mut heals = Vec::new();
+            for &fault in &step.faults {
+                match self.inject(fault) {
+                    Some(heal) => heals.push(heal),
+                    None => self.note(format!("{fault:?}: no leader named or node already down, skipped")),
+                }
+            }
+            if heals.is_empty() {
                 continue;
-            };
+            }
             sleep_until(step.hold, until, stop);
-            self.undo(heal);
+            for heal in heals.into_iter().rev() {
+                self.undo(heal);
+            }
             self.await_recovery(Duration::from_secs(60));
         }
         self.heal_all();
