@@ -46,6 +46,19 @@ const APPENDS_PER_WINDOW_STEP: u64 = 12;
 /// Commit timeout short enough that a stuck write comes back as
 /// `504 outcome_unknown` before the client gives up on its own.
 const NODE_SETTINGS: &str = "commit_timeout_ms = 3000\n";
+/// With `QUORATE_JEPSEN_SHORT_LOG=1`: a short log, so a node away for a few
+/// seconds needs a snapshot (SST) and snapshots are taken while the faults
+/// go on. Not in the CI schedule until `restart_after_sst_opens_the_log`
+/// passes (a node caught up by SST cannot restart).
+const SHORT_LOG_SETTINGS: &str =
+    "commit_timeout_ms = 3000\n[storage]\nsnapshot_every_entries = 500\nlog_retain_entries = 200\n";
+
+fn node_settings() -> &'static str {
+    match std::env::var("QUORATE_JEPSEN_SHORT_LOG").as_deref() {
+        Ok("1") => SHORT_LOG_SETTINGS,
+        _ => NODE_SETTINGS,
+    }
+}
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(8);
 
 const APPEND_SQL: &str =
@@ -90,7 +103,7 @@ fn in_ci() -> bool {
 fn crashes_and_pauses_leave_a_consistent_history() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let settings = Settings::from_env(1);
-    let mut cluster = Cluster::start(settings.nodes, NODE_SETTINGS);
+    let mut cluster = Cluster::start(settings.nodes, node_settings());
     let kinds = [Kind::Kill, Kind::Pause, Kind::Stop, Kind::KillAll];
     run_and_check("crash", &settings, &mut cluster, None, &kinds);
 }
@@ -109,7 +122,7 @@ fn partitions_leave_a_consistent_history() {
         None => {
             let net = Net::new(settings.nodes);
             let mut cluster =
-                Cluster::new_in(&net, settings.nodes, NODE_SETTINGS).start_configured();
+                Cluster::new_in(&net, settings.nodes, node_settings()).start_configured();
             run_and_check("partition", &settings, &mut cluster, Some(&net), &kinds);
         }
         Some(why) => {
@@ -118,7 +131,7 @@ fn partitions_leave_a_consistent_history() {
             assert!(chosen || !in_ci(), "CI must cut links with network namespaces, but: {why}");
             eprintln!("network namespaces unavailable ({why}): partitions go through a UDP relay");
             let relay = Relay::new(settings.nodes);
-            let mut cluster = relay.cluster(NODE_SETTINGS).start_configured();
+            let mut cluster = relay.cluster(node_settings()).start_configured();
             run_and_check("partition-relay", &settings, &mut cluster, Some(&relay), &kinds);
         }
     }
@@ -152,6 +165,47 @@ fn relay_cuts_are_real_packet_loss() {
     cluster.wait_converged(&[0, 1, 2], "t", Duration::from_secs(30));
     assert_eq!(cluster.nodes[2].scalar("SELECT COUNT(*) FROM t"), 10);
 }
+
+/// Found by the crash schedule with a short log (seed 41,
+/// `QUORATE_JEPSEN_SHORT_LOG=1`): a node that was caught up by SST and then
+/// restarts cannot open its write-set log ("record at byte N has log index
+/// 1502, expected 1186: the log has a hole"). Installing the snapshot
+/// purges the log past its last entry, which only moves `last_purged` and
+/// keeps the active segment; the next entries are appended to that segment
+/// right after the old ones, and on open `load_segment` insists on
+/// consecutive indexes. Remove the `#[ignore]` once fixed:
+/// `cargo test --test consistency -- --ignored restart_after_sst`.
+#[test]
+#[ignore = "known bug: a node caught up by SST cannot restart (the log has a hole)"]
+fn restart_after_sst_opens_the_log() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = Cluster::start(3, SHORT_LOG);
+    c.nodes[0].execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY)"]));
+    let insert = |node: &common::TestNode, ids: std::ops::Range<i64>| {
+        for id in ids {
+            node.execute_ok(json!([["INSERT INTO t VALUES(?)", id]]));
+        }
+    };
+    insert(&c.nodes[0], 0..10);
+    c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(30));
+    // Away long enough that the others purge past its position: SST.
+    c.nodes[2].kill();
+    insert(&c.nodes[0], 10..200);
+    c.nodes[2].start(&[]);
+    c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(60));
+    assert!(c.nodes[2].log().contains("SST: receiving"), "node-3 must have been caught up by SST");
+    // New entries land in its log after the snapshot; then it restarts.
+    insert(&c.nodes[0], 200..210);
+    c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(30));
+    c.nodes[2].kill();
+    c.nodes[2].start(&[]);
+    c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(60));
+    assert_eq!(c.nodes[2].scalar("SELECT COUNT(*) FROM t"), 210);
+}
+
+/// A short log: snapshots are taken often and a node away for a few
+/// hundred write-sets is caught up by SST.
+const SHORT_LOG: &str = "[storage]\nsnapshot_every_entries = 50\nlog_retain_entries = 20\n";
 
 fn create_schema(cluster: &Cluster) {
     cluster.nodes[0].execute_ok(json!([
