@@ -29,9 +29,9 @@ use common::netns::{self, Net};
 use elle::FinalState;
 use history::{Micro, Op, OpKind, Outcome, Recorder};
 use nemesis::{Faults, Kind, Links, Schedule};
-use relay::Relay;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use relay::Relay;
 use serde_json::{json, Value};
 
 /// The long schedules share two cores with everything else: one at a time.
@@ -128,11 +128,20 @@ fn partitions_leave_a_consistent_history() {
         Some(why) => {
             // CI runs as root: there the namespaces must work.
             let chosen = why.starts_with("QUORATE_JEPSEN_LINKS");
-            assert!(chosen || !in_ci(), "CI must cut links with network namespaces, but: {why}");
+            assert!(
+                chosen || !in_ci(),
+                "CI must cut links with network namespaces, but: {why}"
+            );
             eprintln!("network namespaces unavailable ({why}): partitions go through a UDP relay");
             let relay = Relay::new(settings.nodes);
             let mut cluster = relay.cluster(node_settings()).start_configured();
-            run_and_check("partition-relay", &settings, &mut cluster, Some(&relay), &kinds);
+            run_and_check(
+                "partition-relay",
+                &settings,
+                &mut cluster,
+                Some(&relay),
+                &kinds,
+            );
         }
     }
 }
@@ -151,11 +160,19 @@ fn relay_cuts_are_real_packet_loss() {
     relay.cut(2, 1);
     let deadline = Instant::now() + Duration::from_secs(20);
     while cluster.nodes[2].get("/readyz").0 != 503 {
-        assert!(Instant::now() < deadline, "node-3 still Primary with both links cut");
+        assert!(
+            Instant::now() < deadline,
+            "node-3 still Primary with both links cut"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (code, body) = cluster.nodes[2].post("/db/execute", &json!([["INSERT INTO t VALUES(?)", 1]]));
-    assert_eq!((code, body["code"].as_str()), (503, Some("not_primary")), "{body}");
+    let (code, body) =
+        cluster.nodes[2].post("/db/execute", &json!([["INSERT INTO t VALUES(?)", 1]]));
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (503, Some("not_primary")),
+        "{body}"
+    );
     for id in 10..20 {
         cluster.nodes[id as usize % 2].execute_ok(json!([["INSERT INTO t VALUES(?)", id]]));
     }
@@ -193,7 +210,10 @@ fn restart_after_sst_opens_the_log() {
     insert(&c.nodes[0], 10..200);
     c.nodes[2].start(&[]);
     c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(60));
-    assert!(c.nodes[2].log().contains("SST: receiving"), "node-3 must have been caught up by SST");
+    assert!(
+        c.nodes[2].log().contains("SST: receiving"),
+        "node-3 must have been caught up by SST"
+    );
     // New entries land in its log after the snapshot; then it restarts.
     insert(&c.nodes[0], 200..210);
     c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(30));
@@ -215,7 +235,13 @@ fn create_schema(cluster: &Cluster) {
         "CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL CHECK (balance >= 0))",
     ]));
     let inserts: Vec<Value> = (0..ACCOUNTS)
-        .map(|a| json!(["INSERT INTO accounts(id, balance) VALUES(?, ?)", a, INITIAL_BALANCE]))
+        .map(|a| {
+            json!([
+                "INSERT INTO accounts(id, balance) VALUES(?, ?)",
+                a,
+                INITIAL_BALANCE
+            ])
+        })
         .collect();
     cluster.nodes[0].execute_ok(Value::Array(inserts));
     cluster.wait_synced(&cluster.running(), Duration::from_secs(30));
@@ -237,7 +263,8 @@ fn run_and_check(
         settings.seed,
         settings.seconds,
         settings.clients_per_node,
-        net.map(|l| format!(", links cut by {}", l.how())).unwrap_or_default()
+        net.map(|l| format!(", links cut by {}", l.how()))
+            .unwrap_or_default()
     );
 
     let start = Instant::now();
@@ -309,7 +336,10 @@ fn run_and_check(
         .map(|o| o.to_string())
         .collect();
     if !test_bugs.is_empty() {
-        problems.push(format!("requests refused as malformed:\n{}", test_bugs.join("\n")));
+        problems.push(format!(
+            "requests refused as malformed:\n{}",
+            test_bugs.join("\n")
+        ));
     }
     if let Some(why) = &report.incomplete {
         problems.push(format!("the check is incomplete: {why}"));
@@ -328,7 +358,13 @@ fn run_and_check(
         let tails: Vec<String> = cluster
             .nodes
             .iter()
-            .map(|node| format!("{} log tail:\n{}", node.name, common::cluster::tail(&node.log(), 25)))
+            .map(|node| {
+                format!(
+                    "{} log tail:\n{}",
+                    node.name,
+                    common::cluster::tail(&node.log(), 25)
+                )
+            })
             .collect();
         panic!(
             "jepsen {name} (seed {}; rerun with QUORATE_JEPSEN_SEED={} QUORATE_JEPSEN_SECONDS={}) found:\n{}\nnemesis:\n{}\nfull history: {}\n{}",
@@ -351,7 +387,12 @@ impl Drop for SetOnDrop<'_> {
     }
 }
 
-fn summarize(ops: &[Op], injected: &[nemesis::Fault], report: &elle::Report, schedule: &Schedule) -> String {
+fn summarize(
+    ops: &[Op],
+    injected: &[nemesis::Fault],
+    report: &elle::Report,
+    schedule: &Schedule,
+) -> String {
     let mut by: BTreeMap<(String, String), usize> = BTreeMap::new();
     for op in ops {
         let kind = match op.kind {
@@ -363,10 +404,17 @@ fn summarize(ops: &[Op], injected: &[nemesis::Fault], report: &elle::Report, sch
         *by.entry((kind.into(), format!("{:?}", op.outcome).to_lowercase()))
             .or_default() += 1;
     }
-    let ops_text: Vec<String> = by.iter().map(|((k, o), n)| format!("{k} {o} {n}")).collect();
+    let ops_text: Vec<String> = by
+        .iter()
+        .map(|((k, o), n)| format!("{k} {o} {n}"))
+        .collect();
     let mut why: BTreeMap<String, usize> = BTreeMap::new();
     for op in ops.iter().filter(|o| o.outcome != Outcome::Ok) {
-        let reason: String = op.note.chars().take_while(|c| *c != '{' && *c != '"').collect();
+        let reason: String = op
+            .note
+            .chars()
+            .take_while(|c| *c != '{' && *c != '"')
+            .collect();
         *why.entry(reason.trim().to_string()).or_default() += 1;
     }
     let mut faults: BTreeMap<String, usize> = BTreeMap::new();
@@ -506,7 +554,10 @@ impl Client<'_> {
                     .find_map(|r| r.get("error").cloned());
                 match error {
                     Some(e) => (Outcome::Fail, format!("statement error {e}")),
-                    None => (Outcome::Ok, format!("seqno {}", body["seqno"].as_str().unwrap_or("?"))),
+                    None => (
+                        Outcome::Ok,
+                        format!("seqno {}", body["seqno"].as_str().unwrap_or("?")),
+                    ),
                 }
             }
             Answer::Refused(why) => (Outcome::Fail, why),
@@ -551,8 +602,16 @@ impl Client<'_> {
             json!([MARKER_SQL, id, self.node]),
             // The CHECK (balance >= 0) fails an overdraft, and with
             // ?transaction nothing of the transfer commits.
-            json!(["UPDATE accounts SET balance = balance - ? WHERE id = ?", amount, from]),
-            json!(["UPDATE accounts SET balance = balance + ? WHERE id = ?", amount, to]),
+            json!([
+                "UPDATE accounts SET balance = balance - ? WHERE id = ?",
+                amount,
+                from
+            ]),
+            json!([
+                "UPDATE accounts SET balance = balance + ? WHERE id = ?",
+                amount,
+                to
+            ]),
         ];
         self.write(id, OpKind::Transfer { from, to, amount }, stmts)
     }
@@ -571,14 +630,21 @@ impl Client<'_> {
         let (outcome, note) = match answer {
             Answer::Done(body) => match parse_list_reads(&body, &keys) {
                 Ok(lists) => {
-                    reads = keys.iter().zip(lists).map(|(&k, l)| Micro::Read(k, Some(l))).collect();
+                    reads = keys
+                        .iter()
+                        .zip(lists)
+                        .map(|(&k, l)| Micro::Read(k, Some(l)))
+                        .collect();
                     (Outcome::Ok, String::new())
                 }
                 Err(e) => (Outcome::Fail, e),
             },
             Answer::Refused(why) | Answer::Unknown(why) => (Outcome::Fail, why),
         };
-        let kind = OpKind::ListRead { level: level.into(), reads };
+        let kind = OpKind::ListRead {
+            level: level.into(),
+            reads,
+        };
         self.record(id, invoke, kind, outcome, note)
     }
 
@@ -597,7 +663,12 @@ impl Client<'_> {
                     (None, Some(values)) => {
                         balances = values
                             .iter()
-                            .map(|r| (r[0].as_u64().unwrap_or(u64::MAX), r[1].as_i64().unwrap_or(i64::MIN)))
+                            .map(|r| {
+                                (
+                                    r[0].as_u64().unwrap_or(u64::MAX),
+                                    r[1].as_i64().unwrap_or(i64::MIN),
+                                )
+                            })
                             .collect();
                         (Outcome::Ok, String::new())
                     }
@@ -606,7 +677,10 @@ impl Client<'_> {
             }
             Answer::Refused(why) | Answer::Unknown(why) => (Outcome::Fail, why),
         };
-        let kind = OpKind::BankRead { level: level.into(), balances };
+        let kind = OpKind::BankRead {
+            level: level.into(),
+            balances,
+        };
         self.record(id, invoke, kind, outcome, note)
     }
 }
@@ -636,7 +710,9 @@ fn parse_list_reads(body: &Value, keys: &[u64]) -> Result<Vec<Vec<u64>>, String>
             }
             match r["values"].as_array() {
                 None => Ok(Vec::new()),
-                Some(rows) => rows.first().map_or(Ok(Vec::new()), |row| parse_list(&row[0])),
+                Some(rows) => rows
+                    .first()
+                    .map_or(Ok(Vec::new()), |row| parse_list(&row[0])),
             }
         })
         .collect()
@@ -663,10 +739,15 @@ fn final_state(cluster: &Cluster, recovered: bool) -> (FinalState, Option<String
     let mut divergence = None;
     let dumps = loop {
         let seqnos: Vec<i64> = (0..n)
-            .map(|i| cluster.status(i)["cluster"]["last_committed"].as_i64().unwrap_or(-2))
+            .map(|i| {
+                cluster.status(i)["cluster"]["last_committed"]
+                    .as_i64()
+                    .unwrap_or(-2)
+            })
             .collect();
         let dumps: Vec<Vec<Vec<Value>>> = (0..n).map(|i| dump(cluster, i)).collect();
-        let same = seqnos.windows(2).all(|w| w[0] == w[1]) && dumps.windows(2).all(|w| w[0] == w[1]);
+        let same =
+            seqnos.windows(2).all(|w| w[0] == w[1]) && dumps.windows(2).all(|w| w[0] == w[1]);
         if same {
             break dumps;
         }
@@ -687,11 +768,17 @@ fn final_state(cluster: &Cluster, recovered: bool) -> (FinalState, Option<String
     let mut fin = FinalState::default();
     for row in &d[0] {
         let k = row[0].as_u64().unwrap_or(u64::MAX);
-        fin.lists.insert(k, parse_list(&row[1]).unwrap_or_else(|e| panic!("key {k}: {e}")));
+        fin.lists.insert(
+            k,
+            parse_list(&row[1]).unwrap_or_else(|e| panic!("key {k}: {e}")),
+        );
     }
     fin.committed = d[1].iter().filter_map(|r| r[0].as_u64()).collect();
     for row in &d[3] {
-        fin.balances.insert(row[0].as_u64().unwrap_or(u64::MAX), row[1].as_i64().unwrap_or(i64::MIN));
+        fin.balances.insert(
+            row[0].as_u64().unwrap_or(u64::MAX),
+            row[1].as_i64().unwrap_or(i64::MIN),
+        );
     }
     fin.initial_balances = (0..ACCOUNTS).map(|a| (a, INITIAL_BALANCE)).collect();
     (fin, divergence)
@@ -702,7 +789,10 @@ fn fill_reads(ops: &mut [Op], cluster: &Cluster) {
     let rows = cluster.nodes[0].query_rows_level("SELECT txn, idx, v FROM reads", "none");
     let mut reads: HashMap<(u64, u64), Value> = HashMap::new();
     for r in rows {
-        reads.insert((r[0].as_u64().unwrap_or(0), r[1].as_u64().unwrap_or(0)), r[2].clone());
+        reads.insert(
+            (r[0].as_u64().unwrap_or(0), r[1].as_u64().unwrap_or(0)),
+            r[2].clone(),
+        );
     }
     for op in ops.iter_mut() {
         let id = op.id;
@@ -710,7 +800,8 @@ fn fill_reads(ops: &mut [Op], cluster: &Cluster) {
             for (idx, m) in micros.iter_mut().enumerate() {
                 if let Micro::Read(_, value) = m {
                     if let Some(v) = reads.get(&(id, idx as u64)) {
-                        *value = Some(parse_list(v).unwrap_or_else(|e| panic!("read of #{id}: {e}")));
+                        *value =
+                            Some(parse_list(v).unwrap_or_else(|e| panic!("read of #{id}: {e}")));
                     }
                 }
             }
@@ -739,11 +830,19 @@ mod checker {
     }
 
     fn txn(id: u64, micros: Vec<Micro>) -> Op {
-        op(id, Outcome::Ok, OpKind::ListTxn(micros), (id * 10, id * 10 + 5))
+        op(
+            id,
+            Outcome::Ok,
+            OpKind::ListTxn(micros),
+            (id * 10, id * 10 + 5),
+        )
     }
 
     fn read(id: u64, level: &str, reads: Vec<Micro>, at: (u64, u64)) -> Op {
-        let kind = OpKind::ListRead { level: level.into(), reads };
+        let kind = OpKind::ListRead {
+            level: level.into(),
+            reads,
+        };
         op(id, Outcome::Ok, kind, at)
     }
 
@@ -768,7 +867,12 @@ mod checker {
         let ops = vec![
             txn(1, vec![A(1, 10)]),
             txn(2, vec![r(1, &[10]), A(1, 20), A(2, 30)]),
-            read(3, "linearizable", vec![r(1, &[10, 20]), r(2, &[30])], (100, 110)),
+            read(
+                3,
+                "linearizable",
+                vec![r(1, &[10, 20]), r(2, &[30])],
+                (100, 110),
+            ),
         ];
         let report = check(&ops, &fin(&[(1, &[10, 20]), (2, &[30])], &[1, 2]));
         assert!(report.is_valid(), "{}", report.explain(&ops));
@@ -788,7 +892,10 @@ mod checker {
         t.outcome = Outcome::Fail;
         let ops = vec![t];
         let report = check(&ops, &fin(&[(1, &[10])], &[1]));
-        assert!(kinds(&report).contains(&"failed-write-committed"), "{report:?}");
+        assert!(
+            kinds(&report).contains(&"failed-write-committed"),
+            "{report:?}"
+        );
     }
 
     #[test]
@@ -873,7 +980,12 @@ mod checker {
             read(3, "linearizable", vec![r(1, &[])], (100, 110)),
         ];
         let report = check(&ops, &fin(&[(1, &[10])], &[1]));
-        assert_eq!(kinds(&report), vec!["stale-read"], "{}", report.explain(&ops));
+        assert_eq!(
+            kinds(&report),
+            vec!["stale-read"],
+            "{}",
+            report.explain(&ops)
+        );
         assert_eq!(report.anomalies[0].ops, vec![1, 3]);
     }
 
@@ -891,15 +1003,36 @@ mod checker {
     #[test]
     fn bank_totals_and_final_balances() {
         let transfer = |id, outcome| {
-            op(id, outcome, OpKind::Transfer { from: 0, to: 1, amount: 5 }, (id * 10, id * 10 + 5))
+            op(
+                id,
+                outcome,
+                OpKind::Transfer {
+                    from: 0,
+                    to: 1,
+                    amount: 5,
+                },
+                (id * 10, id * 10 + 5),
+            )
         };
         let bank_read = |id, a, b| {
-            op(id, Outcome::Ok, OpKind::BankRead { level: "weak".into(), balances: vec![(0, a), (1, b)] }, (90, 95))
+            op(
+                id,
+                Outcome::Ok,
+                OpKind::BankRead {
+                    level: "weak".into(),
+                    balances: vec![(0, a), (1, b)],
+                },
+                (90, 95),
+            )
         };
         let mut state = fin(&[], &[1]);
         state.initial_balances = [(0, 10), (1, 10)].into_iter().collect();
         state.balances = [(0, 5), (1, 15)].into_iter().collect();
-        let good = vec![transfer(1, Outcome::Ok), transfer(2, Outcome::Info), bank_read(3, 5, 15)];
+        let good = vec![
+            transfer(1, Outcome::Ok),
+            transfer(2, Outcome::Info),
+            bank_read(3, 5, 15),
+        ];
         let report = check(&good, &state);
         assert!(report.is_valid(), "{}", report.explain(&good));
         let bad = vec![transfer(1, Outcome::Ok), bank_read(3, 5, 10)];

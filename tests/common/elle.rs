@@ -64,7 +64,12 @@ impl Report {
             if *n > 3 {
                 continue;
             }
-            out.push_str(&format!("{}: {}\n{}\n", a.kind, a.why, excerpt(ops, &a.ops)));
+            out.push_str(&format!(
+                "{}: {}\n{}\n",
+                a.kind,
+                a.why,
+                excerpt(ops, &a.ops)
+            ));
         }
         for (kind, n) in shown.iter().filter(|(_, n)| **n > 3) {
             out.push_str(&format!("... and {} more {kind}\n", n - 3));
@@ -173,17 +178,33 @@ impl<'a> Checker<'a> {
             for v in list {
                 if !seen.insert(*v) {
                     let w = self.writer.get(v).map(|w| w.0).into_iter().collect();
-                    found.push(("duplicate-append", format!("{v} appears twice in key {k}: {list:?}"), w));
+                    found.push((
+                        "duplicate-append",
+                        format!("{v} appears twice in key {k}: {list:?}"),
+                        w,
+                    ));
                     continue;
                 }
                 match self.writer.get(v) {
-                    None => found.push(("phantom-value", format!("key {k} holds {v}, which nobody appended"), vec![])),
+                    None => found.push((
+                        "phantom-value",
+                        format!("key {k} holds {v}, which nobody appended"),
+                        vec![],
+                    )),
                     Some(&(id, wk)) => {
                         let op = self.by_id[&id];
                         if wk != *k {
-                            found.push(("misplaced-value", format!("{v} was appended to key {wk} but is in key {k}"), vec![id]));
+                            found.push((
+                                "misplaced-value",
+                                format!("{v} was appended to key {wk} but is in key {k}"),
+                                vec![id],
+                            ));
                         } else if !self.committed(op) {
-                            found.push(("aborted-write-visible", format!("key {k} holds {v} from #{id}, which did not commit"), vec![id]));
+                            found.push((
+                                "aborted-write-visible",
+                                format!("key {k} holds {v} from #{id}, which did not commit"),
+                                vec![id],
+                            ));
                         }
                     }
                 }
@@ -222,7 +243,10 @@ impl<'a> Checker<'a> {
                     Micro::Append(k, v) => own.entry(*k).or_default().push(*v),
                     Micro::Read(k, None) => found.push((
                         "missing-read",
-                        format!("#{} committed but its read of key {k} left no row: not atomic", op.id),
+                        format!(
+                            "#{} committed but its read of key {k} left no row: not atomic",
+                            op.id
+                        ),
                         vec![op.id],
                     )),
                     Micro::Read(k, Some(read)) => {
@@ -236,18 +260,35 @@ impl<'a> Checker<'a> {
                         }
                         if !fin.starts_with(read) {
                             let mut ids = vec![op.id];
-                            ids.extend(read.iter().chain(fin.iter()).filter_map(|v| self.writer.get(v).map(|w| w.0)).take(6));
+                            ids.extend(
+                                read.iter()
+                                    .chain(fin.iter())
+                                    .filter_map(|v| self.writer.get(v).map(|w| w.0))
+                                    .take(6),
+                            );
                             found.push(("incompatible-order", format!("#{} read key {k} as {read:?}, not a prefix of its final {fin:?}", op.id), ids));
                             continue;
                         }
                         let mine = own.get(k).map(Vec::as_slice).unwrap_or(&[]);
                         if !read.ends_with(mine) {
-                            found.push(("internal", format!("#{} read key {k} as {read:?} after appending {mine:?} itself", op.id), vec![op.id]));
+                            found.push((
+                                "internal",
+                                format!(
+                                    "#{} read key {k} as {read:?} after appending {mine:?} itself",
+                                    op.id
+                                ),
+                                vec![op.id],
+                            ));
                         }
                         if let Some(last) = read.last() {
                             if let Some(&(w, _)) = self.writer.get(last) {
                                 let wop = self.by_id[&w];
-                                let later = wop.micros().iter().skip_while(|m| **m != Micro::Append(*k, *last)).skip(1).any(|m| matches!(m, Micro::Append(k2, _) if k2 == k));
+                                let later = wop
+                                    .micros()
+                                    .iter()
+                                    .skip_while(|m| **m != Micro::Append(*k, *last))
+                                    .skip(1)
+                                    .any(|m| matches!(m, Micro::Append(k2, _) if k2 == k));
                                 if w != op.id && later {
                                     found.push(("G1b", format!("#{} read key {k} as {read:?}: an intermediate state of #{w}", op.id), vec![w, op.id]));
                                 }
@@ -272,7 +313,12 @@ impl<'a> Checker<'a> {
             for micro in op.micros() {
                 let (k, len) = match micro {
                     Micro::Append(k, v) => {
-                        let Some(pos) = self.fin.lists.get(k).and_then(|l| l.iter().position(|x| x == v)) else {
+                        let Some(pos) = self
+                            .fin
+                            .lists
+                            .get(k)
+                            .and_then(|l| l.iter().position(|x| x == v))
+                        else {
                             continue;
                         };
                         (*k, pos + 1)
@@ -280,7 +326,10 @@ impl<'a> Checker<'a> {
                     Micro::Read(k, Some(read)) => (*k, read.len()),
                     Micro::Read(_, None) => continue,
                 };
-                facts.entry(k).or_default().push((op.complete_ms, len, op.id));
+                facts
+                    .entry(k)
+                    .or_default()
+                    .push((op.complete_ms, len, op.id));
             }
         }
         // Prefix maxima by completion time, for a binary search per read.
@@ -301,12 +350,16 @@ impl<'a> Checker<'a> {
         }
         let mut found = Vec::new();
         for op in self.ops.iter().filter(|o| o.outcome == Outcome::Ok) {
-            let OpKind::ListRead { level, reads } = &op.kind else { continue };
+            let OpKind::ListRead { level, reads } = &op.kind else {
+                continue;
+            };
             if level != "linearizable" && level != "strong" {
                 continue;
             }
             for micro in reads {
-                let Micro::Read(k, Some(read)) = micro else { continue };
+                let Micro::Read(k, Some(read)) = micro else {
+                    continue;
+                };
                 let Some(f) = best.get(k) else { continue };
                 let n = f.partition_point(|&(t, _, _)| t < op.invoke_ms);
                 if n == 0 {
@@ -340,8 +393,12 @@ impl<'a> Checker<'a> {
         }
         for op in self.ops.iter().filter(|o| self.committed(o)) {
             for micro in op.micros() {
-                let Micro::Read(k, Some(read)) = micro else { continue };
-                let Some(fin) = self.fin.lists.get(k) else { continue };
+                let Micro::Read(k, Some(read)) = micro else {
+                    continue;
+                };
+                let Some(fin) = self.fin.lists.get(k) else {
+                    continue;
+                };
                 if !fin.starts_with(read) {
                     continue; // already reported; its place in the order is unknown
                 }
@@ -352,7 +409,10 @@ impl<'a> Checker<'a> {
                 // The next version is the next transaction's: more appends
                 // by the writer just read are its intermediate state (G1b,
                 // reported above), not a later version.
-                let next = fin[read.len()..].iter().filter_map(writer_of).find(|&w| Some(w) != last_writer);
+                let next = fin[read.len()..]
+                    .iter()
+                    .filter_map(writer_of)
+                    .find(|&w| Some(w) != last_writer);
                 if let Some(w) = next {
                     add(op.id, w, Edge::Rw, &mut edges);
                 }
@@ -400,7 +460,14 @@ impl<'a> Checker<'a> {
             }
         }
         if expected != self.fin.balances {
-            found.push(("bank-final", format!("final balances {:?}, but the committed transfers give {expected:?}", self.fin.balances), vec![]));
+            found.push((
+                "bank-final",
+                format!(
+                    "final balances {:?}, but the committed transfers give {expected:?}",
+                    self.fin.balances
+                ),
+                vec![],
+            ));
         }
         for (kind, why, ids) in found {
             self.flag(kind, why, ids);
@@ -490,7 +557,9 @@ impl<'g> Cycles<'g> {
             for w in cycle.windows(2) {
                 in_cycle.insert((w[0].0, w[1].0));
             }
-            if self.count(kind) < CYCLES_PER_KIND && !self.forbidden.iter().any(|f| same_cycle(&f.1, &cycle)) {
+            if self.count(kind) < CYCLES_PER_KIND
+                && !self.forbidden.iter().any(|f| same_cycle(&f.1, &cycle))
+            {
                 self.forbidden.push((kind, cycle));
             }
         }
@@ -500,7 +569,13 @@ impl<'g> Cycles<'g> {
     /// A shortest path from `from` back to `to` over `allowed` edges, never
     /// two rw edges in a row (counting the closing edge `first` into
     /// `from`, and the wrap-around into `to`'s outgoing `first`).
-    fn path_back(&mut self, from: u64, to: u64, first: Edge, allowed: &[Edge]) -> Option<Vec<(u64, Edge)>> {
+    fn path_back(
+        &mut self,
+        from: u64,
+        to: u64,
+        first: Edge,
+        allowed: &[Edge],
+    ) -> Option<Vec<(u64, Edge)>> {
         let comp = self.comp.get(&from).copied();
         // state: (node, arrived by rw)
         let start = (from, first == Edge::Rw);
@@ -510,7 +585,10 @@ impl<'g> Cycles<'g> {
         while let Some(state @ (node, by_rw)) = queue.pop_front() {
             for &(next, e) in self.edges.get(&node).into_iter().flatten() {
                 self.budget = self.budget.saturating_sub(1);
-                if !allowed.contains(&e) || self.comp.get(&next).copied() != comp || (e == Edge::Rw && by_rw) {
+                if !allowed.contains(&e)
+                    || self.comp.get(&next).copied() != comp
+                    || (e == Edge::Rw && by_rw)
+                {
                     continue;
                 }
                 if next == to {

@@ -34,10 +34,20 @@ pub enum OpKind {
     ListTxn(Vec<Micro>),
     /// Reads of several keys in one `/db/query` (one SQLite snapshot) at a
     /// consistency level.
-    ListRead { level: String, reads: Vec<Micro> },
-    Transfer { from: u64, to: u64, amount: i64 },
+    ListRead {
+        level: String,
+        reads: Vec<Micro>,
+    },
+    Transfer {
+        from: u64,
+        to: u64,
+        amount: i64,
+    },
     /// Every balance, as read (empty unless `Ok`).
-    BankRead { level: String, balances: Vec<(u64, i64)> },
+    BankRead {
+        level: String,
+        balances: Vec<(u64, i64)>,
+    },
 }
 
 #[derive(Clone, Debug)]

@@ -73,7 +73,10 @@ pub enum Fault {
 
 impl Fault {
     pub fn is_partition(&self) -> bool {
-        matches!(self, Fault::Isolate(_) | Fault::Cut(..) | Fault::Split { .. })
+        matches!(
+            self,
+            Fault::Isolate(_) | Fault::Cut(..) | Fault::Split { .. }
+        )
     }
 }
 
@@ -117,28 +120,28 @@ impl Schedule {
         assert!(!kinds.is_empty() && nodes >= 2);
         let mut rng = StdRng::seed_from_u64(seed);
         let fault = |rng: &mut StdRng| {
-                let target = if rng.gen_bool(0.5) {
-                    Target::Leader
-                } else {
-                    Target::Node(rng.gen_range(0..nodes))
-                };
-                let fault = match kinds[rng.gen_range(0..kinds.len())] {
-                    Kind::Kill => Fault::Kill(target),
-                    Kind::Pause => Fault::Pause(target),
-                    Kind::Stop => Fault::Stop(target),
-                    Kind::Isolate => Fault::Isolate(target),
-                    Kind::Cut => {
-                        let a = rng.gen_range(0..nodes);
-                        let b = (a + rng.gen_range(1..nodes)) % nodes;
-                        Fault::Cut(a, b)
-                    }
-                    Kind::KillAll => Fault::KillAll,
-                    Kind::Split => Fault::Split {
-                        at: rng.gen_range(0..nodes),
-                        minority: rng.gen_range(1..=(nodes - 1) / 2),
-                    },
-                };
-                fault
+            let target = if rng.gen_bool(0.5) {
+                Target::Leader
+            } else {
+                Target::Node(rng.gen_range(0..nodes))
+            };
+            let fault = match kinds[rng.gen_range(0..kinds.len())] {
+                Kind::Kill => Fault::Kill(target),
+                Kind::Pause => Fault::Pause(target),
+                Kind::Stop => Fault::Stop(target),
+                Kind::Isolate => Fault::Isolate(target),
+                Kind::Cut => {
+                    let a = rng.gen_range(0..nodes);
+                    let b = (a + rng.gen_range(1..nodes)) % nodes;
+                    Fault::Cut(a, b)
+                }
+                Kind::KillAll => Fault::KillAll,
+                Kind::Split => Fault::Split {
+                    at: rng.gen_range(0..nodes),
+                    minority: rng.gen_range(1..=(nodes - 1) / 2),
+                },
+            };
+            fault
         };
         let steps = (0..10_000)
             .map(|_| {
@@ -453,7 +456,9 @@ impl<'c> Faults<'c> {
             for &fault in &step.faults {
                 match self.inject(fault) {
                     Some(heal) => heals.push(heal),
-                    None => self.note(format!("{fault:?}: no leader named or node already down, skipped")),
+                    None => self.note(format!(
+                        "{fault:?}: no leader named or node already down, skipped"
+                    )),
                 }
             }
             if heals.is_empty() {

@@ -60,7 +60,8 @@ impl Relay {
             socket
                 .set_read_timeout(Some(Duration::from_millis(100)))
                 .expect("relay timeout");
-            let (blocked, stop, listen) = (relay.blocked.clone(), relay.stop.clone(), listen.clone());
+            let (blocked, stop, listen) =
+                (relay.blocked.clone(), relay.stop.clone(), listen.clone());
             relay.threads.push(std::thread::spawn(move || {
                 forward_to(to, socket, listen, blocked, stop)
             }));
