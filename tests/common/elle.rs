@@ -512,7 +512,7 @@ impl<'g> Cycles<'g> {
         let mut starts: Vec<(u64, u64, Edge)> = Vec::new();
         for (&a, out) in self.edges {
             for &(b, e) in out {
-                if self.comp.get(&a).is_some() && self.comp.get(&a) == self.comp.get(&b) {
+                if self.comp.contains_key(&a) && self.comp.get(&a) == self.comp.get(&b) {
                     starts.push((a, b, e));
                 }
             }

@@ -125,7 +125,7 @@ impl Schedule {
             } else {
                 Target::Node(rng.gen_range(0..nodes))
             };
-            let fault = match kinds[rng.gen_range(0..kinds.len())] {
+            match kinds[rng.gen_range(0..kinds.len())] {
                 Kind::Kill => Fault::Kill(target),
                 Kind::Pause => Fault::Pause(target),
                 Kind::Stop => Fault::Stop(target),
@@ -140,8 +140,7 @@ impl Schedule {
                     at: rng.gen_range(0..nodes),
                     minority: rng.gen_range(1..=(nodes - 1) / 2),
                 },
-            };
-            fault
+            }
         };
         let steps = (0..10_000)
             .map(|_| {
@@ -295,30 +294,41 @@ impl<'c> Faults<'c> {
             .expect("partitions need a Net (network namespaces, root) or a Relay")
     }
 
+    /// Cut a link unless it is cut already (two faults may share one).
+    fn link_down(&mut self, a: usize, b: usize) {
+        if !self.cuts.iter().any(|&c| c == (a, b) || c == (b, a)) {
+            self.net().cut(a, b);
+            self.cuts.push((a, b));
+        }
+    }
+
+    fn link_up(&mut self, a: usize, b: usize) {
+        if self.cuts.iter().any(|&c| c == (a, b) || c == (b, a)) {
+            self.net().heal(a, b);
+            self.cuts.retain(|&c| c != (a, b) && c != (b, a));
+        }
+    }
+
     pub fn cut(&mut self, a: usize, b: usize) {
-        self.net().cut(a, b);
-        self.cuts.push((a, b));
+        self.link_down(a, b);
         self.note(format!("cut {} <-> {}", self.name(a), self.name(b)));
     }
 
     pub fn heal(&mut self, a: usize, b: usize) {
-        self.net().heal(a, b);
-        self.cuts.retain(|&c| c != (a, b) && c != (b, a));
+        self.link_up(a, b);
         self.note(format!("heal {} <-> {}", self.name(a), self.name(b)));
     }
 
     pub fn isolate(&mut self, i: usize) {
         for j in (0..self.state.len()).filter(|&j| j != i) {
-            self.net().cut(i, j);
-            self.cuts.push((i, j));
+            self.link_down(i, j);
         }
         self.note(format!("isolate {}", self.name(i)));
     }
 
     pub fn rejoin(&mut self, i: usize) {
         for j in (0..self.state.len()).filter(|&j| j != i) {
-            self.net().heal(i, j);
-            self.cuts.retain(|&c| c != (i, j) && c != (j, i));
+            self.link_up(i, j);
         }
         self.note(format!("rejoin {}", self.name(i)));
     }
@@ -364,8 +374,7 @@ impl<'c> Faults<'c> {
                 let small: Vec<usize> = (0..minority).map(|j| (at + j) % n).collect();
                 for &a in &small {
                     for b in (0..n).filter(|b| !small.contains(b)) {
-                        self.net().cut(a, b);
-                        self.cuts.push((a, b));
+                        self.link_down(a, b);
                     }
                 }
                 let names: Vec<String> = small.iter().map(|&i| self.name(i)).collect();

@@ -11,6 +11,7 @@
 //! `#[path = "common/relay.rs"] mod relay;`.
 #![allow(dead_code)]
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,8 +56,8 @@ impl Relay {
             stop: Arc::default(),
             threads: Vec::new(),
         };
-        for to in 0..n {
-            let socket = UdpSocket::bind(front[to]).expect("bind relay");
+        for (to, &addr) in front.iter().enumerate() {
+            let socket = UdpSocket::bind(addr).expect("bind relay");
             socket
                 .set_read_timeout(Some(Duration::from_millis(100)))
                 .expect("relay timeout");
@@ -151,31 +152,32 @@ fn forward_to(
         if is_blocked(&blocked, sender, to) {
             continue;
         }
-        if !upstream.contains_key(&from) {
-            let Ok(socket) = UdpSocket::bind(loopback(0)) else {
-                continue;
-            };
-            let _ = socket.set_read_timeout(Some(Duration::from_millis(100)));
-            let (Ok(back), Ok(reply)) = (socket.try_clone(), front.try_clone()) else {
-                continue;
-            };
-            let (blocked, stop) = (blocked.clone(), stop.clone());
-            threads.push(std::thread::spawn(move || {
-                let mut buf = vec![0u8; 65_536];
-                while !stop.load(Ordering::Relaxed) {
-                    let Ok((len, _)) = back.recv_from(&mut buf) else {
-                        continue;
-                    };
-                    if !is_blocked(&blocked, sender, to) {
-                        let _ = reply.send_to(&buf[..len], from);
+        let socket = match upstream.entry(from) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let Ok(socket) = UdpSocket::bind(loopback(0)) else {
+                    continue;
+                };
+                let _ = socket.set_read_timeout(Some(Duration::from_millis(100)));
+                let (Ok(back), Ok(reply)) = (socket.try_clone(), front.try_clone()) else {
+                    continue;
+                };
+                let (blocked, stop) = (blocked.clone(), stop.clone());
+                threads.push(std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 65_536];
+                    while !stop.load(Ordering::Relaxed) {
+                        let Ok((len, _)) = back.recv_from(&mut buf) else {
+                            continue;
+                        };
+                        if !is_blocked(&blocked, sender, to) {
+                            let _ = reply.send_to(&buf[..len], from);
+                        }
                     }
-                }
-            }));
-            upstream.insert(from, socket);
-        }
-        if let Some(socket) = upstream.get(&from) {
-            let _ = socket.send_to(&buf[..len], listen[to]);
-        }
+                }));
+                e.insert(socket)
+            }
+        };
+        let _ = socket.send_to(&buf[..len], listen[to]);
     }
     for t in threads {
         let _ = t.join();
