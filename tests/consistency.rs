@@ -922,7 +922,7 @@ mod checker {
     fn reading_half_a_transaction_is_g1b() {
         let ops = vec![
             txn(1, vec![A(1, 10), A(1, 11)]),
-            read(2, "weak", vec![r(1, &[10])], (50, 60)),
+            read(2, "none", vec![r(1, &[10])], (50, 60)),
         ];
         let report = check(&ops, &fin(&[(1, &[10, 11])], &[1]));
         assert_eq!(kinds(&report), vec!["G1b"], "{report:?}");
@@ -955,7 +955,7 @@ mod checker {
         let ops = vec![
             txn(1, vec![A(1, 10)]),
             txn(2, vec![A(1, 11), A(2, 20)]),
-            read(3, "weak", vec![r(1, &[]), r(2, &[20])], (40, 50)),
+            read(3, "none", vec![r(1, &[]), r(2, &[20])], (40, 50)),
         ];
         let report = check(&ops, &fin(&[(1, &[10, 11]), (2, &[20])], &[1, 2]));
         assert_eq!(kinds(&report), vec!["G-single"], "{}", report.explain(&ops));
@@ -976,7 +976,7 @@ mod checker {
     fn a_linearizable_read_must_see_what_was_acknowledged_before_it() {
         let ops = vec![
             txn(1, vec![A(1, 10)]),
-            read(2, "weak", vec![r(1, &[])], (100, 110)),
+            read(2, "none", vec![r(1, &[])], (100, 110)),
             read(3, "linearizable", vec![r(1, &[])], (100, 110)),
         ];
         let report = check(&ops, &fin(&[(1, &[10])], &[1]));
@@ -987,6 +987,27 @@ mod checker {
             report.explain(&ops)
         );
         assert_eq!(report.anomalies[0].ops, vec![1, 3]);
+    }
+
+    #[test]
+    fn a_weak_read_sees_what_its_own_node_acknowledged() {
+        let mut elsewhere = txn(2, vec![A(1, 20)]);
+        elsewhere.node = 1;
+        let ops = vec![
+            txn(1, vec![A(1, 10)]),
+            elsewhere,
+            read(3, "weak", vec![r(1, &[10])], (100, 110)),
+            read(4, "weak", vec![r(1, &[])], (100, 110)),
+            read(5, "none", vec![r(1, &[])], (100, 110)),
+        ];
+        let report = check(&ops, &fin(&[(1, &[10, 20])], &[1, 2]));
+        assert_eq!(
+            kinds(&report),
+            vec!["stale-local-read"],
+            "{}",
+            report.explain(&ops)
+        );
+        assert_eq!(report.anomalies[0].ops, vec![1, 4]);
     }
 
     #[test]

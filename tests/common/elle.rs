@@ -305,10 +305,13 @@ impl<'a> Checker<'a> {
 
     /// A linearizable (or strong) read sees everything that was known to be
     /// committed before it began: every acknowledged append, and everything
-    /// an earlier completed read observed.
+    /// an earlier completed read observed. A weak read sees at least the
+    /// appends its own node acknowledged before it began (docs/API.md: "a
+    /// write acknowledged by node A is visible on node A at once").
     fn realtime_reads(&mut self) {
-        // key -> (completed at, length of final list it proves, op id)
-        let mut facts: HashMap<u64, Vec<(u64, usize, u64)>> = HashMap::new();
+        // (key) or (node, key) -> (completed at, length of the final list it proves, op id)
+        let mut global: HashMap<u64, Vec<(u64, usize, u64)>> = HashMap::new();
+        let mut local: HashMap<(usize, u64), Vec<(u64, usize, u64)>> = HashMap::new();
         for op in self.ops.iter().filter(|o| o.outcome == Outcome::Ok) {
             for micro in op.micros() {
                 let (k, len) = match micro {
@@ -321,53 +324,52 @@ impl<'a> Checker<'a> {
                         else {
                             continue;
                         };
+                        local.entry((op.node, *k)).or_default().push((
+                            op.complete_ms,
+                            pos + 1,
+                            op.id,
+                        ));
                         (*k, pos + 1)
                     }
                     Micro::Read(k, Some(read)) => (*k, read.len()),
                     Micro::Read(_, None) => continue,
                 };
-                facts
+                global
                     .entry(k)
                     .or_default()
                     .push((op.complete_ms, len, op.id));
             }
         }
-        // Prefix maxima by completion time, for a binary search per read.
-        let mut best: HashMap<u64, Vec<(u64, usize, u64)>> = HashMap::new();
-        for (k, mut f) in facts {
-            f.sort();
-            let mut max = (0usize, 0u64);
-            let prefix = f
-                .into_iter()
-                .map(|(t, len, id)| {
-                    if len > max.0 {
-                        max = (len, id);
-                    }
-                    (t, max.0, max.1)
-                })
-                .collect();
-            best.insert(k, prefix);
-        }
+        let global = prefix_maxima(global);
+        let local = prefix_maxima(local);
         let mut found = Vec::new();
         for op in self.ops.iter().filter(|o| o.outcome == Outcome::Ok) {
             let OpKind::ListRead { level, reads } = &op.kind else {
                 continue;
             };
-            if level != "linearizable" && level != "strong" {
+            let strict = level == "linearizable" || level == "strong";
+            if !strict && level != "weak" {
                 continue;
             }
             for micro in reads {
                 let Micro::Read(k, Some(read)) = micro else {
                     continue;
                 };
-                let Some(f) = best.get(k) else { continue };
-                let n = f.partition_point(|&(t, _, _)| t < op.invoke_ms);
-                if n == 0 {
+                let facts = if strict {
+                    global.get(k)
+                } else {
+                    local.get(&(op.node, *k))
+                };
+                let Some((need, by)) = facts.and_then(|f| before(f, op.invoke_ms)) else {
                     continue;
-                }
-                let (_, need, by) = f[n - 1];
+                };
                 if read.len() < need {
-                    found.push(("stale-read", format!("#{} ({level}) read key {k} with {} elements, but #{by}, completed before it began, shows {need}", op.id, read.len()), vec![by, op.id]));
+                    let (kind, whose) = if strict {
+                        ("stale-read", "")
+                    } else {
+                        ("stale-local-read", " on the same node")
+                    };
+                    found.push((kind, format!("#{} ({level}) read key {k} with {} elements, but #{by}, completed{whose} before it began, shows {need}", op.id, read.len()), vec![by, op.id]));
                 }
             }
         }
@@ -622,6 +624,36 @@ impl<'g> Cycles<'g> {
         }
         None
     }
+}
+
+type Facts = Vec<(u64, usize, u64)>;
+
+/// Per key, the facts sorted by completion time with the longest list
+/// proved so far (and by whom), for a binary search per read.
+fn prefix_maxima<K: std::hash::Hash + Eq>(facts: HashMap<K, Facts>) -> HashMap<K, Facts> {
+    facts
+        .into_iter()
+        .map(|(k, mut f)| {
+            f.sort();
+            let mut max = (0usize, 0u64);
+            let prefix = f
+                .into_iter()
+                .map(|(t, len, id)| {
+                    if len > max.0 {
+                        max = (len, id);
+                    }
+                    (t, max.0, max.1)
+                })
+                .collect();
+            (k, prefix)
+        })
+        .collect()
+}
+
+/// The longest list proved by operations completed before `t`.
+fn before(prefix: &Facts, t: u64) -> Option<(usize, u64)> {
+    let n = prefix.partition_point(|&(done, _, _)| done < t);
+    (n > 0).then(|| (prefix[n - 1].1, prefix[n - 1].2))
 }
 
 fn same_cycle(a: &[(u64, Edge)], b: &[(u64, Edge)]) -> bool {
