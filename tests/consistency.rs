@@ -1011,6 +1011,39 @@ mod checker {
     }
 
     #[test]
+    fn seqnos_are_one_order() {
+        let acked = |id, seqno, at| {
+            let mut t = txn(id, vec![A(1, id * 10)]);
+            (t.invoke_ms, t.complete_ms) = at;
+            t.note = format!("seqno {seqno}");
+            t
+        };
+        let state = fin(&[(1, &[10, 20, 30])], &[1, 2, 3]);
+        let good = vec![
+            acked(1, 5, (0, 10)),
+            acked(2, 7, (20, 30)),
+            acked(3, 8, (5, 40)),
+        ];
+        assert!(check(&good, &state).is_valid());
+        let twice = vec![
+            acked(1, 5, (0, 10)),
+            acked(2, 7, (20, 30)),
+            acked(3, 7, (5, 40)),
+        ];
+        assert!(kinds(&check(&twice, &state)).contains(&"duplicate-seqno"));
+        // #3 was sent after #2 was acknowledged but got an earlier seqno.
+        let late = vec![
+            acked(1, 5, (0, 10)),
+            acked(2, 7, (20, 30)),
+            acked(3, 6, (35, 40)),
+        ];
+        assert_eq!(
+            kinds(&check(&late, &state)),
+            vec!["seqno-order", "seqno-order"]
+        );
+    }
+
+    #[test]
     fn a_read_must_be_a_prefix_of_the_final_order() {
         let ops = vec![
             txn(1, vec![A(1, 10)]),

@@ -109,6 +109,7 @@ pub fn check(ops: &[Op], fin: &FinalState) -> Report {
     c.final_lists();
     c.reads();
     c.realtime_reads();
+    c.seqnos();
     c.graph();
     c.bank();
     c.report
@@ -370,6 +371,69 @@ impl<'a> Checker<'a> {
                         ("stale-local-read", " on the same node")
                     };
                     found.push((kind, format!("#{} ({level}) read key {k} with {} elements, but #{by}, completed{whose} before it began, shows {need}", op.id, read.len()), vec![by, op.id]));
+                }
+            }
+        }
+        for (kind, why, ids) in found {
+            self.flag(kind, why, ids);
+        }
+    }
+
+    /// Seqnos are the cluster's one order: unique, later for a write-set
+    /// submitted after another was acknowledged, and in the order the
+    /// appends took effect.
+    fn seqnos(&mut self) {
+        let mut found = Vec::new();
+        let mut by_seqno: HashMap<i64, u64> = HashMap::new();
+        let mut acked: Vec<(u64, i64, u64)> = Vec::new(); // (completed, seqno, id)
+        for op in self.ops.iter() {
+            let Some(seqno) = op.seqno() else { continue };
+            if let Some(other) = by_seqno.insert(seqno, op.id) {
+                found.push((
+                    "duplicate-seqno",
+                    format!("#{other} and #{} both got seqno {seqno}", op.id),
+                    vec![other, op.id],
+                ));
+            }
+            acked.push((op.complete_ms, seqno, op.id));
+        }
+        acked.sort();
+        let mut max = (i64::MIN, 0u64);
+        let prefix: Facts = acked
+            .iter()
+            .map(|&(t, seqno, id)| {
+                if seqno > max.0 {
+                    max = (seqno, id);
+                }
+                (t, max.0 as usize, max.1)
+            })
+            .collect();
+        for op in self.ops.iter() {
+            let Some(seqno) = op.seqno() else { continue };
+            if let Some((earlier, by)) = before(&prefix, op.invoke_ms) {
+                if earlier as i64 >= seqno {
+                    found.push(("seqno-order", format!("#{} got seqno {seqno}, but #{by}, acknowledged before it was sent, got {earlier}", op.id), vec![by, op.id]));
+                }
+            }
+        }
+        for (k, list) in &self.fin.lists {
+            for pair in list.windows(2) {
+                let (Some(&(a, _)), Some(&(b, _))) =
+                    (self.writer.get(&pair[0]), self.writer.get(&pair[1]))
+                else {
+                    continue;
+                };
+                let (Some(sa), Some(sb)) = (self.by_id[&a].seqno(), self.by_id[&b].seqno()) else {
+                    continue;
+                };
+                if a != b && sa >= sb {
+                    found.push((
+                        "seqno-order",
+                        format!(
+                            "in key {k} #{a}'s append (seqno {sa}) precedes #{b}'s (seqno {sb})"
+                        ),
+                        vec![a, b],
+                    ));
                 }
             }
         }

@@ -69,6 +69,14 @@ impl Op {
         matches!(self.kind, OpKind::ListTxn(_) | OpKind::Transfer { .. })
     }
 
+    /// The seqno an acknowledged write-set got (`X-Quorate-Seqno`).
+    pub fn seqno(&self) -> Option<i64> {
+        if self.outcome != Outcome::Ok {
+            return None;
+        }
+        self.note.strip_prefix("seqno ")?.parse().ok()
+    }
+
     pub fn micros(&self) -> &[Micro] {
         match &self.kind {
             OpKind::ListTxn(m) => m,
