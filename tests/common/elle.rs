@@ -310,9 +310,9 @@ impl<'a> Checker<'a> {
     /// appends its own node acknowledged before it began (docs/API.md: "a
     /// write acknowledged by node A is visible on node A at once").
     fn realtime_reads(&mut self) {
-        // (key) or (node, key) -> (completed at, length of the final list it proves, op id)
-        let mut global: HashMap<u64, Vec<(u64, usize, u64)>> = HashMap::new();
-        let mut local: HashMap<(usize, u64), Vec<(u64, usize, u64)>> = HashMap::new();
+        // key, or (node, key) -> facts
+        let mut global: HashMap<u64, Facts> = HashMap::new();
+        let mut local: HashMap<(usize, u64), Facts> = HashMap::new();
         for op in self.ops.iter().filter(|o| o.outcome == Outcome::Ok) {
             for micro in op.micros() {
                 let (k, len) = match micro {
@@ -690,6 +690,7 @@ impl<'g> Cycles<'g> {
     }
 }
 
+/// (completed at, length of a key's final list it proves, op id)
 type Facts = Vec<(u64, usize, u64)>;
 
 /// Per key, the facts sorted by completion time with the longest list
