@@ -117,6 +117,14 @@ pub fn check(ops: &[Op], fin: &FinalState) -> Report {
 
 impl<'a> Checker<'a> {
     fn flag(&mut self, kind: &'static str, why: String, ops: Vec<u64>) {
+        if self
+            .report
+            .anomalies
+            .iter()
+            .any(|a| a.kind == kind && a.why == why)
+        {
+            return; // the same key read twice in one transaction
+        }
         self.report.anomalies.push(Anomaly { kind, why, ops });
     }
 

@@ -264,6 +264,7 @@ impl<'a> Client<'a> {
     fn list_read(&mut self, id: u64) -> Op {
         let level = self.level();
         let mut keys: Vec<u64> = (0..self.rng.gen_range(1..=4)).map(|_| self.key()).collect();
+        keys.sort_unstable();
         keys.dedup();
         let stmts: Vec<Value> = keys
             .iter()
