@@ -83,12 +83,40 @@ fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
+/// The fault kinds a schedule draws from: `QUORATE_JEPSEN_FAULTS` (e.g.
+/// `pause,isolate`) or the test's own.
+fn faults_from_env(default: &[Kind]) -> Vec<Kind> {
+    let Ok(list) = std::env::var("QUORATE_JEPSEN_FAULTS") else {
+        return default.to_vec();
+    };
+    list.split(',')
+        .map(|name| match name.trim() {
+            "kill" => Kind::Kill,
+            "pause" => Kind::Pause,
+            "stop" => Kind::Stop,
+            "killall" => Kind::KillAll,
+            "isolate" => Kind::Isolate,
+            "cut" => Kind::Cut,
+            "split" => Kind::Split,
+            other => panic!(
+                "QUORATE_JEPSEN_FAULTS: unknown fault {other:?}; use kill, pause, stop, killall, isolate, cut or split"
+            ),
+        })
+        .collect()
+}
+
 #[test]
 fn crashes_and_pauses_leave_a_consistent_history() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let settings = Settings::from_env(1);
     let mut cluster = Cluster::start(settings.nodes, node_settings());
-    let kinds = [Kind::Kill, Kind::Pause, Kind::Stop, Kind::KillAll];
+    let kinds = faults_from_env(&[Kind::Kill, Kind::Pause, Kind::Stop, Kind::KillAll]);
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| matches!(k, Kind::Isolate | Kind::Cut | Kind::Split)),
+        "QUORATE_JEPSEN_FAULTS: the crash schedule cannot cut links (the partition schedule can)"
+    );
     run_and_check("crash", &settings, &mut cluster, None, &kinds);
 }
 
@@ -96,7 +124,7 @@ fn crashes_and_pauses_leave_a_consistent_history() {
 fn partitions_leave_a_consistent_history() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let settings = Settings::from_env(2);
-    let kinds = [Kind::Isolate, Kind::Cut, Kind::Split, Kind::Kill];
+    let kinds = faults_from_env(&[Kind::Isolate, Kind::Cut, Kind::Split, Kind::Kill]);
     let why_not_netns = match std::env::var("QUORATE_JEPSEN_LINKS").as_deref() {
         Ok("relay") => Some("QUORATE_JEPSEN_LINKS=relay".to_string()),
         Ok("netns") | Err(_) => netns::unavailable(),
