@@ -295,7 +295,13 @@ fn run_and_check(
     let report = elle::check(&ops, &fin);
 
     let summary = summarize(&ops, &injected, &report, &schedule);
-    eprintln!("jepsen {name}: {summary}");
+    // How often a node was caught up by a snapshot rather than the log.
+    let ssts: usize = cluster
+        .nodes
+        .iter()
+        .map(|node| node.log().matches("SST: receiving").count())
+        .sum();
+    eprintln!("jepsen {name}: {summary}; {ssts} SSTs");
     let mut problems = Vec::new();
     if !report.is_valid() {
         problems.push(report.explain(&ops));
