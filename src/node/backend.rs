@@ -119,7 +119,7 @@ impl Node {
         if !self.is_primary() {
             return Err(ApiError::NotPrimary(NOT_PRIMARY.into()));
         }
-        match tokio::time::timeout(self.primary_timeout(), self.seq.linearizable_barrier()).await {
+        match tokio::time::timeout(self.primary_timeout(), self.seq.causal_barrier()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::debug!("sync wait skipped: {e}"),
             Err(_) => tracing::debug!("sync wait skipped: the sequencer did not answer in time"),

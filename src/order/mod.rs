@@ -104,6 +104,8 @@ pub mod peer_kind {
     pub const FORWARD_WRITE: u8 = 20;
     /// A follower asks the leader for a linearizable read index.
     pub const READ_INDEX: u8 = 21;
+    /// A follower asks the leader what it knows to be committed (no quorum round).
+    pub const COMMIT_INDEX: u8 = 22;
 }
 
 /// Node ids are made once per data directory and never reused.
@@ -660,6 +662,15 @@ impl Sequencer {
                 };
                 network::encode(&outcome)
             }
+            peer_kind::COMMIT_INDEX => {
+                let raft = self.raft();
+                let watch = raft.metrics();
+                let m = watch.borrow_watched();
+                if m.current_leader != Some(self.node_id) {
+                    return Err("not the leader".into());
+                }
+                network::encode(&m.local_committed.as_ref().map(|l| l.index))
+            }
             peer_kind::READ_INDEX => {
                 let read = self
                     .raft()
@@ -786,6 +797,71 @@ impl Sequencer {
             .nodes()
             .map(|(id, info)| (*id, info.clone(), voters.contains(id)))
             .collect()
+    }
+
+    /// Wait until this node applied everything the leader knew to be
+    /// committed when asked: a client that moves between nodes sees its own
+    /// acknowledged writes (the origin answers only after the entry
+    /// committed, and the leader learns of a commit first). Cheaper than
+    /// [`Self::linearizable_barrier`]: no quorum round, one round trip from
+    /// a follower; a leader deposed a moment ago may answer a little stale.
+    pub async fn causal_barrier(&self) -> Result<(), SubmitError> {
+        let m = self.metrics();
+        let target = if m.current_leader == Some(self.node_id) {
+            m.local_committed.as_ref().map(|l| l.index)
+        } else {
+            let leader = m
+                .current_leader
+                .and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+            let (Some(t), Some(leader)) = (&self.transport, leader) else {
+                return Err(SubmitError::NotPrimary("no leader is known".into()));
+            };
+            let addr: std::net::SocketAddr = leader
+                .repl_addr
+                .parse()
+                .map_err(|_| SubmitError::NotPrimary("the leader has no valid address".into()))?;
+            let reply = t
+                .call(
+                    addr,
+                    Some(&leader.name),
+                    peer_kind::COMMIT_INDEX,
+                    bytes::Bytes::new(),
+                )
+                .await
+                .map_err(|e| {
+                    SubmitError::NotPrimary(format!("cannot ask the leader what is committed: {e}"))
+                })?;
+            network::decode::<Option<u64>>(&reply).map_err(SubmitError::NotPrimary)?
+        };
+        let Some(index) = target else {
+            return Ok(());
+        };
+        self.wait_applied(index, Duration::from_secs(10)).await
+    }
+
+    async fn wait_applied(&self, index: u64, within: Duration) -> Result<(), SubmitError> {
+        let raft = self.raft();
+        let mut metrics = raft.metrics();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if metrics
+                .borrow_watched()
+                .last_applied
+                .as_ref()
+                .map(|l| l.index)
+                >= Some(index)
+            {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, metrics.changed())
+                .await
+                .is_err()
+            {
+                return Err(SubmitError::NotPrimary(format!(
+                    "this node did not apply up to index {index} in time"
+                )));
+            }
+        }
     }
 
     /// Wait until the local database reflects everything committed before now.
