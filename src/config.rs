@@ -123,9 +123,11 @@ impl Default for ReplicationConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 4567),
             advertise: None,
             peers: Vec::new(),
-            heartbeat_ms: 100,
-            election_timeout_ms: 500,
-            primary_timeout_ms: 1000,
+            // Measured: a client on a survivor pauses ~0.9 s when the leader
+            // is killed (scripts/failover.py); 100/500/1000 gave 1.7 s.
+            heartbeat_ms: 50,
+            election_timeout_ms: 250,
+            primary_timeout_ms: 500,
             retry_autocommit: 1,
             max_writeset_bytes: 16 * 1024 * 1024,
             cert_window: 100_000,
@@ -342,16 +344,16 @@ static KEYS: [ConfigKeyDoc; 32] = [
         "a list of addresses like [\"192.168.1.11:4567\", \"192.168.1.12:4567\"]",
         "Replication addresses of the cluster's nodes, this one's may be included. A starting \
          node contacts them to join its cluster. A node whose peers name other nodes needs [tls]."),
-    doc("replication.heartbeat_ms", "100", "100", U64,
-        "a number of milliseconds like 100",
+    doc("replication.heartbeat_ms", "50", "50", U64,
+        "a number of milliseconds like 50",
         "Interval of the leader's heartbeats, in milliseconds. Must be less than \
          election_timeout_ms."),
-    doc("replication.election_timeout_ms", "500", "500", U64,
-        "a number of milliseconds like 500",
+    doc("replication.election_timeout_ms", "250", "250", U64,
+        "a number of milliseconds like 250",
         "A follower that hears no leader for between this and twice this many milliseconds \
          starts an election."),
-    doc("replication.primary_timeout_ms", "1000", "1000", U64,
-        "a number of milliseconds like 1000",
+    doc("replication.primary_timeout_ms", "500", "500", U64,
+        "a number of milliseconds like 500",
         "A node that has not heard from a majority for this many milliseconds becomes \
          non-Primary and refuses clients. At least election_timeout_ms."),
     doc("replication.retry_autocommit", "1", "1", U32,
@@ -1196,7 +1198,7 @@ key  = "/etc/quorate/tls/node-a.key"
         assert!(e.starts_with("`replication.retry_autocommit`"), "{e}");
         let e = err("node_name = \"a\"\n[replication]\nheartbeat_ms = \"100\"\n");
         assert!(
-            e.ends_with("expected a number of milliseconds like 100, got \"100\""),
+            e.ends_with("expected a number of milliseconds like 50, got \"100\""),
             "{e}"
         );
         let e = err("node_name = 7\n");
@@ -1298,17 +1300,17 @@ key  = "/etc/quorate/tls/node-a.key"
 
     #[test]
     fn timing_rules() {
-        let e = err("node_name = \"a\"\n[replication]\nheartbeat_ms = 500\n");
+        let e = err("node_name = \"a\"\n[replication]\nheartbeat_ms = 250\n");
         assert_eq!(
             e,
             "`replication.heartbeat_ms` in /etc/quorate/quorate.toml (line 3): must be at least 1 \
-             and less than replication.election_timeout_ms (500), got 500"
+             and less than replication.election_timeout_ms (250), got 250"
         );
         let e = err("node_name = \"a\"\n[replication]\nheartbeat_ms = 0\n");
         assert!(e.starts_with("`replication.heartbeat_ms`"), "{e}");
-        let e = err("node_name = \"a\"\n[replication]\nprimary_timeout_ms = 499\n");
+        let e = err("node_name = \"a\"\n[replication]\nprimary_timeout_ms = 249\n");
         assert!(
-            e.contains("must be at least replication.election_timeout_ms (500), got 499"),
+            e.contains("must be at least replication.election_timeout_ms (250), got 249"),
             "{e}"
         );
         assert!(parse("node_name = \"a\"\n[replication]\nprimary_timeout_ms = 500\n").is_ok());

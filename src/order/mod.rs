@@ -806,37 +806,41 @@ impl Sequencer {
     /// [`Self::linearizable_barrier`]: no quorum round, one round trip from
     /// a follower; a leader deposed a moment ago may answer a little stale.
     pub async fn causal_barrier(&self) -> Result<(), SubmitError> {
-        let m = self.metrics();
-        let target = if m.current_leader == Some(self.node_id) {
-            m.local_committed.as_ref().map(|l| l.index)
-        } else {
-            let leader = m
-                .current_leader
-                .and_then(|l| m.membership_config.membership().get_node(&l).cloned());
-            let (Some(t), Some(leader)) = (&self.transport, leader) else {
-                return Err(SubmitError::NotPrimary("no leader is known".into()));
-            };
-            let addr: std::net::SocketAddr = leader
-                .repl_addr
-                .parse()
-                .map_err(|_| SubmitError::NotPrimary("the leader has no valid address".into()))?;
-            let reply = t
-                .call(
+        loop {
+            let m = self.metrics();
+            let target = if m.current_leader == Some(self.node_id) {
+                m.local_committed.as_ref().map(|l| l.index)
+            } else {
+                let leader = m
+                    .current_leader
+                    .and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+                let (Some(t), Some(leader)) = (&self.transport, leader) else {
+                    return Err(SubmitError::NotPrimary("no leader is known".into()));
+                };
+                let addr: std::net::SocketAddr = leader.repl_addr.parse().map_err(|_| {
+                    SubmitError::NotPrimary("the leader has no valid address".into())
+                })?;
+                let asked = t.call(
                     addr,
                     Some(&leader.name),
                     peer_kind::COMMIT_INDEX,
                     bytes::Bytes::new(),
-                )
-                .await
-                .map_err(|e| {
+                );
+                let reply = tokio::select! {
+                    r = asked => r,
+                    // A dead leader never answers; its successor will.
+                    () = self.leader_changed_from(&leader.name) => continue,
+                };
+                let reply = reply.map_err(|e| {
                     SubmitError::NotPrimary(format!("cannot ask the leader what is committed: {e}"))
                 })?;
-            network::decode::<Option<u64>>(&reply).map_err(SubmitError::NotPrimary)?
-        };
-        let Some(index) = target else {
-            return Ok(());
-        };
-        self.wait_applied(index, Duration::from_secs(10)).await
+                network::decode::<Option<u64>>(&reply).map_err(SubmitError::NotPrimary)?
+            };
+            let Some(index) = target else {
+                return Ok(());
+            };
+            return self.wait_applied(index, Duration::from_secs(10)).await;
+        }
     }
 
     async fn wait_applied(&self, index: u64, within: Duration) -> Result<(), SubmitError> {
