@@ -194,7 +194,8 @@ impl Node {
         Ok(())
     }
 
-    /// Ask the configured peers (briefly) whether one runs a newer
+    /// Ask the configured peers (for at most 500 ms: it delays every start
+    /// while peers are down) whether one runs a newer
     /// incarnation of this node's cluster.
     async fn newer_incarnation(
         config: &Config,
@@ -206,7 +207,7 @@ impl Node {
         if position.state_uuid.is_nil() || config.other_peers().is_empty() {
             return None;
         }
-        let reports = peers::probe(t, &config.other_peers(), Duration::from_secs(1)).await;
+        let reports = peers::probe(t, &config.other_peers(), Duration::from_millis(500)).await;
         reports
             .into_iter()
             .filter(|r| {
