@@ -677,7 +677,7 @@ impl Sequencer {
                     .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
                     .await
                     .map_err(|e| format!("not the leader: {e}"))?;
-                network::encode(&read.index())
+                network::encode(&Some(read.index()))
             }
             other => Err(format!("unknown request kind {other}")),
         }
@@ -806,40 +806,44 @@ impl Sequencer {
     /// [`Self::linearizable_barrier`]: no quorum round, one round trip from
     /// a follower; a leader deposed a moment ago may answer a little stale.
     pub async fn causal_barrier(&self) -> Result<(), SubmitError> {
+        let m = self.metrics();
+        let target = if m.current_leader == Some(self.node_id) {
+            m.local_committed.as_ref().map(|l| l.index)
+        } else {
+            self.ask_leader(peer_kind::COMMIT_INDEX, "what is committed")
+                .await?
+        };
+        match target {
+            Some(index) => self.wait_applied(index, Duration::from_secs(10)).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Ask the leader for an index (`COMMIT_INDEX`, `READ_INDEX`); if it
+    /// dies meanwhile, ask its successor.
+    async fn ask_leader(&self, kind: u8, what: &str) -> Result<Option<u64>, SubmitError> {
         loop {
             let m = self.metrics();
-            let target = if m.current_leader == Some(self.node_id) {
-                m.local_committed.as_ref().map(|l| l.index)
-            } else {
-                let leader = m
-                    .current_leader
-                    .and_then(|l| m.membership_config.membership().get_node(&l).cloned());
-                let (Some(t), Some(leader)) = (&self.transport, leader) else {
-                    return Err(SubmitError::NotPrimary("no leader is known".into()));
-                };
-                let addr: std::net::SocketAddr = leader.repl_addr.parse().map_err(|_| {
-                    SubmitError::NotPrimary("the leader has no valid address".into())
-                })?;
-                let asked = t.call(
-                    addr,
-                    Some(&leader.name),
-                    peer_kind::COMMIT_INDEX,
-                    bytes::Bytes::new(),
-                );
-                let reply = tokio::select! {
-                    r = asked => r,
-                    // A dead leader never answers; its successor will.
-                    () = self.leader_changed_from(&leader.name) => continue,
-                };
-                let reply = reply.map_err(|e| {
-                    SubmitError::NotPrimary(format!("cannot ask the leader what is committed: {e}"))
-                })?;
-                network::decode::<Option<u64>>(&reply).map_err(SubmitError::NotPrimary)?
+            let leader = m
+                .current_leader
+                .and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+            let (Some(t), Some(leader)) = (&self.transport, leader) else {
+                return Err(SubmitError::NotPrimary("no leader is known".into()));
             };
-            let Some(index) = target else {
-                return Ok(());
+            let addr: std::net::SocketAddr = leader
+                .repl_addr
+                .parse()
+                .map_err(|_| SubmitError::NotPrimary("the leader has no valid address".into()))?;
+            let asked = t.call(addr, Some(&leader.name), kind, bytes::Bytes::new());
+            let reply = tokio::select! {
+                r = asked => r,
+                // A dead leader never answers; its successor will.
+                () = self.leader_changed_from(&leader.name) => continue,
             };
-            return self.wait_applied(index, Duration::from_secs(10)).await;
+            let reply = reply.map_err(|e| {
+                SubmitError::NotPrimary(format!("cannot ask the leader for {what}: {e}"))
+            })?;
+            return network::decode::<Option<u64>>(&reply).map_err(SubmitError::NotPrimary);
         }
     }
 
@@ -882,48 +886,12 @@ impl Sequencer {
                 });
         }
         // A follower asks the leader for its read index, then waits to apply it.
-        let leader = m
-            .current_leader
-            .and_then(|l| m.membership_config.membership().get_node(&l).cloned());
-        let (Some(t), Some(leader)) = (&self.transport, leader) else {
-            return Err(SubmitError::NotPrimary("no leader is known".into()));
-        };
-        let addr: std::net::SocketAddr = leader
-            .repl_addr
-            .parse()
-            .map_err(|_| SubmitError::NotPrimary("the leader has no valid address".into()))?;
-        let reply = t
-            .call(
-                addr,
-                Some(&leader.name),
-                peer_kind::READ_INDEX,
-                bytes::Bytes::new(),
-            )
-            .await
-            .map_err(|e| {
-                SubmitError::NotPrimary(format!("cannot get a read index from the leader: {e}"))
-            })?;
-        let index: u64 = network::decode(&reply).map_err(SubmitError::NotPrimary)?;
-        let mut metrics = self.raft().metrics();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if metrics
-                .borrow_watched()
-                .last_applied
-                .as_ref()
-                .map(|l| l.index)
-                >= Some(index)
-            {
-                return Ok(());
-            }
-            if tokio::time::timeout_at(deadline, metrics.changed())
-                .await
-                .is_err()
-            {
-                return Err(SubmitError::NotPrimary(format!(
-                    "this node did not apply up to the read index {index} in time"
-                )));
-            }
+        match self
+            .ask_leader(peer_kind::READ_INDEX, "a read index")
+            .await?
+        {
+            Some(index) => self.wait_applied(index, Duration::from_secs(10)).await,
+            None => Ok(()),
         }
     }
 
