@@ -695,8 +695,10 @@ impl Sequencer {
             &self.fence,
             &peer.node_name,
             |claimed| self.check_identity(peer, claimed),
-            &self.snapshot_dir,
-            &self.transfers,
+            network::SnapshotInbox {
+                dir: &self.snapshot_dir,
+                transfers: &self.transfers,
+            },
             header,
             chunks,
         )

@@ -351,16 +351,22 @@ pub fn check_request(kind: u8, body: &[u8]) -> Result<(), String> {
 
 /// Receive a streamed snapshot (SST) into `dir`, and install it only once
 /// every byte arrived: a broken-off transfer leaves nothing behind.
+/// Where received snapshots go, and who counts them.
+pub struct SnapshotInbox<'a> {
+    pub dir: &'a Path,
+    pub transfers: &'a TransferCounters,
+}
+
 pub async fn serve_snapshot(
     raft: &Raft,
     fence: &Fence,
     caller: &str,
     check_sender: impl Fn(NodeId) -> Result<(), String>,
-    dir: &Path,
-    transfers: &TransferCounters,
+    inbox: SnapshotInbox<'_>,
     header: &[u8],
     mut chunks: ChunkStream,
 ) -> Result<Bytes, String> {
+    let SnapshotInbox { dir, transfers } = inbox;
     let (stamp, vote, meta): (Stamp, Vote, SnapshotMeta) = decode(header)?;
     // Only a leader sends snapshots; one of an older incarnation is fenced.
     if let Err(refusal) = fence.admit::<SnapshotResponse<TypeConfig>>(&stamp, caller, false) {
