@@ -275,8 +275,49 @@ impl Node {
         }
         self.spawn_join_loop();
         self.spawn_fence_watcher();
+        self.spawn_event_logger();
         self.write_grastate_running().await?;
         Ok(())
+    }
+
+    /// One log line per change an operator looks for: became or lost
+    /// Primary, and leader changes (Galera's view changes).
+    fn spawn_event_logger(self: &Arc<Self>) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            let mut shutdown = node.shutdown_tx.subscribe();
+            let mut was_primary = false;
+            let mut last_leader: Option<String> = None;
+            loop {
+                let primary = node.is_primary();
+                let leader = node.cluster_status().leader;
+                if leader != last_leader {
+                    match &leader {
+                        Some(l) => {
+                            tracing::info!(leader = %l, "leader changed: {l} now orders the write-sets")
+                        }
+                        None => tracing::info!("leader lost: no node orders the write-sets now"),
+                    }
+                    last_leader = leader;
+                }
+                if primary != was_primary {
+                    let size = node.seq.voters().len();
+                    if primary {
+                        tracing::info!(members = size, "became Primary: this node serves clients");
+                    } else {
+                        tracing::warn!(
+                            "lost Primary: no majority of the {size} members reached this node within \
+                             primary_timeout_ms; clients are refused until it is back"
+                        );
+                    }
+                    was_primary = primary;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = shutdown.changed() => break,
+                }
+            }
+        });
     }
 
     /// A fenced node stops its Raft: it takes no part until restarted.
