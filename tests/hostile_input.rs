@@ -159,9 +159,13 @@ fn junk(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// `order::peer_kind::READ_INDEX` and the node's status probe (kind 32,
+/// `order::peer_kind::READ_INDEX` and `COMMIT_INDEX`, and the node's status probe (kind 32,
 /// private to the node module).
-const BODILESS_KINDS: [u8; 2] = [quorate::order::peer_kind::READ_INDEX, 32];
+const BODILESS_KINDS: [u8; 3] = [
+    quorate::order::peer_kind::READ_INDEX,
+    quorate::order::peer_kind::COMMIT_INDEX,
+    32,
+];
 
 #[test]
 fn garbage_on_the_replication_port_is_refused_and_the_cluster_keeps_serving() {
