@@ -29,7 +29,13 @@ pub fn unavailable() -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
         return Some("needs root to create network namespaces (CI runs as root)".into());
     }
-    let probe = format!("qprobe{}", std::process::id());
+    // Unique per call: a stale probe left by a killed run of a process
+    // that had the same pid must not look like missing support.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let probe = format!("qp{}x{nanos}", std::process::id());
     match run(&["ip", "netns", "add", &probe]) {
         Ok(()) => {
             let _ = run(&["ip", "netns", "del", &probe]);
