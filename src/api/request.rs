@@ -10,6 +10,10 @@ use super::error::{bad_request, HttpError};
 use super::ApiError;
 use crate::sql::{Params, SqlValue, Statement};
 
+/// Past the limit, bodies up to this size are read to the end before the
+/// refusal; larger ones are refused at once.
+const DRAIN_MAX_BYTES: u64 = 8 << 20;
+
 /// Read the whole body, refusing it once it exceeds `limit` bytes.
 pub(crate) async fn read_body(
     headers: &HeaderMap,
@@ -26,7 +30,14 @@ pub(crate) async fn read_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > limit as u64) {
+    if let Some(n) = announced.filter(|n| *n > limit as u64) {
+        // A body of modest size is read and dropped first: a connection
+        // closed with unread data is reset by the kernel, and the client
+        // would see a broken pipe instead of this answer.
+        if n <= DRAIN_MAX_BYTES {
+            let mut body = body;
+            while let Some(Ok(_)) = body.frame().await {}
+        }
         return Err(too_large());
     }
     match Limited::new(body, limit).collect().await {
