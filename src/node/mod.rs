@@ -290,7 +290,7 @@ impl Node {
             let mut last_leader: Option<String> = None;
             loop {
                 let primary = node.is_primary();
-                let leader = node.cluster_status().leader;
+                let leader = node.leader_info().map(|(_, info)| info.name);
                 if leader != last_leader {
                     match &leader {
                         Some(l) => {

@@ -108,7 +108,7 @@ impl RpcHandler for Node {
 }
 
 impl Node {
-    fn leader_info(&self) -> Option<(NodeId, NodeInfo)> {
+    pub(super) fn leader_info(&self) -> Option<(NodeId, NodeInfo)> {
         let m = self.seq.metrics();
         let leader = m.current_leader?;
         m.membership_config
@@ -269,7 +269,7 @@ impl Node {
         let Some(t) = &self.transport else {
             return Err("no transport".into());
         };
-        if self.seq.fence().fenced().is_some() {
+        if self.seq.fence().is_fenced() {
             return Err("this node is fenced".into());
         }
         let req = JoinRequest {

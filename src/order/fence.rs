@@ -110,6 +110,8 @@ pub struct Fence {
     data_dir: PathBuf,
     fork_index: Mutex<Option<u64>>,
     fenced: Mutex<Option<FenceNotice>>,
+    /// `fenced.is_some()`, read on every client request without a lock.
+    is_fenced: std::sync::atomic::AtomicBool,
     /// Wakes the sequencer, which stops Raft once fenced.
     changed: tokio::sync::watch::Sender<bool>,
 }
@@ -125,6 +127,7 @@ impl Fence {
     ) -> Arc<Fence> {
         let fenced = read_marker(data_dir).ok().flatten();
         let (changed, _) = tokio::sync::watch::channel(fenced.is_some());
+        let is_fenced = std::sync::atomic::AtomicBool::new(fenced.is_some());
         Arc::new(Fence {
             store,
             log,
@@ -133,6 +136,7 @@ impl Fence {
             data_dir: data_dir.to_path_buf(),
             fork_index: Mutex::new(fork_index),
             fenced: Mutex::new(fenced),
+            is_fenced,
             changed,
         })
     }
@@ -159,6 +163,10 @@ impl Fence {
         if let Ok(mut f) = self.fork_index.lock() {
             *f = fork;
         }
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        self.is_fenced.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn fenced(&self) -> Option<FenceNotice> {
@@ -250,6 +258,8 @@ impl Fence {
             tracing::error!("cannot write the fence marker {MARKER_FILE}: {e}");
         }
         *fenced = Some(notice);
+        self.is_fenced
+            .store(true, std::sync::atomic::Ordering::Release);
         drop(fenced);
         let _ = self.changed.send(true);
     }

@@ -151,25 +151,24 @@ impl LogStore {
 
     /// Remember the incarnations these entries start (see `incarnation`).
     pub fn note_incarnations<'a>(&self, entries: impl IntoIterator<Item = &'a Entry>) {
-        let Ok(mut current) = self.incarnation.lock() else {
-            return;
-        };
         for e in entries {
+            // Called for every appended entry: only the rare incarnation
+            // entries take the lock.
             let started = match &e.payload {
                 openraft::EntryPayload::Normal(super::types::Request::Bootstrap {
                     incarnation,
                     ..
-                }) => Some((*incarnation, None)),
+                }) => (*incarnation, None),
                 openraft::EntryPayload::Normal(super::types::Request::NewIncarnation {
                     incarnation,
                     fork_index,
                     ..
-                }) => Some((*incarnation, Some(*fork_index))),
-                _ => None,
+                }) => (*incarnation, Some(*fork_index)),
+                _ => continue,
             };
-            if let Some((inc, fork)) = started {
-                if current.is_none_or(|(c, _)| inc >= c) {
-                    *current = Some((inc, fork));
+            if let Ok(mut current) = self.incarnation.lock() {
+                if current.is_none_or(|(c, _)| started.0 >= c) {
+                    *current = Some(started);
                 }
             }
         }

@@ -727,7 +727,7 @@ impl Sequencer {
     /// Whether this node is in a primary component right now. Asked on every
     /// client request, so it reads the metrics in place instead of cloning them.
     pub fn is_primary(&self, primary_timeout: Duration) -> bool {
-        if self.fence.fenced().is_some() {
+        if self.fence.is_fenced() {
             return false;
         }
         let raft = self.raft();

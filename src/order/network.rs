@@ -166,7 +166,12 @@ impl Connection {
         option: &RPCOption,
     ) -> Result<Resp, RPCError<TypeConfig>> {
         let (t, addr) = self.route()?;
-        if let Some(n) = self.fence.fenced() {
+        if self.fence.is_fenced() {
+            let n = self
+                .fence
+                .fenced()
+                .map(|n| n.to_string())
+                .unwrap_or_default();
             return Err(unreachable(format!("this node is fenced ({n})")));
         }
         let body = encode(&(self.fence.stamp(), req))
