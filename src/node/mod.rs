@@ -101,6 +101,7 @@ impl Node {
             name: config.node_name.clone(),
             repl_addr: config.advertise_addr().to_string(),
             api_addr: config.api_advertise(),
+            arbitrator: false,
         };
         let transport = peers::open_transport(&config).await?;
         // A node of an older incarnation learns it before it takes part.

@@ -279,6 +279,7 @@ impl Node {
                 name: self.config.node_name.clone(),
                 repl_addr: self.config.advertise_addr().to_string(),
                 api_addr: self.config.api_advertise(),
+                arbitrator: false,
             },
         };
         let body = network::encode(&req)?;

@@ -19,6 +19,9 @@ pub struct NodeInfo {
     pub repl_addr: String,
     /// Client API base URL, e.g. `http://127.0.0.1:4001`.
     pub api_addr: String,
+    /// A voter that keeps no database and serves no clients (Galera's
+    /// garbd): it is never a donor, a leader or a bootstrap candidate.
+    pub arbitrator: bool,
 }
 
 /// A command in the ordered log.
