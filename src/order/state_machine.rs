@@ -20,6 +20,10 @@ use crate::writeset::{ApplyOutcome, Verdict, WriteSet};
 
 /// Entries applied per SQLite transaction at most.
 const MAX_GROUP: usize = 512;
+/// The largest group applied in place on the async worker (see
+/// `apply_group`); a larger one goes to the blocking pool, so one worker
+/// thread is never held for long.
+const INLINE_GROUP: usize = 8;
 
 /// What the state machine records about Raft inside the database, in the
 /// same SQLite transaction as the data it describes.
@@ -200,23 +204,35 @@ impl StateMachine {
             }
         }
         let raft_state = st.encode()?;
+        // A small group of write-sets is applied here when the writer is
+        // free: the hop to the blocking pool and back cost as much as the
+        // apply on a small machine, and it is on every commit's path.
+        let inline =
+            if identity.is_none() && !writesets.is_empty() && writesets.len() <= INLINE_GROUP {
+                self.store.try_apply_batch(&writesets, &raft_state)
+            } else {
+                None
+            };
         let store = self.store.clone();
-        let outcomes = tokio::task::spawn_blocking(
-            move || -> Result<Vec<ApplyOutcome>, crate::store::StoreError> {
-                if let Some((uuid, incarnation, cert_window)) = identity {
-                    // A bootstrap entry starts a group of its own (see apply()).
-                    store.set_identity(uuid, incarnation, Some(cert_window), &raft_state)?;
-                    return Ok(Vec::new());
-                }
-                if writesets.is_empty() {
-                    store.set_raft_state(&raft_state)?;
-                    return Ok(Vec::new());
-                }
-                store.apply_batch(&writesets, &raft_state)
-            },
-        )
-        .await
-        .map_err(blocking_err)?
+        let outcomes = match inline {
+            Some(outcomes) => outcomes,
+            None => tokio::task::spawn_blocking(
+                move || -> Result<Vec<ApplyOutcome>, crate::store::StoreError> {
+                    if let Some((uuid, incarnation, cert_window)) = identity {
+                        // A bootstrap entry starts a group of its own (see apply()).
+                        store.set_identity(uuid, incarnation, Some(cert_window), &raft_state)?;
+                        return Ok(Vec::new());
+                    }
+                    if writesets.is_empty() {
+                        store.set_raft_state(&raft_state)?;
+                        return Ok(Vec::new());
+                    }
+                    store.apply_batch(&writesets, &raft_state)
+                },
+            )
+            .await
+            .map_err(blocking_err)?,
+        }
         .map_err(store_err)?;
         if identity.is_some() {
             self.fence.set_fork_index(st.fork_index);

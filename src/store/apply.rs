@@ -9,15 +9,13 @@
 //! leaving nothing changed, to be retried.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 
 use rusqlite::config::DbConfig;
-use rusqlite::session::{ChangesetItem, ConflictAction, ConflictType};
 use rusqlite::Connection;
 
 use super::auth::{AuthHandle, ClientScope};
 use super::schema::SchemaCache;
-use super::{is_environmental, keys, meta, values, Writer};
+use super::{changeset, is_environmental, keys, meta, values, Writer};
 use crate::certify::{certify, prune_below, CertIndex};
 use crate::sql::{ExecResult, Statement};
 use crate::writeset::{ApplyOutcome, CertKey, FailReason, Payload, Seqno, Verdict, WriteSet};
@@ -66,12 +64,10 @@ pub(crate) fn apply_batch(
         .any(|ws| matches!(ws.payload, Payload::Statements(_)));
     let mut ended: BTreeSet<usize> = BTreeSet::new();
     loop {
-        w.apply.execute_batch("BEGIN IMMEDIATE")?;
+        exec_cached(&w.apply, "BEGIN IMMEDIATE")?;
         let result = apply_in_txn(w, batch, raft_state, from, window, &ended);
         let result = match result {
-            Ok(done) => w
-                .apply
-                .execute_batch("COMMIT")
+            Ok(done) => exec_cached(&w.apply, "COMMIT")
                 .map(|()| done)
                 .map_err(Abort::Sqlite),
             Err(e) => Err(e),
@@ -116,7 +112,7 @@ fn apply_in_txn(
     for (i, ws) in batch.iter().enumerate() {
         // A forward retried after a lost answer can be ordered twice; only
         // the first counts. The check reads replicated state only.
-        if let Some(first) = meta::trx_seen(&w.apply, &ws.origin, ws.trx_id)? {
+        if let Some(first) = meta::trx_record_first(&w.apply, &ws.origin, ws.trx_id, seqno + 1)? {
             outcomes.push(ApplyOutcome {
                 seqno: first,
                 verdict: Verdict::Failed(FailReason::Duplicate { seqno: first }),
@@ -124,7 +120,6 @@ fn apply_in_txn(
             continue;
         }
         seqno += 1;
-        meta::trx_record(&w.apply, &ws.origin, ws.trx_id, seqno)?;
         let verdict = if ended.contains(&i) {
             Verdict::Failed(FailReason::ApplyFailed {
                 message: "a statement ended the transaction (ROLLBACK conflict clause or RAISE(ROLLBACK))".into(),
@@ -133,7 +128,7 @@ fn apply_in_txn(
             match certify(&mut SqlCertIndex(&w.apply), ws, seqno, window, last_ddl)? {
                 Err(reason) => Verdict::Failed(reason),
                 Ok(()) => {
-                    w.apply.execute_batch("SAVEPOINT quorate_ws")?;
+                    exec_cached(&w.apply, "SAVEPOINT quorate_ws")?;
                     let applied = match &ws.payload {
                         Payload::Changeset(bytes) => {
                             apply_changeset(&w.apply, &mut w.schema, bytes)?.map(|()| None)
@@ -144,7 +139,7 @@ fn apply_in_txn(
                     };
                     match applied {
                         Ok(toi_results) => {
-                            w.apply.execute_batch("RELEASE quorate_ws")?;
+                            exec_cached(&w.apply, "RELEASE quorate_ws")?;
                             meta::cert_record(&w.apply, &ws.keys, seqno)?;
                             if toi_results.is_some() {
                                 last_ddl = seqno;
@@ -174,6 +169,14 @@ fn apply_in_txn(
     })
 }
 
+/// Run one of the fixed transaction-control statements of every apply from
+/// the statement cache: parsing them anew for each write-set cost more than
+/// running them.
+fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
 /// `Ok(Err(message))`: the changeset fails (same on every node).
 fn apply_changeset(
     conn: &Connection,
@@ -183,51 +186,10 @@ fn apply_changeset(
     if let Err(message) = keys::validate(conn, schema, bytes)? {
         return Ok(Err(message));
     }
-    let conflict: Arc<Mutex<Option<String>>> = Arc::default();
-    let seen = Arc::clone(&conflict);
-    let mut input: &[u8] = bytes;
-    let applied = conn.apply_strm(&mut input, None::<fn(&str) -> bool>, move |kind, item| {
-        let mut slot = seen.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            *slot = Some(describe_conflict(kind, item));
-        }
-        // Any conflict means the origin's view of the row is stale or a
-        // constraint fails: the write-set fails as a whole, everywhere.
-        ConflictAction::SQLITE_CHANGESET_ABORT
-    });
-    let conflict = conflict.lock().unwrap_or_else(|p| p.into_inner()).take();
-    match (applied, conflict) {
-        (Ok(()), None) => Ok(Ok(())),
-        (_, Some(message)) => Ok(Err(message)),
-        (Err(e), None) if is_environmental(&e) => Err(Abort::Sqlite(e)),
-        (Err(e), None) => Ok(Err(format!("changeset could not be applied: {e}"))),
-    }
-}
-
-fn describe_conflict(kind: ConflictType, item: &ChangesetItem) -> String {
-    // For a foreign-key conflict the item points at no change, and reading
-    // it has crashed rusqlite: do not touch it then.
-    if kind == ConflictType::SQLITE_CHANGESET_FOREIGN_KEY {
-        return "foreign key constraint violated".to_string();
-    }
-    let table = item
-        .op()
-        .map(|op| op.table_name().to_owned())
-        .unwrap_or_else(|_| "?".to_string());
-    match kind {
-        ConflictType::SQLITE_CHANGESET_DATA => {
-            format!("data conflict in table {table}: the row no longer has the values the transaction read")
-        }
-        ConflictType::SQLITE_CHANGESET_NOTFOUND => {
-            format!("row not found in table {table}: it was deleted or its key changed")
-        }
-        ConflictType::SQLITE_CHANGESET_CONFLICT => {
-            format!("primary key conflict in table {table}: the row already exists")
-        }
-        ConflictType::SQLITE_CHANGESET_CONSTRAINT => {
-            format!("constraint violated in table {table} (UNIQUE, NOT NULL or CHECK)")
-        }
-        _ => format!("conflict in table {table}"),
+    match changeset::apply(conn, schema, bytes) {
+        Ok(outcome) => Ok(outcome),
+        Err(e) if is_environmental(&e) => Err(Abort::Sqlite(e)),
+        Err(e) => Ok(Err(format!("changeset could not be applied: {e}"))),
     }
 }
 

@@ -169,29 +169,27 @@ fn trx_key(trx_id: u64) -> i64 {
     i64::from_ne_bytes(trx_id.to_ne_bytes())
 }
 
-/// The seqno at which `(origin, trx_id)` was ordered, if it was (recently).
-pub(crate) fn trx_seen(
-    conn: &Connection,
-    origin: &str,
-    trx_id: u64,
-) -> rusqlite::Result<Option<Seqno>> {
-    use rusqlite::OptionalExtension;
-    conn.prepare_cached("SELECT seqno FROM _quorate_trx WHERE origin = ?1 AND trx_id = ?2")?
-        .query_row(rusqlite::params![origin, trx_key(trx_id)], |r| r.get(0))
-        .optional()
-}
-
-pub(crate) fn trx_record(
+/// Record that `(origin, trx_id)` is ordered at `seqno`, unless it already
+/// was (recently): then `Some` of the seqno it got the first time. One
+/// statement in the common case, where the id is new.
+pub(crate) fn trx_record_first(
     conn: &Connection,
     origin: &str,
     trx_id: u64,
     seqno: Seqno,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO _quorate_trx (origin, trx_id, seqno) VALUES (?1, ?2, ?3)",
-    )?
-    .execute(rusqlite::params![origin, trx_key(trx_id), seqno])?;
-    Ok(())
+) -> rusqlite::Result<Option<Seqno>> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO _quorate_trx (origin, trx_id, seqno) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (origin, trx_id) DO NOTHING",
+        )?
+        .execute(rusqlite::params![origin, trx_key(trx_id), seqno])?;
+    if inserted == 1 {
+        return Ok(None);
+    }
+    conn.prepare_cached("SELECT seqno FROM _quorate_trx WHERE origin = ?1 AND trx_id = ?2")?
+        .query_row(rusqlite::params![origin, trx_key(trx_id)], |r| r.get(0))
+        .map(Some)
 }
 
 /// Read the position of a database file without opening a Store (for

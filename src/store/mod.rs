@@ -26,6 +26,8 @@ use crate::writeset::{ApplyOutcome, CertKey, Payload, Position, Seqno, WriteSet}
 mod apply;
 mod auth;
 mod capture;
+mod changeset;
+mod checkpoint;
 mod keys;
 mod meta;
 mod read;
@@ -94,7 +96,11 @@ pub struct Store {
     /// Updated under the writer lock after every commit, so `position()`
     /// never touches SQLite.
     position: RwLock<Position>,
+    _checkpointer: checkpoint::Checkpointer,
 }
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Everything the writer lock protects.
 struct Writer {
@@ -110,6 +116,9 @@ struct Writer {
     /// again, so the authorizer does not see it again.
     stmt_info: HashMap<String, auth::StmtInfo>,
     last_ddl_seqno: Seqno,
+    /// The replicated certification window once read: it changes only with
+    /// the identity (bootstrap, new incarnation, SST), which clears it.
+    cert_window: Option<i64>,
 }
 
 impl Writer {
@@ -139,7 +148,13 @@ impl Store {
         })?;
         let path = data_dir.join(DB_FILE);
         let (writer, readers, position) = Self::open_connections(&path, &opts, &sqlite_err(&path))?;
+        let checkpointer = checkpoint::Checkpointer::start(path.clone(), CHECKPOINT_EVERY)
+            .map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
         Ok(Store {
+            _checkpointer: checkpointer,
             writer: Mutex::new(writer),
             readers,
             position: RwLock::new(position),
@@ -157,6 +172,12 @@ impl Store {
         apply
             .query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
             .map_err(err)?;
+        apply
+            .pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)
+            .map_err(err)?;
+        // Room for the statements of each table's changes (see `changeset`)
+        // beside the bookkeeping ones.
+        apply.set_prepared_statement_cache_capacity(256);
         meta::create_tables(&apply).map_err(err)?;
         apply
             .set_db_config(
@@ -180,6 +201,7 @@ impl Store {
             schema: schema::SchemaCache::default(),
             stmt_info: HashMap::new(),
             last_ddl_seqno,
+            cert_window: None,
         };
         Ok((writer, readers, position))
     }
@@ -197,9 +219,31 @@ impl Store {
     /// replicate (DESIGN.md §2 step 2).
     pub fn capture(&self, stmts: &[Statement], transaction: bool) -> Result<Captured, StoreError> {
         let mut w = self.lock_writer()?;
+        self.capture_locked(&mut w, stmts, transaction)
+    }
+
+    /// [`Self::capture`] if the writer is free this instant, else `None`:
+    /// lets an async caller run a short capture in place instead of handing
+    /// it to another thread, which costs more than the capture on a small
+    /// machine, and never makes it wait on the lock.
+    pub fn try_capture(
+        &self,
+        stmts: &[Statement],
+        transaction: bool,
+    ) -> Option<Result<Captured, StoreError>> {
+        let mut w = self.try_lock_writer()?;
+        Some(self.capture_locked(&mut w, stmts, transaction))
+    }
+
+    fn capture_locked(
+        &self,
+        w: &mut Writer,
+        stmts: &[Statement],
+        transaction: bool,
+    ) -> Result<Captured, StoreError> {
         let snapshot = self.position().seqno;
         capture::capture(
-            &mut w,
+            w,
             stmts,
             transaction,
             snapshot,
@@ -237,13 +281,38 @@ impl Store {
         raft_state: &[u8],
     ) -> Result<Vec<ApplyOutcome>, StoreError> {
         let mut w = self.lock_writer()?;
+        self.apply_batch_locked(&mut w, batch, raft_state)
+    }
+
+    /// [`Self::apply_batch`] if the writer is free this instant, else `None`
+    /// (see [`Self::try_capture`]).
+    pub fn try_apply_batch(
+        &self,
+        batch: &[WriteSet],
+        raft_state: &[u8],
+    ) -> Option<Result<Vec<ApplyOutcome>, StoreError>> {
+        let mut w = self.try_lock_writer()?;
+        Some(self.apply_batch_locked(&mut w, batch, raft_state))
+    }
+
+    fn apply_batch_locked(
+        &self,
+        w: &mut Writer,
+        batch: &[WriteSet],
+        raft_state: &[u8],
+    ) -> Result<Vec<ApplyOutcome>, StoreError> {
         let from = self.position();
         // Every node must certify with the same window: the one replicated
         // by the bootstrap entry; the local option only before that.
-        let window = meta::cert_window(&w.apply)
-            .map_err(sqlite_err(&self.path))?
-            .unwrap_or(self.opts.cert_window);
-        let (outcomes, seqno) = apply::apply_batch(&mut w, batch, raft_state, from.seqno, window)
+        let window = match w.cert_window {
+            Some(window) => window,
+            None => {
+                let replicated = meta::cert_window(&w.apply).map_err(sqlite_err(&self.path))?;
+                w.cert_window = replicated;
+                replicated.unwrap_or(self.opts.cert_window)
+            }
+        };
+        let (outcomes, seqno) = apply::apply_batch(w, batch, raft_state, from.seqno, window)
             .map_err(sqlite_err(&self.path))?;
         self.set_cached_position(Position { seqno, ..from });
         Ok(outcomes)
@@ -266,7 +335,8 @@ impl Store {
         cert_window: Option<i64>,
         raft_state: &[u8],
     ) -> Result<(), StoreError> {
-        let w = self.lock_writer()?;
+        let mut w = self.lock_writer()?;
+        w.cert_window = None;
         meta::set_identity(&w.apply, state_uuid, incarnation, cert_window, raft_state)
             .map_err(sqlite_err(&self.path))?;
         let pos = self.position();
@@ -288,6 +358,7 @@ impl Store {
     /// quorate database; if it is not, nothing changes.
     pub fn install_snapshot(&self, src: &Path) -> Result<Position, StoreError> {
         let mut w = self.lock_writer()?;
+        w.cert_window = None;
         let (position, last_ddl_seqno) = snapshot::install(&mut w, &self.path, src)?;
         w.last_ddl_seqno = last_ddl_seqno;
         self.set_cached_position(position);
@@ -296,6 +367,12 @@ impl Store {
 
     fn set_cached_position(&self, position: Position) {
         *self.position.write().unwrap_or_else(|p| p.into_inner()) = position;
+    }
+
+    /// The writer if nobody holds it; a poisoned lock is left to
+    /// [`Self::lock_writer`], which repairs it.
+    fn try_lock_writer(&self) -> Option<MutexGuard<'_, Writer>> {
+        self.writer.try_lock().ok()
     }
 
     /// A panic while the lock was held (a bug) may have left a transaction

@@ -1,0 +1,64 @@
+//! WAL checkpoints off the commit path.
+//!
+//! SQLite checkpoints from inside the COMMIT that crosses
+//! `wal_autocheckpoint` pages, so one write-set in every few hundred paid
+//! for copying the WAL back into the database. Here a thread of its own
+//! checkpoints on a timer; the apply connection's automatic checkpoint is
+//! only a backstop (`BACKSTOP_PAGES`) should this thread fall behind.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+/// WAL pages after which a commit checkpoints by itself anyway (~40 MiB).
+pub(crate) const BACKSTOP_PAGES: u32 = 10_000;
+
+pub(crate) struct Checkpointer {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    pub(crate) fn start(db: PathBuf, every: Duration) -> std::io::Result<Checkpointer> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("quorate-checkpoint".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    if let Err(e) = checkpoint(&db) {
+                        // The backstop keeps the WAL bounded meanwhile.
+                        tracing::debug!("WAL checkpoint of {} skipped: {e}", db.display());
+                    }
+                }
+            })?;
+        Ok(Checkpointer {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+/// A connection of its own each time: an SST replaces the database file,
+/// and a connection kept open would go on checkpointing the old one.
+fn checkpoint(db: &std::path::Path) -> rusqlite::Result<()> {
+    let conn = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_millis(100))?;
+    // PASSIVE never waits for the writer or readers; what it cannot copy
+    // now it copies next time.
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
