@@ -449,6 +449,15 @@ impl Sequencer {
         let _slot = self.flow.admit().await;
         let trx_id = ws.trx_id;
         let verdict = self.waiters.register(trx_id);
+        if let Some(leader) = self.other_leader() {
+            // Straight to the leader: asking the local Raft first only
+            // comes back with "forward to the leader".
+            if let Err(e) = self.forward_write(Some(&leader), &ws, timeout).await {
+                self.waiters.forget(trx_id);
+                return Err(e);
+            }
+            return self.await_verdict(trx_id, verdict, timeout).await;
+        }
         let submitted = tokio::time::timeout(
             timeout,
             self.raft().client_write(Request::WriteSet(ws.clone())),
@@ -480,6 +489,28 @@ impl Sequencer {
             }
             Ok(Ok(_)) => {}
         }
+        self.await_verdict(trx_id, verdict, timeout).await
+    }
+
+    /// The leader's description when another node leads.
+    fn other_leader(&self) -> Option<NodeInfo> {
+        let raft = self.raft();
+        let metrics = raft.metrics();
+        let m = metrics.borrow_watched();
+        match m.current_leader {
+            Some(leader) if leader != self.node_id => {
+                m.membership_config.membership().get_node(&leader).cloned()
+            }
+            _ => None,
+        }
+    }
+
+    async fn await_verdict(
+        &self,
+        trx_id: u64,
+        verdict: tokio::sync::oneshot::Receiver<ApplyOutcome>,
+        timeout: Duration,
+    ) -> Result<ApplyOutcome, SubmitError> {
         match tokio::time::timeout(timeout, verdict).await {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(_)) | Err(_) => {
