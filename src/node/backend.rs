@@ -332,19 +332,19 @@ impl Backend for Node {
     }
 
     async fn nodes(&self) -> Vec<NodeDescription> {
-        let leader = self.seq.metrics().current_leader;
-        let me = self.seq.node_id();
-        let primary = self.is_primary();
-        self.seq
-            .members()
+        use crate::status::{MemberRole, MemberState};
+        self.members_view()
+            .await
             .into_iter()
-            .map(|(id, info, voter)| NodeDescription {
-                id: info.name.clone(),
-                api_addr: info.api_addr.clone(),
-                addr: info.repl_addr.clone(),
-                reachable: if id == me { true } else { primary },
-                leader: leader == Some(id),
-                voter,
+            .map(|row| NodeDescription {
+                id: row.name.clone(),
+                api_addr: row.api_addr.clone(),
+                addr: row.repl_addr.clone(),
+                reachable: matches!(row.state, MemberState::Alive | MemberState::Joining),
+                leader: row.leader,
+                // A node that left votes no more; rqlite lists it with the non-voters.
+                voter: row.state != MemberState::Left && row.role != MemberRole::Learner,
+                member: Some(row),
             })
             .collect()
     }
