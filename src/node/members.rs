@@ -556,7 +556,8 @@ impl Node {
         let members = self.seq.members();
         let Some((id, info, voter)) = members.iter().find(|(_, i, _)| i.name == name).cloned()
         else {
-            let known: Vec<&str> = members.iter().map(|(_, i, _)| i.name.as_str()).collect();
+            let mut known: Vec<&str> = members.iter().map(|(_, i, _)| i.name.as_str()).collect();
+            known.sort_unstable();
             if let Some(r) = self
                 .members
                 .removed_records()
@@ -636,7 +637,8 @@ impl Node {
         }
         self.tell_members_removed(&record).await;
         let left = self.seq.members();
-        let names: Vec<&str> = left.iter().map(|(_, i, _)| i.name.as_str()).collect();
+        let mut names: Vec<&str> = left.iter().map(|(_, i, _)| i.name.as_str()).collect();
+        names.sort_unstable();
         let voters_left = left.iter().filter(|(_, _, v)| *v).count();
         tracing::warn!(
             removed = %name,
