@@ -593,6 +593,45 @@ mod tests {
         assert_eq!(json["quorate_bootstrap_advice"]["bootstrap"], "node-c");
     }
 
+    #[test]
+    fn members_table_is_aligned_and_marks_the_leader() {
+        let row = |name: &str, state: MemberState, seqno: Option<i64>, leader: bool| MemberRow {
+            name: name.into(),
+            node_id: "7".into(),
+            repl_addr: "10.0.0.1:4567".into(),
+            api_addr: "http://10.0.0.1:4001".into(),
+            role: MemberRole::Voter,
+            state,
+            leader,
+            last_committed: seqno,
+            behind: seqno.map(|s| 12 - s),
+            note: (state == MemberState::Left).then(|| "left the membership".into()),
+        };
+        let table = render_members(&[
+            row("node-a", MemberState::Alive, Some(12), true),
+            row("node-bb", MemberState::Failed, None, false),
+            row("node-c", MemberState::Left, None, false),
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0],
+            "Node     Address        API                   Role   State   Seqno  Behind"
+        );
+        assert_eq!(
+            lines[1],
+            "node-a*  10.0.0.1:4567  http://10.0.0.1:4001  voter  alive   12     0"
+        );
+        assert_eq!(
+            lines[2],
+            "node-bb  10.0.0.1:4567  http://10.0.0.1:4001  voter  failed  -      -"
+        );
+        assert_eq!(lines[4], "* leader (orders the write-sets)");
+        assert_eq!(lines[5], "node-c: left the membership");
+        let json = serde_json::to_value(row("n", MemberState::Joining, None, false)).unwrap();
+        assert_eq!(json["state"], "joining");
+        assert_eq!(json["role"], "voter");
+    }
+
     fn example() -> ClusterStatus {
         ClusterStatus {
             node_name: "node-a".into(),

@@ -61,6 +61,19 @@ impl std::fmt::Display for RemovedNode {
     }
 }
 
+impl RemovedNode {
+    /// The `--members` note of the removed node's row.
+    fn note(&self) -> String {
+        format!(
+            "removed at {} by `quorate --remove-node` on {} (node id {}); it may only rejoin as a \
+             new member",
+            unix_to_text(self.removed_at),
+            self.removed_by,
+            self.node_id
+        )
+    }
+}
+
 fn unix_to_text(secs: u64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs as i64)
         .ok()
@@ -439,7 +452,7 @@ impl Node {
                 continue;
             }
             let note = match removed.iter().find(|r| r.node_id == id) {
-                Some(r) => format!("{r}; it must rejoin as a new member"),
+                Some(r) => r.note(),
                 None => format!("left the membership at {}", unix_to_text(at)),
             };
             gone.push(left_row(id, &info.name, &info.repl_addr, &info.api_addr, note));
@@ -453,7 +466,7 @@ impl Node {
                     &r.name,
                     &r.repl_addr,
                     "",
-                    format!("{r}; it must rejoin as a new member"),
+                    r.note(),
                 ));
             }
         }
