@@ -333,9 +333,16 @@ impl Backend for Node {
 
     async fn nodes(&self) -> Vec<NodeDescription> {
         use crate::status::{MemberRole, MemberState};
-        self.members_view()
-            .await
-            .into_iter()
+        let rows = self.members_view().await;
+        // `/nodes` is keyed by name: a member's old self (a removed node
+        // that rejoined as a new member) would hide it.
+        let current: std::collections::HashSet<String> = rows
+            .iter()
+            .filter(|r| r.state != MemberState::Left)
+            .map(|r| r.name.clone())
+            .collect();
+        rows.into_iter()
+            .filter(|r| r.state != MemberState::Left || !current.contains(&r.name))
             .map(|row| NodeDescription {
                 id: row.name.clone(),
                 api_addr: row.api_addr.clone(),
