@@ -160,9 +160,7 @@ impl std::fmt::Display for MemberState {
 /// The `quorate --members` table: one aligned line per node, like
 /// `consul members`; the leader is marked with `*`, notes follow the table.
 pub fn render_members(rows: &[MemberRow]) -> String {
-    let header = [
-        "Node", "Address", "API", "Role", "State", "Seqno", "Behind",
-    ];
+    let header = ["Node", "Address", "API", "Role", "State", "Seqno", "Behind"];
     let lines: Vec<[String; 7]> = rows
         .iter()
         .map(|r| {
@@ -176,8 +174,12 @@ pub fn render_members(rows: &[MemberRow]) -> String {
                 r.api_addr.clone(),
                 r.role.to_string(),
                 r.state.to_string(),
-                r.last_committed.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-                r.behind.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                r.last_committed
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                r.behind
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();

@@ -135,12 +135,19 @@ fn remove_a_killed_member_and_refuse_its_silent_return() {
     assert!(said.contains("2 members remain"), "{said}");
     assert!(said.contains("cannot lose another member"), "{said}");
     c.wait_size(&[0, 1], 2, Duration::from_secs(20));
-    c.nodes[0].execute_ok(json!(["INSERT INTO t(v) VALUES('after removal, via node-1')"]));
-    c.nodes[1].execute_ok(json!(["INSERT INTO t(v) VALUES('after removal, via node-2')"]));
+    c.nodes[0].execute_ok(json!([
+        "INSERT INTO t(v) VALUES('after removal, via node-1')"
+    ]));
+    c.nodes[1].execute_ok(json!([
+        "INSERT INTO t(v) VALUES('after removal, via node-2')"
+    ]));
     c.wait_converged(&[0, 1], "t", Duration::from_secs(20));
     let left = wait_member_state(&c.nodes[1], "node-3", "left", Duration::from_secs(10));
     assert!(
-        left["note"].as_str().unwrap_or_default().contains("removed"),
+        left["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("removed"),
         "{left}"
     );
     for i in [0, 1] {
@@ -152,14 +159,8 @@ fn remove_a_killed_member_and_refuse_its_silent_return() {
         );
     }
     // The leaving record is the same on the other member (it was told).
-    assert!(c.nodes[0]
-        .data_dir()
-        .join("removed-members.json")
-        .exists());
-    assert!(c.nodes[1]
-        .data_dir()
-        .join("removed-members.json")
-        .exists());
+    assert!(c.nodes[0].data_dir().join("removed-members.json").exists());
+    assert!(c.nodes[1].data_dir().join("removed-members.json").exists());
 
     // node-3 comes back with its old data: told it was removed, not readmitted.
     c.nodes[2].start(&[]);
@@ -196,7 +197,11 @@ fn remove_a_killed_member_and_refuse_its_silent_return() {
     c.wait_size(&[0, 1, 2], 3, Duration::from_secs(60));
     c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(30));
     assert_eq!(c.nodes[2].scalar("SELECT COUNT(*) FROM t"), 3);
-    assert_ne!(gcomm_uuid(&c.nodes[2]), old_id, "a new member has a new node id");
+    assert_ne!(
+        gcomm_uuid(&c.nodes[2]),
+        old_id,
+        "a new member has a new node id"
+    );
     let saved: Vec<_> = std::fs::read_dir(c.nodes[2].data_dir())
         .unwrap()
         .filter_map(|e| e.ok())
@@ -207,7 +212,11 @@ fn remove_a_killed_member_and_refuse_its_silent_return() {
     assert!(!c.nodes[2].data_dir().join("removed.json").exists());
     let rows = members(&c.nodes[0]);
     let node3: Vec<&Value> = rows.iter().filter(|r| r["name"] == "node-3").collect();
-    assert_eq!(node3.len(), 2, "the old node-3 left, the new one is alive: {rows:#?}");
+    assert_eq!(
+        node3.len(),
+        2,
+        "the old node-3 left, the new one is alive: {rows:#?}"
+    );
     assert!(node3.iter().any(|r| r["state"] == "alive"));
     assert!(node3.iter().any(|r| r["state"] == "left"));
 }
@@ -270,7 +279,11 @@ fn replace_a_node_with_writes_flowing_and_members_tracks_states() {
         stdout(&out),
         stderr(&out)
     );
-    assert!(stdout(&out).contains("3 members remain"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("3 members remain"),
+        "{}",
+        stdout(&out)
+    );
     c.wait_size(&[0, 1, 3], 3, Duration::from_secs(20));
     wait_member_state(&c.nodes[0], "node-3", "left", Duration::from_secs(10));
 
@@ -386,12 +399,12 @@ fn two_node_survivor_explains_why_it_stops_serving() {
     // Nor can the survivor remove its dead peer: that needs a quorum.
     let out = c.nodes[0].cli(&["--remove-node", "node-2"]);
     assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("not Primary"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("not Primary"), "{}", stderr(&out));
     let rows = members(&c.nodes[0]);
-    assert_eq!(row(&rows, "node-2").unwrap()["state"], "failed", "{rows:#?}");
+    assert_eq!(
+        row(&rows, "node-2").unwrap()["state"],
+        "failed",
+        "{rows:#?}"
+    );
     assert_eq!(row(&rows, "node-1").unwrap()["state"], "alive", "{rows:#?}");
 }

@@ -245,7 +245,15 @@ pub async fn members(ctx: &Ctx, console: &mut Console<'_>) -> Result<(), CliErro
 /// `--remove-node NAME`: Consul's force-leave, done by the leader.
 pub async fn remove_node(ctx: &Ctx, name: &str, console: &mut Console<'_>) -> Result<(), CliError> {
     // The leader may wait up to 10 s for the change to commit, after probing.
-    match ctx.ask(Command::RemoveNode { name: name.to_string() }, REQUEST_TIMEOUT * 4).await? {
+    match ctx
+        .ask(
+            Command::RemoveNode {
+                name: name.to_string(),
+            },
+            REQUEST_TIMEOUT * 4,
+        )
+        .await?
+    {
         Some(Response::Removed { summary }) => {
             console.out(summary);
             Ok(())

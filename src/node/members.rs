@@ -178,10 +178,7 @@ impl MemberBook {
             removed.drain(..extra);
         }
         let body = serde_json::to_vec_pretty(&*removed).map_err(std::io::Error::other)?;
-        crate::order::log_store::write_file_durably(
-            &self.data_dir.join(REMOVED_RECORD_FILE),
-            &body,
-        )
+        crate::order::log_store::write_file_durably(&self.data_dir.join(REMOVED_RECORD_FILE), &body)
     }
 
     /// Give a new member the removal records, so that it recognises a
@@ -197,10 +194,19 @@ impl MemberBook {
                 continue;
             };
             if let Err(e) = t
-                .call_timeout(addr, Some(name), kind::REMOVED_NOTICE, body, Duration::from_secs(2))
+                .call_timeout(
+                    addr,
+                    Some(name),
+                    kind::REMOVED_NOTICE,
+                    body,
+                    Duration::from_secs(2),
+                )
                 .await
             {
-                tracing::warn!("could not give {name} the removal record of {}: {e}", record.name);
+                tracing::warn!(
+                    "could not give {name} the removal record of {}: {e}",
+                    record.name
+                );
                 return;
             }
         }
@@ -455,19 +461,20 @@ impl Node {
                 Some(r) => r.note(),
                 None => format!("left the membership at {}", unix_to_text(at)),
             };
-            gone.push(left_row(id, &info.name, &info.repl_addr, &info.api_addr, note));
+            gone.push(left_row(
+                id,
+                &info.name,
+                &info.repl_addr,
+                &info.api_addr,
+                note,
+            ));
         }
         let now = unix_now();
         for r in &removed {
-            if now.saturating_sub(r.removed_at) < LEFT_SHOWN_FOR.as_secs() && listed.insert(r.node_id)
+            if now.saturating_sub(r.removed_at) < LEFT_SHOWN_FOR.as_secs()
+                && listed.insert(r.node_id)
             {
-                gone.push(left_row(
-                    r.node_id,
-                    &r.name,
-                    &r.repl_addr,
-                    "",
-                    r.note(),
-                ));
+                gone.push(left_row(r.node_id, &r.name, &r.repl_addr, "", r.note()));
             }
         }
         gone.sort_by(|a, b| a.name.cmp(&b.name));
@@ -615,7 +622,10 @@ impl Node {
         alive.insert(me);
         if voter && !removal_keeps_quorum(&voters, &alive, id) {
             let remaining = voters.len() - 1;
-            let reachable = voters.iter().filter(|v| **v != id && alive.contains(v)).count();
+            let reachable = voters
+                .iter()
+                .filter(|v| **v != id && alive.contains(v))
+                .count();
             return Err(format!(
                 "removing {name} would lose quorum: {remaining} members would remain, of which only \
                  {reachable} answer the leader (a majority is {}). Bring members back first",
@@ -664,9 +674,8 @@ impl Node {
             names.join(", ")
         );
         match voters_left {
-            1 => summary.push_str(
-                " A cluster of one has no redundancy: add nodes (each joins by SST).",
-            ),
+            1 => summary
+                .push_str(" A cluster of one has no redundancy: add nodes (each joins by SST)."),
             2 => summary.push_str(
                 " A cluster of two cannot lose another member and keep serving: add a third node \
                  or an arbitrator.",
@@ -721,13 +730,15 @@ impl Node {
         body: &[u8],
     ) -> Result<bytes::Bytes, String> {
         let record: RemovedNode = network::decode(body)?;
-        if !self
-            .seq
-            .members()
-            .iter()
-            .any(|(_, info, _)| info.name == peer.node_name)
-        {
-            return Err(format!("{} is not a member", peer.node_name));
+        // Only the leader removes members, so only it hands out the records.
+        match self.leader_info() {
+            Some((_, leader)) if leader.name == peer.node_name => {}
+            _ => {
+                return Err(format!(
+                    "{} is not the leader; only the leader passes on removals",
+                    peer.node_name
+                ))
+            }
         }
         if record.node_id == self.seq.node_id() {
             return Err("a node cannot be told it removed itself".into());
@@ -741,6 +752,10 @@ impl Node {
     /// A peer said this node was removed: stop taking part, durably, and say
     /// what to do.
     pub(super) async fn learn_removed(&self, record: RemovedNode) {
+        if record.node_id != self.seq.node_id() {
+            tracing::warn!("a peer said {record}, but that is not this node's id; ignored");
+            return;
+        }
         {
             let Ok(mut me) = self.members.removed_self.lock() else {
                 return;
@@ -854,7 +869,11 @@ mod tests {
         // 2 members, one dead: the joint configuration needs both.
         assert!(!removal_keeps_quorum(&set(&[1, 2]), &set(&[1]), 2));
         // 5 members, two dead: 3 of the remaining 4 answer.
-        assert!(removal_keeps_quorum(&set(&[1, 2, 3, 4, 5]), &set(&[1, 2, 3]), 5));
+        assert!(removal_keeps_quorum(
+            &set(&[1, 2, 3, 4, 5]),
+            &set(&[1, 2, 3]),
+            5
+        ));
         // 4 members, two dead: no majority of the old four.
         assert!(!removal_keeps_quorum(&set(&[1, 2, 3, 4]), &set(&[1, 2]), 4));
         // The last member is never removed.
@@ -891,7 +910,10 @@ mod tests {
         std::fs::create_dir(dir.path().join("log")).unwrap();
         std::fs::write(dir.path().join("log/node-id"), b"7\n").unwrap();
         reset_if_removed(dir.path()).await.unwrap();
-        assert!(dir.path().join("db.sqlite").exists(), "no marker: untouched");
+        assert!(
+            dir.path().join("db.sqlite").exists(),
+            "no marker: untouched"
+        );
 
         std::fs::write(dir.path().join(REMOVED_MARKER_FILE), b"{}").unwrap();
         reset_if_removed(dir.path()).await.unwrap();
@@ -901,7 +923,11 @@ mod tests {
         let saved: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with(REMOVED_SAVED_PREFIX))
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(REMOVED_SAVED_PREFIX)
+            })
             .collect();
         assert_eq!(saved.len(), 1);
         let saved = saved[0].path();
