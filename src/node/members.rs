@@ -441,8 +441,16 @@ impl Node {
                 }
             })
             .collect();
-        let newest = rows.iter().filter_map(|r| r.last_committed).max();
+        let newest = rows
+            .iter()
+            .filter(|r| r.role != MemberRole::Arbitrator)
+            .filter_map(|r| r.last_committed)
+            .max();
         for r in &mut rows {
+            // An arbitrator keeps no database: it lags behind nothing.
+            if r.role == MemberRole::Arbitrator {
+                continue;
+            }
             r.behind = r
                 .last_committed
                 .zip(newest)
