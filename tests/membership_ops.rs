@@ -412,3 +412,17 @@ fn two_node_survivor_explains_why_it_stops_serving() {
     );
     assert_eq!(row(&rows, "node-1").unwrap()["state"], "alive", "{rows:#?}");
 }
+
+#[test]
+fn members_and_remove_node_need_the_daemon() {
+    let node = TestNode::new("node-1", "");
+    for args in [&["--members"][..], &["--remove-node", "node-2"][..]] {
+        let out = node.cli(args);
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("quorated is not running"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}
