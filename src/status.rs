@@ -86,6 +86,133 @@ pub struct ClusterStatus {
     /// Where a fenced node's restart saved what it held (until the operator removes it).
     #[serde(default)]
     pub fence_saved: Option<String>,
+    /// Why a member is not Primary and what the operator can do, in plain words
+    /// (a cluster of two whose peer died, a removed node, a lost majority).
+    #[serde(default)]
+    pub not_primary_reason: Option<String>,
+}
+
+/// What a member does in the cluster (`quorate --members`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberRole {
+    Voter,
+    /// Receives the write-sets but does not vote yet (a joiner catching up).
+    Learner,
+    /// Votes, keeps no database, serves no clients (Galera's garbd).
+    Arbitrator,
+}
+
+/// How a member is doing, as the node asked sees it (`consul members`' words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    /// Answers, and counts for the quorum.
+    Alive,
+    /// No longer a member: it stopped gracefully or was removed.
+    Left,
+    /// A member that did not answer within the primary timeout.
+    Failed,
+    /// Admitted, catching up (IST or SST) before it votes.
+    Joining,
+}
+
+/// One line of `quorate --members` (and the extra fields of `/nodes`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberRow {
+    pub name: String,
+    /// Decimal, as a string: JSON readers lose precision on u64 numbers.
+    pub node_id: String,
+    pub repl_addr: String,
+    pub api_addr: String,
+    pub role: MemberRole,
+    pub state: MemberState,
+    pub leader: bool,
+    /// The member's last committed seqno, when it answered.
+    pub last_committed: Option<i64>,
+    /// How many write-sets it lags behind the most advanced member that answered.
+    pub behind: Option<i64>,
+    /// Why it is in that state, when that helps (who removed it, when it left).
+    pub note: Option<String>,
+}
+
+impl std::fmt::Display for MemberRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MemberRole::Voter => "voter",
+            MemberRole::Learner => "learner",
+            MemberRole::Arbitrator => "arbitrator",
+        })
+    }
+}
+
+impl std::fmt::Display for MemberState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MemberState::Alive => "alive",
+            MemberState::Left => "left",
+            MemberState::Failed => "failed",
+            MemberState::Joining => "joining",
+        })
+    }
+}
+
+/// The `quorate --members` table: one aligned line per node, like
+/// `consul members`; the leader is marked with `*`, notes follow the table.
+pub fn render_members(rows: &[MemberRow]) -> String {
+    let header = ["Node", "Address", "API", "Role", "State", "Seqno", "Behind"];
+    let lines: Vec<[String; 7]> = rows
+        .iter()
+        .map(|r| {
+            [
+                if r.leader {
+                    format!("{}*", r.name)
+                } else {
+                    r.name.clone()
+                },
+                r.repl_addr.clone(),
+                r.api_addr.clone(),
+                r.role.to_string(),
+                r.state.to_string(),
+                r.last_committed
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                r.behind
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for line in &lines {
+        for (w, cell) in widths.iter_mut().zip(line) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let format_line = |cells: &[String]| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = format_line(&header.map(String::from));
+    for line in &lines {
+        out.push_str(&format_line(line));
+    }
+    if rows.iter().any(|r| r.leader) {
+        out.push_str("* leader (orders the write-sets)\n");
+    }
+    for r in rows {
+        if let Some(note) = &r.note {
+            out.push_str(&format!("{}: {note}\n", r.name));
+        }
+    }
+    out
 }
 
 /// Printed (exit status 3) when `--bootstrap-node` is refused.
@@ -153,6 +280,9 @@ impl ClusterStatus {
     /// The `--show-cluster-status` table (DESIGN.md §6).
     pub fn render_table(&self) -> String {
         let mut out = render_status_table(&self.wsrep_rows());
+        if let Some(r) = &self.not_primary_reason {
+            out.push_str(&format!("\nWhy this node is not Primary: {r}\n"));
+        }
         if !self.peers.is_empty() {
             out.push_str("\nPeers (uuid:seqno:incarnation), as this node sees them:\n");
             for p in &self.peers {
@@ -269,6 +399,9 @@ impl ClusterStatus {
         }
         if let Some(f) = &self.fence_saved {
             v["quorate_fence_saved"] = f.clone().into();
+        }
+        if let Some(r) = &self.not_primary_reason {
+            v["quorate_not_primary_reason"] = r.clone().into();
         }
         if !self.peers.is_empty() {
             v["quorate_peers"] = serde_json::to_value(&self.peers).unwrap_or_default();
@@ -462,6 +595,45 @@ mod tests {
         assert_eq!(json["quorate_bootstrap_advice"]["bootstrap"], "node-c");
     }
 
+    #[test]
+    fn members_table_is_aligned_and_marks_the_leader() {
+        let row = |name: &str, state: MemberState, seqno: Option<i64>, leader: bool| MemberRow {
+            name: name.into(),
+            node_id: "7".into(),
+            repl_addr: "10.0.0.1:4567".into(),
+            api_addr: "http://10.0.0.1:4001".into(),
+            role: MemberRole::Voter,
+            state,
+            leader,
+            last_committed: seqno,
+            behind: seqno.map(|s| 12 - s),
+            note: (state == MemberState::Left).then(|| "left the membership".into()),
+        };
+        let table = render_members(&[
+            row("node-a", MemberState::Alive, Some(12), true),
+            row("node-bb", MemberState::Failed, None, false),
+            row("node-c", MemberState::Left, None, false),
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0],
+            "Node     Address        API                   Role   State   Seqno  Behind"
+        );
+        assert_eq!(
+            lines[1],
+            "node-a*  10.0.0.1:4567  http://10.0.0.1:4001  voter  alive   12     0"
+        );
+        assert_eq!(
+            lines[2],
+            "node-bb  10.0.0.1:4567  http://10.0.0.1:4001  voter  failed  -      -"
+        );
+        assert_eq!(lines[4], "* leader (orders the write-sets)");
+        assert_eq!(lines[5], "node-c: left the membership");
+        let json = serde_json::to_value(row("n", MemberState::Joining, None, false)).unwrap();
+        assert_eq!(json["state"], "joining");
+        assert_eq!(json["role"], "voter");
+    }
+
     fn example() -> ClusterStatus {
         ClusterStatus {
             node_name: "node-a".into(),
@@ -485,6 +657,7 @@ mod tests {
             peers: Vec::new(),
             fenced: None,
             fence_saved: None,
+            not_primary_reason: None,
         }
     }
 

@@ -66,6 +66,13 @@ pub enum Command {
     /// The position of the local data (`--recover`); answered with
     /// [`Response::Position`].
     Recover,
+    /// Every member and every node seen recently (`--members`); answered
+    /// with [`Response::Members`].
+    Members,
+    /// Remove a member that is gone for good (`--remove-node NAME`,
+    /// Consul's force-leave); answered with [`Response::Removed`] or
+    /// [`Response::Error`] naming why it was refused.
+    RemoveNode { name: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,6 +87,11 @@ pub enum Response {
     },
     SafeToBootstrap(bool),
     Position(Position),
+    Members(Vec<crate::status::MemberRow>),
+    /// What the cluster looks like after the removal, for the operator.
+    Removed {
+        summary: String,
+    },
     Done,
     /// The request failed: malformed, refused (permission, protocol
     /// version) or the command itself failed. The text is for the operator.
@@ -145,6 +157,15 @@ mod tests {
         assert_eq!(json, r#"{"version":1,"command":"Status"}"#);
         let back: Request = serde_json::from_str(&json).unwrap();
         assert_eq!(back, Request::new(Command::Status));
+        let remove = Request::new(Command::RemoveNode {
+            name: "node-c".into(),
+        });
+        let json = serde_json::to_string(&remove).unwrap();
+        assert_eq!(
+            json,
+            r#"{"version":1,"command":{"RemoveNode":{"name":"node-c"}}}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), remove);
     }
 
     #[test]
@@ -153,6 +174,10 @@ mod tests {
             Response::Done,
             Response::SafeToBootstrap(true),
             Response::Error("x".into()),
+            Response::Removed {
+                summary: "removed node-c".into(),
+            },
+            Response::Members(Vec::new()),
             Response::BootstrapRefused {
                 reason: "safe_to_bootstrap is 0".into(),
             },

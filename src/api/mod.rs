@@ -191,6 +191,8 @@ pub struct NodeDescription {
     pub reachable: bool,
     pub leader: bool,
     pub voter: bool,
+    /// quorate's view of the member (role, state, seqno, lag), when known.
+    pub member: Option<crate::status::MemberRow>,
 }
 
 /// Whole-request errors. Each has a stable `code` and HTTP status (see the

@@ -503,6 +503,15 @@ struct NodeOut<'a> {
     voter: bool,
     reachable: bool,
     leader: bool,
+    // quorate's additions (rqlite clients ignore unknown fields).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<crate::status::MemberRole>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<crate::status::MemberState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_committed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    behind: Option<i64>,
 }
 
 impl<'a> From<&'a NodeDescription> for NodeOut<'a> {
@@ -514,6 +523,10 @@ impl<'a> From<&'a NodeDescription> for NodeOut<'a> {
             voter: n.voter,
             reachable: n.reachable,
             leader: n.leader,
+            role: n.member.as_ref().map(|m| m.role),
+            state: n.member.as_ref().map(|m| m.state),
+            last_committed: n.member.as_ref().and_then(|m| m.last_committed),
+            behind: n.member.as_ref().and_then(|m| m.behind),
         }
     }
 }
@@ -916,6 +929,7 @@ mod tests {
             reachable: true,
             leader: id == "b",
             voter,
+            member: None,
         };
         *s.backend.nodes.lock().unwrap() = vec![node("c", false), node("b", true), node("a", true)];
         let r = get(&s, "/nodes").await;
@@ -1079,6 +1093,7 @@ mod tests {
             reachable: true,
             leader: true,
             voter: true,
+            member: None,
         }];
         // A Primary node serves the request itself: any node takes writes.
         let r = get(&s, "/db/query?q=SELECT+1&redirect").await;

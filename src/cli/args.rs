@@ -32,6 +32,8 @@ Exit status:
 
 Examples:
   quorate --show-cluster-status
+  quorate --members
+  quorate --remove-node node-c
   quorate --safe-to-bootstrap
   quorate --bootstrap-node --wait 120
   quorate demo
@@ -57,8 +59,8 @@ pub struct Cli {
     #[command(flatten)]
     pub action: ActionFlags,
 
-    /// Print machine-readable JSON (--show-cluster-status, --recover,
-    /// --safe-to-bootstrap).
+    /// Print machine-readable JSON (--show-cluster-status, --members,
+    /// --recover, --safe-to-bootstrap).
     #[arg(long)]
     pub json: bool,
 
@@ -112,13 +114,28 @@ pub struct ActionFlags {
     #[arg(long)]
     pub recover: bool,
 
+    /// List every member and every node seen recently: name, addresses,
+    /// role (voter, learner, arbitrator), state (alive, left, failed,
+    /// joining), last committed seqno and how far behind it is (--json for
+    /// scripts).
+    #[arg(long)]
+    pub members: bool,
+
+    /// Remove a member that is gone for good (dead hardware) from the
+    /// membership, so that the quorum counts the machines that exist.
+    /// Refused when the node is alive (stop it gracefully instead) or when
+    /// the others would lose quorum. A removed node that comes back rejoins
+    /// only as a new member, its data replaced by SST.
+    #[arg(long, value_name = "NAME")]
+    pub remove_node: Option<String>,
+
     /// Print the version of quorate.
     #[arg(long)]
     pub version: bool,
 }
 
 /// The one action a call performs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     BootstrapNode,
     RestartNode,
@@ -126,6 +143,8 @@ pub enum Action {
     ForceSafeToBootstrap,
     ShowClusterStatus,
     Recover,
+    Members,
+    RemoveNode(String),
     Version,
 }
 
@@ -140,8 +159,12 @@ impl ActionFlags {
             (self.force_safe_to_bootstrap, Action::ForceSafeToBootstrap),
             (self.show_cluster_status, Action::ShowClusterStatus),
             (self.recover, Action::Recover),
+            (self.members, Action::Members),
             (self.version, Action::Version),
         ];
+        if let Some(name) = &self.remove_node {
+            return Some(Action::RemoveNode(name.clone()));
+        }
         flags
             .into_iter()
             .find_map(|(set, action)| set.then_some(action))
@@ -218,6 +241,7 @@ mod tests {
             ("--force-safe-to-bootstrap", Action::ForceSafeToBootstrap),
             ("--show-cluster-status", Action::ShowClusterStatus),
             ("--recover", Action::Recover),
+            ("--members", Action::Members),
             ("--version", Action::Version),
         ] {
             let cli = parse(&[flag]).unwrap();
@@ -293,6 +317,19 @@ mod tests {
     }
 
     #[test]
+    fn remove_node_takes_a_name() {
+        let cli = parse(&["--remove-node", "node-c"]).unwrap();
+        assert_eq!(
+            cli.action.action(),
+            Some(Action::RemoveNode("node-c".into()))
+        );
+        let e = parse(&["--remove-node"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+        let e = parse(&["--remove-node", "node-c", "--members"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
     fn action_and_subcommand_do_not_mix() {
         assert!(parse(&["--recover", "tls", "ca", "--out", "x"]).is_err());
     }
@@ -343,6 +380,8 @@ mod tests {
             "--force-safe-to-bootstrap",
             "--show-cluster-status",
             "--recover",
+            "--members",
+            "--remove-node <NAME>",
             "--version",
             "3  bootstrap refused",
             "4  the daemon is not running",

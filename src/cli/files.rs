@@ -96,6 +96,7 @@ pub fn offline_status(
         peers: Vec::new(),
         fenced: None,
         fence_saved: None,
+        not_primary_reason: None,
     }
 }
 
@@ -220,6 +221,52 @@ pub async fn recover(ctx: &Ctx, console: &mut Console<'_>) -> Result<(), CliErro
 }
 
 /// `--show-cluster-status`: the wsrep table (or JSON).
+/// `--members`: every member and every node seen recently, as the local
+/// daemon sees them. Needs the daemon: the membership lives in its Raft state.
+pub async fn members(ctx: &Ctx, console: &mut Console<'_>) -> Result<(), CliError> {
+    match ctx.ask(Command::Members, REQUEST_TIMEOUT).await? {
+        Some(Response::Members(rows)) => {
+            if ctx.json {
+                console.out(serde_json::json!({ "members": rows }));
+            } else {
+                console.out(crate::status::render_members(&rows).trim_end());
+            }
+            Ok(())
+        }
+        Some(other) => Err(unexpected("Members", &other)),
+        None => Err(CliError::NotRunning(format!(
+            "quorated is not running (admin socket {}); --members asks the running daemon. \
+             `quorate --show-cluster-status` shows the peers' positions without it",
+            ctx.config.socket_path().display()
+        ))),
+    }
+}
+
+/// `--remove-node NAME`: Consul's force-leave, done by the leader.
+pub async fn remove_node(ctx: &Ctx, name: &str, console: &mut Console<'_>) -> Result<(), CliError> {
+    // The leader may wait up to 10 s for the change to commit, after probing.
+    match ctx
+        .ask(
+            Command::RemoveNode {
+                name: name.to_string(),
+            },
+            REQUEST_TIMEOUT * 4,
+        )
+        .await?
+    {
+        Some(Response::Removed { summary }) => {
+            console.out(summary);
+            Ok(())
+        }
+        Some(other) => Err(unexpected("RemoveNode", &other)),
+        None => Err(CliError::NotRunning(format!(
+            "quorated is not running (admin socket {}); run --remove-node on a running member of \
+             the primary component",
+            ctx.config.socket_path().display()
+        ))),
+    }
+}
+
 pub async fn show_cluster_status(ctx: &Ctx, console: &mut Console<'_>) -> Result<(), CliError> {
     match ctx.ask(Command::Status, REQUEST_TIMEOUT).await? {
         Some(Response::Status(status)) => {

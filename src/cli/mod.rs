@@ -229,6 +229,8 @@ pub async fn run_action(
         Action::ShowClusterStatus => files::show_cluster_status(ctx, console).await,
         Action::BootstrapNode => start::bootstrap_node(ctx, console).await,
         Action::RestartNode => start::restart_node(ctx, console).await,
+        Action::Members => files::members(ctx, console).await,
+        Action::RemoveNode(name) => files::remove_node(ctx, &name, console).await,
         Action::Version => {
             console.out(format!("quorate {}", env!("CARGO_PKG_VERSION")));
             Ok(())

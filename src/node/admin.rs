@@ -43,6 +43,11 @@ impl AdminHandler for Node {
                 }
             }
             Command::Recover => Response::Position(self.store.position()),
+            Command::Members => Response::Members(self.members_view().await),
+            Command::RemoveNode { name } => match self.remove_node(&name).await {
+                Ok(summary) => Response::Removed { summary },
+                Err(why) => Response::Error(format!("cannot remove {name}: {why}")),
+            },
         }
     }
 }

@@ -354,19 +354,26 @@ impl Backend for Node {
     }
 
     async fn nodes(&self) -> Vec<NodeDescription> {
-        let leader = self.seq.metrics().current_leader;
-        let me = self.seq.node_id();
-        let primary = self.is_primary();
-        self.seq
-            .members()
-            .into_iter()
-            .map(|(id, info, voter)| NodeDescription {
-                id: info.name.clone(),
-                api_addr: info.api_addr.clone(),
-                addr: info.repl_addr.clone(),
-                reachable: if id == me { true } else { primary },
-                leader: leader == Some(id),
-                voter,
+        use crate::status::{MemberRole, MemberState};
+        let rows = self.members_view().await;
+        // `/nodes` is keyed by name: a member's old self (a removed node
+        // that rejoined as a new member) would hide it.
+        let current: std::collections::HashSet<String> = rows
+            .iter()
+            .filter(|r| r.state != MemberState::Left)
+            .map(|r| r.name.clone())
+            .collect();
+        rows.into_iter()
+            .filter(|r| r.state != MemberState::Left || !current.contains(&r.name))
+            .map(|row| NodeDescription {
+                id: row.name.clone(),
+                api_addr: row.api_addr.clone(),
+                addr: row.repl_addr.clone(),
+                reachable: matches!(row.state, MemberState::Alive | MemberState::Joining),
+                leader: row.leader,
+                // A node that left votes no more; rqlite lists it with the non-voters.
+                voter: row.state != MemberState::Left && row.role != MemberRole::Learner,
+                member: Some(row),
             })
             .collect()
     }

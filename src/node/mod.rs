@@ -6,6 +6,7 @@
 
 mod admin;
 mod backend;
+mod members;
 mod metrics;
 mod notify;
 mod peers;
@@ -72,6 +73,8 @@ pub struct Node {
     counters: metrics::ClientCounters,
     /// Joiners the leader is catching up right now.
     joining: Arc<std::sync::Mutex<std::collections::HashSet<crate::order::NodeId>>>,
+    /// Who left or was removed (`--members`, `--remove-node`).
+    members: Arc<members::MemberBook>,
 }
 
 impl Node {
@@ -91,6 +94,9 @@ impl Node {
         if let Some(notice) = notice {
             Self::save_and_reset_fenced(&config, &notice).await?;
         }
+        // A node told it was removed starts as a new, empty member.
+        members::reset_if_removed(&config.data_dir).await?;
+        let member_book = Arc::new(members::MemberBook::open(&config.data_dir)?);
         let store_options = StoreOptions {
             read_connections: config.storage.read_connections,
             max_writeset_bytes: config.replication.max_writeset_bytes,
@@ -149,6 +155,7 @@ impl Node {
             leaving: AtomicBool::new(false),
             counters: metrics::ClientCounters::default(),
             joining: Arc::default(),
+            members: member_book,
         });
         let position = node.store.position();
         tracing::info!(
@@ -277,6 +284,7 @@ impl Node {
         self.spawn_join_loop();
         self.spawn_fence_watcher();
         self.spawn_event_logger();
+        self.spawn_member_watch();
         self.write_grastate_running().await?;
         Ok(())
     }
@@ -305,6 +313,8 @@ impl Node {
                     let size = node.seq.voters().len();
                     if primary {
                         tracing::info!(members = size, "became Primary: this node serves clients");
+                    } else if let Some(why) = node.not_primary_reason(false) {
+                        tracing::warn!("lost Primary: {why}");
                     } else {
                         tracing::warn!(
                             "lost Primary: no majority of the {size} members reached this node within \

@@ -22,6 +22,10 @@ pub mod kind {
     pub const LEAVE: u8 = 31;
     /// "What is your position?" — asked by a node that is not Primary.
     pub const PROBE: u8 = 32;
+    /// A member forwards `quorate --remove-node` to the leader.
+    pub const REMOVE: u8 = 33;
+    /// The leader passes a removal record on to the other members.
+    pub const REMOVED_NOTICE: u8 = 34;
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -45,6 +49,9 @@ pub enum MembershipReply {
     Fenced(crate::order::fence::FenceNotice),
     /// Not for this cluster.
     Refused(String),
+    /// The joiner was removed by `--remove-node`: it may only come back as a
+    /// new member. Kept last: the wire encodes variants by position.
+    Removed(super::members::RemovedNode),
 }
 
 /// Build the replication transport when the node has peers (or TLS).
@@ -88,6 +95,8 @@ impl RpcHandler for Node {
             kind::JOIN => self.handle_join(&peer, &body).await,
             kind::LEAVE => self.handle_leave(&peer, &body).await,
             kind::PROBE => network::encode(&self.own_report()),
+            kind::REMOVE => self.handle_remove(&peer, &body).await,
+            kind::REMOVED_NOTICE => self.handle_removed_notice(&peer, &body),
             other => self.seq.serve_peer(&peer, other, &body).await,
         };
         reply.map_err(RpcFailure::new)
@@ -126,6 +135,13 @@ impl Node {
                 "your certificate names {}, not {}",
                 peer.node_name, req.info.name
             ));
+        }
+        if let Some(record) = self.members.removed_record(req.node_id) {
+            tracing::warn!(
+                joiner = %req.info.name,
+                "refused a join: {record}; it is told so and comes back as a new member after a restart"
+            );
+            return network::encode(&MembershipReply::Removed(record));
         }
         if let Err(refusal) = self.seq.fence().admit::<()>(
             &req.stamp,
@@ -169,8 +185,11 @@ impl Node {
             }
         }
         let joining = self.joining_handle();
+        let book = self.members.clone();
+        let transport = self.transport.clone();
         tokio::spawn(async move {
             let name = req.info.name.clone();
+            let repl_addr: Option<SocketAddr> = req.info.repl_addr.parse().ok();
             tracing::info!(joiner = %name, node_id = req.node_id, "member joining: {name} added as learner, catching up");
             let result = async {
                 raft.add_learner(req.node_id, req.info, true)
@@ -183,7 +202,13 @@ impl Node {
             }
             .await;
             match result {
-                Ok(_) => tracing::info!(joiner = %name, "member joined: {name} is a voter now"),
+                Ok(_) => {
+                    tracing::info!(joiner = %name, "member joined: {name} is a voter now");
+                    // Whoever leads later must still recognise removed nodes.
+                    if let (Some(t), Some(addr)) = (&transport, repl_addr) {
+                        book.hand_over_records(t, addr, &name).await;
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(joiner = %name, "join of {name} did not complete: {e}; it will ask again")
                 }
@@ -242,7 +267,9 @@ impl Node {
                 // Our own view of the membership can be stale (a node removed
                 // while it was away never hears of it), so the test is "are
                 // we Primary", and the leader decides whether we are a member.
-                if node.leaving.load(std::sync::atomic::Ordering::SeqCst) {
+                if node.leaving.load(std::sync::atomic::Ordering::SeqCst)
+                    || node.members.removed_self().is_some()
+                {
                     return;
                 }
                 let wait = if node.is_primary() {
@@ -308,6 +335,10 @@ impl Node {
                     MembershipReply::Refused(why) => {
                         tracing::warn!("join via {addr} refused: {why}");
                     }
+                    MembershipReply::Removed(record) => {
+                        self.learn_removed(record).await;
+                        return Err("this node was removed from the cluster".into());
+                    }
                 },
                 Err(e) => tracing::debug!("join via {addr}: {e}"),
             }
@@ -323,7 +354,11 @@ impl Node {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let me = self.seq.node_id();
         let voters = self.seq.voters();
-        if voters.len() <= 1 || !voters.contains(&me) || self.transport.is_none() {
+        if voters.len() <= 1
+            || !voters.contains(&me)
+            || self.transport.is_none()
+            || self.members.removed_self().is_some()
+        {
             return;
         }
         if self.seq.metrics().current_leader == Some(me) {
