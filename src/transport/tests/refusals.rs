@@ -164,11 +164,23 @@ async fn another_cluster_is_refused_and_logged() {
         "{err}"
     );
 
-    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    let line = logged
-        .lines()
-        .find(|l| l.contains("refused a replication peer") && l.contains("cluster 'other'"))
-        .unwrap_or_else(|| panic!("no refusal in the log:\n{logged}"));
+    // The listener logs its refusal in its own task, which may run after
+    // the caller already has its answer.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let line = loop {
+        let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let found = logged
+            .lines()
+            .find(|l| l.contains("refused a replication peer") && l.contains("cluster 'other'"))
+            .map(str::to_owned);
+        match found {
+            Some(line) => break line,
+            None if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            None => panic!("no refusal in the log:\n{logged}"),
+        }
+    };
     assert!(line.contains("WARN"), "{line}");
     assert!(line.contains(&c.addr().to_string()), "{line}");
     b.t.close().await;
