@@ -86,6 +86,9 @@ pub struct ClusterStatus {
     /// Where a fenced node's restart saved what it held (until the operator removes it).
     #[serde(default)]
     pub fence_saved: Option<String>,
+    /// An arbitrator (Galera's garbd): votes, holds no data, serves no clients.
+    #[serde(default)]
+    pub arbitrator: bool,
 }
 
 /// Printed (exit status 3) when `--bootstrap-node` is refused.
@@ -145,6 +148,9 @@ impl ClusterStatus {
         }
         if let Some(f) = &self.fence_saved {
             rows.push(("quorate_fence_saved", f.clone()));
+        }
+        if self.arbitrator {
+            rows.push(("quorate_role", "arbitrator".into()));
         }
         rows.sort_by(|a, b| a.0.cmp(b.0));
         rows
@@ -269,6 +275,9 @@ impl ClusterStatus {
         }
         if let Some(f) = &self.fence_saved {
             v["quorate_fence_saved"] = f.clone().into();
+        }
+        if self.arbitrator {
+            v["quorate_role"] = "arbitrator".into();
         }
         if !self.peers.is_empty() {
             v["quorate_peers"] = serde_json::to_value(&self.peers).unwrap_or_default();
@@ -485,6 +494,7 @@ mod tests {
             peers: Vec::new(),
             fenced: None,
             fence_saved: None,
+            arbitrator: false,
         }
     }
 

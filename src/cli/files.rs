@@ -96,6 +96,7 @@ pub fn offline_status(
         peers: Vec::new(),
         fenced: None,
         fence_saved: None,
+        arbitrator: false,
     }
 }
 

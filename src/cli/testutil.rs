@@ -79,6 +79,7 @@ pub fn sample_status() -> ClusterStatus {
         peers: Vec::new(),
         fenced: None,
         fence_saved: None,
+        arbitrator: false,
     }
 }
 

@@ -66,6 +66,7 @@ impl Node {
             }),
             fence_saved: crate::order::fence::newest_saved_dir(&self.config.data_dir)
                 .map(|d| d.display().to_string()),
+            arbitrator: self.is_arbitrator(),
         }
     }
 

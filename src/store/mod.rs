@@ -148,6 +148,28 @@ impl Store {
         })
     }
 
+    /// A store that lives in memory only, for an arbitrator: it keeps the
+    /// cluster's identity and the Raft state its state machine needs while
+    /// running, and no file (its state machine persists what must survive).
+    pub fn open_in_memory(opts: StoreOptions) -> Result<Store, StoreError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // A URI of a named, shared-cache memory database: every connection of
+        // this store sees one database, which lives while any of them is open.
+        let path = PathBuf::from(format!(
+            "file:quorate-arbitrator-{}-{n}?mode=memory&cache=shared",
+            std::process::id()
+        ));
+        let (writer, readers, position) = Self::open_connections(&path, &opts, &sqlite_err(&path))?;
+        Ok(Store {
+            writer: Mutex::new(writer),
+            readers,
+            position: RwLock::new(position),
+            path,
+            opts,
+        })
+    }
+
     fn open_connections(
         path: &Path,
         opts: &StoreOptions,
