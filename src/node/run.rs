@@ -13,6 +13,20 @@ use crate::config::Config;
 /// Run `quorated` until a signal stops it.
 pub async fn run(mut config: Config, opts: StartOptions) -> Result<(), NodeError> {
     config.arbitrator |= opts.arbitrator;
+    // Installed first: a signal that arrives while the node starts (the API
+    // already answers then) must be handled, not kill the process.
+    let mut term = signal(SignalKind::terminate()).map_err(|source| NodeError::Io {
+        context: "cannot install SIGTERM handler".into(),
+        source,
+    })?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|source| NodeError::Io {
+        context: "cannot install SIGINT handler".into(),
+        source,
+    })?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|source| NodeError::Io {
+        context: "cannot install SIGHUP handler".into(),
+        source,
+    })?;
     let node = Node::open(config).await?;
     let cfg = node.config().clone();
 
@@ -57,18 +71,6 @@ pub async fn run(mut config: Config, opts: StartOptions) -> Result<(), NodeError
         if cfg.arbitrator { " as an arbitrator (votes, holds no data, serves no clients)" } else { "" }
     );
 
-    let mut term = signal(SignalKind::terminate()).map_err(|source| NodeError::Io {
-        context: "cannot install SIGTERM handler".into(),
-        source,
-    })?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|source| NodeError::Io {
-        context: "cannot install SIGINT handler".into(),
-        source,
-    })?;
-    let mut hup = signal(SignalKind::hangup()).map_err(|source| NodeError::Io {
-        context: "cannot install SIGHUP handler".into(),
-        source,
-    })?;
     let mut admin = admin;
     let (admin_failed, leave) = loop {
         tokio::select! {

@@ -63,10 +63,11 @@ pub fn load(data_dir: &Path) -> io::Result<Option<ArbitratorState>> {
 }
 
 /// Put the saved state back into a fresh in-memory store, before Raft starts
-/// and asks the state machine what it applied.
+/// and asks the state machine what it applied. A first start writes an empty state: the file marks the directory as an
+/// arbitrator's from the start.
 pub fn restore(store: &Store, data_dir: &Path) -> io::Result<()> {
     let Some(saved) = load(data_dir)? else {
-        return Ok(());
+        return ArbitratorState::default().save(&data_dir.join(STATE_FILE));
     };
     let raft = serde_json::to_vec(&saved.raft).map_err(io::Error::other)?;
     let result = if saved.state_uuid.is_nil() {
