@@ -205,7 +205,8 @@ impl ClusterStatus {
             );
         }
         let mut candidates: Vec<(String, u64, i64, bool)> = Vec::new();
-        if !self.local_state_uuid.is_nil() {
+        // An arbitrator holds no data to start a cluster from.
+        if !self.local_state_uuid.is_nil() && !self.arbitrator {
             candidates.push((
                 self.node_name.clone(),
                 self.incarnation,
@@ -469,6 +470,31 @@ mod tests {
         );
         let json = me.to_json();
         assert_eq!(json["quorate_bootstrap_advice"]["bootstrap"], "node-c");
+    }
+
+    #[test]
+    fn an_arbitrator_is_never_the_node_to_bootstrap() {
+        let mut me = example();
+        me.arbitrator = true;
+        me.node_name = "arb".into();
+        me.last_committed = 99;
+        me.peers = vec![peer("node-a", 3, false, false)];
+        assert!(
+            matches!(me.bootstrap_advice(), BootstrapAdvice::Bootstrap { node, .. } if node == "node-a")
+        );
+        // An arbitrator answers probes without a seqno: not a candidate either.
+        let mut silent = peer("arb-2", 50, false, false);
+        silent.seqno = None;
+        me.peers = vec![silent];
+        assert_eq!(me.bootstrap_advice(), BootstrapAdvice::Unknown);
+        let table = me.render_table();
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains("quorate_role") && l.contains("arbitrator")),
+            "{table}"
+        );
+        assert_eq!(me.to_json()["quorate_role"], "arbitrator");
     }
 
     fn example() -> ClusterStatus {

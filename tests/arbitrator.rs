@@ -13,8 +13,7 @@ use serde_json::json;
 
 /// Small snapshot and log settings, so the arbitrator that joins late has
 /// to take a snapshot from the leader (and drop its data).
-const COMPACT_LOG: &str =
-    "[storage]\nsnapshot_every_entries = 10\nlog_retain_entries = 2\n";
+const COMPACT_LOG: &str = "[storage]\nsnapshot_every_entries = 10\nlog_retain_entries = 2\n";
 
 const ARBITRATOR: usize = 2;
 
@@ -172,7 +171,8 @@ fn two_data_nodes_and_an_arbitrator_survive_the_loss_of_either_data_node() {
     );
 
     // Clients are refused with a clear error; /status works.
-    let (code, body) = c.nodes[ARBITRATOR].post("/db/execute", &json!([["INSERT INTO t(id) VALUES(1000)"]]));
+    let (code, body) =
+        c.nodes[ARBITRATOR].post("/db/execute", &json!([["INSERT INTO t(id) VALUES(1000)"]]));
     assert_eq!(code, 503, "{body}");
     assert!(body.to_string().contains("arbitrator"), "{body}");
     let (code, body) = c.nodes[ARBITRATOR].post("/db/query", &json!(["SELECT 1"]));
@@ -187,7 +187,10 @@ fn two_data_nodes_and_an_arbitrator_survive_the_loss_of_either_data_node() {
     let out = c.nodes[ARBITRATOR].cli(&["--bootstrap-node"]);
     let all = format!("{}{}", stdout(&out), stderr(&out));
     assert!(!out.status.success(), "{all}");
-    assert!(all.contains("arbitrator") && all.contains("holds no database"), "{all}");
+    assert!(
+        all.contains("arbitrator") && all.contains("holds no database"),
+        "{all}"
+    );
     assert_no_database(&c, ARBITRATOR);
 
     // Its restart resumes from arbitrator.state and rejoins as it was.

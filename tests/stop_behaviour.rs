@@ -28,7 +28,11 @@ fn stop_with(node: &mut TestNode, sig: Signal) -> bool {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("{} did not stop after {sig}; log:\n{}", node.name, tail(&node.log(), 40));
+            panic!(
+                "{} did not stop after {sig}; log:\n{}",
+                node.name,
+                tail(&node.log(), 40)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -43,7 +47,9 @@ fn grastate_seqno(node: &TestNode) -> i64 {
 }
 
 fn cluster_size(c: &Cluster, i: usize) -> i64 {
-    c.status(i)["cluster"]["cluster_size"].as_i64().unwrap_or(-1)
+    c.status(i)["cluster"]["cluster_size"]
+        .as_i64()
+        .unwrap_or(-1)
 }
 
 /// `sig` on node 2 configured to keep its membership, then on node 1 with
@@ -63,12 +69,28 @@ fn keep_then_leave(sig: Signal, keep_key: &str) {
     let seqno = c.wait_synced(&[0, 1, 2], Duration::from_secs(30));
 
     // Kept: the node stops as a member, so the others still count three.
-    assert!(stop_with(&mut c.nodes[2], sig), "{}", tail(&c.nodes[2].log(), 30));
+    assert!(
+        stop_with(&mut c.nodes[2], sig),
+        "{}",
+        tail(&c.nodes[2].log(), 30)
+    );
     let log = c.nodes[2].log();
-    assert!(log.contains("stopping without leaving"), "{}", tail(&log, 30));
+    assert!(
+        log.contains("stopping without leaving"),
+        "{}",
+        tail(&log, 30)
+    );
     assert!(!log.contains("left the cluster"), "{}", tail(&log, 30));
-    assert_eq!(grastate_seqno(&c.nodes[2]), seqno, "the stop records the seqno");
-    assert_eq!(c.safe_line(2), "safe_to_bootstrap: 0", "one of three members");
+    assert_eq!(
+        grastate_seqno(&c.nodes[2]),
+        seqno,
+        "the stop records the seqno"
+    );
+    assert_eq!(
+        c.safe_line(2),
+        "safe_to_bootstrap: 0",
+        "one of three members"
+    );
     // A leave would have shown by now (it completes before the process exits).
     c.wait_size(&[0, 1], 3, Duration::from_secs(30));
     assert_eq!(cluster_size(&c, 0), 3);
@@ -80,7 +102,11 @@ fn keep_then_leave(sig: Signal, keep_key: &str) {
         .contains("rejoining the primary component this node belonged to"));
 
     // Default: the node leaves, the cluster shrinks to two.
-    assert!(stop_with(&mut c.nodes[1], sig), "{}", tail(&c.nodes[1].log(), 30));
+    assert!(
+        stop_with(&mut c.nodes[1], sig),
+        "{}",
+        tail(&c.nodes[1].log(), 30)
+    );
     let log = c.nodes[1].log();
     assert!(log.contains("left the cluster"), "{}", tail(&log, 30));
     c.wait_size(&[0, 2], 2, Duration::from_secs(30));
@@ -102,13 +128,20 @@ fn sigint_leaves_by_default_and_keeps_the_membership_with_skip_leave_on_interrup
 fn the_sole_member_kept_on_stop_stays_safe_to_bootstrap() {
     let mut node = TestNode::new("node-a", "");
     let text = std::fs::read_to_string(&node.config_path).unwrap();
-    std::fs::write(&node.config_path, format!("leave_on_terminate = false\n{text}")).unwrap();
+    std::fs::write(
+        &node.config_path,
+        format!("leave_on_terminate = false\n{text}"),
+    )
+    .unwrap();
     node.start(&["--bootstrap"]);
     node.wait_primary(Duration::from_secs(30));
     node.execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY)"]));
     assert!(stop_with(&mut node, Signal::SIGTERM));
     let g = read(&node.grastate_path());
-    assert!(g.contains("\nseqno:   1\n") && g.contains("safe_to_bootstrap: 1"), "{g}");
+    assert!(
+        g.contains("\nseqno:   1\n") && g.contains("safe_to_bootstrap: 1"),
+        "{g}"
+    );
 }
 
 fn wait_log(node: &TestNode, what: &str, timeout: Duration) -> String {
@@ -145,7 +178,11 @@ fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
     assert!(log.contains("log_level"), "{}", tail(&log, 5));
 
     let changed = good.replace("node_name = \"node-a\"", "node_name = \"node-z\"");
-    std::fs::write(&node.config_path, format!("log_level = \"debug\"\n{changed}")).unwrap();
+    std::fs::write(
+        &node.config_path,
+        format!("log_level = \"debug\"\n{changed}"),
+    )
+    .unwrap();
     node.signal(Signal::SIGHUP);
     let log = wait_log(&node, "SIGHUP: reloaded", Duration::from_secs(20));
     let applied = log
@@ -153,7 +190,10 @@ fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
         .find(|l| l.contains("SIGHUP: reloaded"))
         .unwrap()
         .to_string();
-    assert!(applied.contains("log_level: \"info\" -> \"debug\""), "{applied}");
+    assert!(
+        applied.contains("log_level: \"info\" -> \"debug\""),
+        "{applied}"
+    );
     let restart = wait_log(&node, "needs a restart", Duration::from_secs(20));
     let restart = restart
         .lines()
@@ -163,7 +203,9 @@ fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
         restart.contains("node_name: \"node-a\" -> \"node-z\""),
         "{restart}"
     );
-    let (restart_keys, _) = restart.split_once("; only").expect("the reloadable keys follow");
+    let (restart_keys, _) = restart
+        .split_once("; only")
+        .expect("the reloadable keys follow");
     assert!(!restart_keys.contains("log_level"), "{restart}");
 
     // The new level shows: a write now logs at debug.
@@ -195,6 +237,10 @@ fn sighup_peers_let_a_waiting_node_join() {
     std::fs::write(&path, with_peers).unwrap();
     c.nodes[1].signal(Signal::SIGHUP);
     let log = wait_log(&c.nodes[1], "SIGHUP: reloaded", Duration::from_secs(20));
-    assert!(log.contains("replication.peers: [] -> "), "{}", tail(&log, 5));
+    assert!(
+        log.contains("replication.peers: [] -> "),
+        "{}",
+        tail(&log, 5)
+    );
     c.wait_size(&[0, 1], 2, Duration::from_secs(60));
 }

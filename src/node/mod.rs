@@ -202,9 +202,7 @@ impl Node {
     /// database would sit unused (and stale) under an arbitrator.
     fn check_data_dir_role(config: &Config) -> Result<(), NodeError> {
         let db = config.db_path();
-        let arbitrator_state = config
-            .data_dir
-            .join(crate::order::arbitrator::STATE_FILE);
+        let arbitrator_state = config.data_dir.join(crate::order::arbitrator::STATE_FILE);
         if config.arbitrator && db.exists() {
             return Err(NodeError::Refused(format!(
                 "this node is configured as an arbitrator, but {} holds a database ({}): it was a                  data node. An arbitrator keeps no database: give it an empty data_dir, or start                  this node without --arbitrator (and without arbitrator = true)",

@@ -8,9 +8,12 @@ use std::sync::Arc;
 use super::Node;
 use crate::config::Config;
 
+/// Sets a new log filter (`log_level` syntax), or says why it cannot.
+pub type SetLogFilter = dyn Fn(&str) -> Result<(), String> + Send + Sync;
+
 /// Replaces the log filter of the running daemon (a tracing reload handle).
 #[derive(Clone)]
-pub struct LogReload(pub Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>);
+pub struct LogReload(pub Arc<SetLogFilter>);
 
 impl std::fmt::Debug for LogReload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -97,7 +100,9 @@ impl Node {
             }
             let applied = match key.as_str() {
                 "log_level" => match log {
-                    Some(reload) => reload.0(&new.log_level).map(|()| running.log_level = new.log_level.clone()),
+                    Some(reload) => {
+                        reload.0(&new.log_level).map(|()| running.log_level = new.log_level.clone())
+                    }
                     None => Err("this daemon has no log filter to replace".into()),
                 },
                 "leave_on_terminate" => {

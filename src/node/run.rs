@@ -59,8 +59,11 @@ pub async fn run(mut config: Config, opts: StartOptions) -> Result<(), NodeError
     });
 
     let peer_server = node.transport().map(|t| t.serve(node.clone()));
-    let (config_path, log_reload, arbitrator_flag) =
-        (opts.config_path.clone(), opts.log_reload.clone(), opts.arbitrator);
+    let (config_path, log_reload, arbitrator_flag) = (
+        opts.config_path.clone(),
+        opts.log_reload.clone(),
+        opts.arbitrator,
+    );
     node.start(opts).await?;
     node.spawn_grastate_keeper();
     node.spawn_notifier();

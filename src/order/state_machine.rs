@@ -379,7 +379,10 @@ impl StateMachine {
             &serde_json::to_vec(meta).map_err(io::Error::other)?,
         )?;
         self.remove_snapshots_except(&db_path);
-        tracing::info!(index, "arbitrator: took the position of a snapshot and dropped its data");
+        tracing::info!(
+            index,
+            "arbitrator: took the position of a snapshot and dropped its data"
+        );
         Ok(())
     }
 
