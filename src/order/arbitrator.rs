@@ -103,6 +103,94 @@ mod tests {
         assert!(!dir.path().join("db.sqlite").exists());
     }
 
+    /// The arbitrator's state machine: write-sets leave no data, its own
+    /// snapshot is empty, a leader's snapshot gives the position and goes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_state_machine_keeps_positions_and_drops_data() {
+        use std::sync::Arc;
+
+        use openraft::entry::RaftEntry;
+        use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+        use openraft::vote::RaftLeaderIdExt;
+
+        use crate::order::state_machine::{ApplyWaiters, SnapshotFile, StateMachine};
+        use crate::order::types::{Entry, LogId, Request, SnapshotMeta, TypeConfig};
+
+        let dir = tempfile::tempdir().unwrap();
+        let arb_dir = dir.path().join("arb");
+        std::fs::create_dir_all(&arb_dir).unwrap();
+        let store = Arc::new(Store::open_in_memory(testutil::opts()).unwrap());
+        restore(&store, &arb_dir).unwrap();
+        let fence = crate::order::fence::Fence::new(store.clone(), None, "arb", "", &arb_dir, None);
+        let mut sm = StateMachine::open(
+            store.clone(),
+            &arb_dir.join("snapshots"),
+            Arc::new(ApplyWaiters::new("arb")),
+            fence,
+        )
+        .unwrap()
+        .for_arbitrator(arb_dir.join(STATE_FILE));
+
+        let data = testutil::open(&dir.path().join("data"));
+        let ws = testutil::capture_ws(&data, &[testutil::st("CREATE TABLE t(x)")], 1);
+        let leader =
+            <openraft::alias::LeaderIdOf<TypeConfig> as RaftLeaderIdExt>::new_committed(1, 1);
+        let uuid = uuid::Uuid::new_v4();
+        let entries = vec![
+            Entry::new_normal(
+                LogId::new(leader, 1),
+                Request::Bootstrap {
+                    state_uuid: uuid,
+                    incarnation: 0,
+                    cert_window: 100,
+                },
+            ),
+            Entry::new_normal(LogId::new(leader, 2), Request::WriteSet(ws)),
+        ];
+        sm.apply(futures::stream::iter(
+            entries.into_iter().map(|e| Ok((e, None))),
+        ))
+        .await
+        .unwrap();
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(2));
+        let saved = load(&arb_dir).unwrap().unwrap();
+        assert_eq!(saved.state_uuid, uuid);
+        assert_eq!(saved.raft.last_applied.map(|l| l.index), Some(2));
+        assert!(!arb_dir.join("db.sqlite").exists());
+
+        let snap = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(2));
+        assert_eq!(std::fs::metadata(&snap.snapshot.path).unwrap().len(), 0);
+
+        // A data node's snapshot of a later incarnation, as a leader would send it.
+        let newer = uuid::Uuid::new_v4();
+        let raft = serde_json::to_vec(&RaftState::default()).unwrap();
+        data.set_identity(newer, 2, Some(100), &raft).unwrap();
+        let sent = dir.path().join("sent.sqlite");
+        data.snapshot_into(&sent).unwrap();
+        let meta = SnapshotMeta {
+            last_log_id: Some(LogId::new(leader, 10)),
+            last_membership: Default::default(),
+        };
+        sm.install_snapshot(&meta, SnapshotFile { path: sent.clone() })
+            .await
+            .unwrap();
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(10));
+        assert_eq!(store.position().state_uuid, newer);
+        assert_eq!(store.position().incarnation, 2);
+        assert!(!sent.exists(), "the received data is dropped");
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(std::fs::metadata(&current.snapshot.path).unwrap().len(), 0);
+        assert_eq!(load(&arb_dir).unwrap().unwrap().state_uuid, newer);
+    }
+
     #[test]
     fn a_damaged_state_file_is_named() {
         let dir = tempfile::tempdir().unwrap();
