@@ -370,7 +370,15 @@ impl Node {
                 if primary != was_primary {
                     let size = node.seq.voters().len();
                     if primary {
-                        tracing::info!(members = size, "became Primary: this node serves clients");
+                        tracing::info!(
+                            members = size,
+                            "became Primary: {}",
+                            if node.is_arbitrator() {
+                                "this arbitrator votes in the primary component"
+                            } else {
+                                "this node serves clients"
+                            }
+                        );
                     } else {
                         tracing::warn!(
                             "lost Primary: no majority of the {size} members reached this node within \
