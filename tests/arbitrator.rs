@@ -198,8 +198,38 @@ fn two_data_nodes_and_an_arbitrator_survive_the_loss_of_either_data_node() {
     c.nodes[ARBITRATOR].start(&["--arbitrator"]);
     c.wait_size(&[0, 1, ARBITRATOR], 3, Duration::from_secs(60));
     write_rows(&c, 0, next_id..next_id + 5, &mut acked);
+    next_id += 5;
     assert_eq!(ids_on(&c, 1), acked);
     assert_no_database(&c, ARBITRATOR);
+
+    // A graceful stop of the leader hands leadership to the other data
+    // node, never to the arbitrator, and leaves: two members remain.
+    let leader = wait_leader(&c, 0, Duration::from_secs(30));
+    let leaving = c.nodes.iter().position(|n| n.name == leader).unwrap();
+    let last = 1 - leaving;
+    assert!(c.nodes[leaving].stop().success());
+    c.wait_size(&[last, ARBITRATOR], 2, Duration::from_secs(30));
+    assert_eq!(
+        leader_of(&c, ARBITRATOR).as_deref(),
+        Some(c.nodes[last].name.as_str())
+    );
+    write_rows(&c, last, next_id..next_id + 5, &mut acked);
+    // The last data member does not leave beside the arbitrator, and it is
+    // the one safe to bootstrap: arbitrators do not count.
+    assert!(c.nodes[last].stop().success());
+    assert!(
+        c.nodes[last]
+            .log()
+            .contains("the last data member does not leave"),
+        "{}",
+        tail(&c.nodes[last].log(), 20)
+    );
+    assert_eq!(c.safe_line(last), "safe_to_bootstrap: 1");
+    assert_eq!(c.safe_line(ARBITRATOR), "safe_to_bootstrap: 0");
+    // Started again, it leads with the arbitrator's vote, its data whole.
+    c.nodes[last].start(&[]);
+    c.wait_size(&[last, ARBITRATOR], 2, Duration::from_secs(60));
+    assert_eq!(ids_on(&c, last), acked);
 }
 
 #[test]
