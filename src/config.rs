@@ -32,6 +32,15 @@ pub struct Config {
     pub runtime_dir: PathBuf,
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// SIGTERM leaves the membership (Consul's `leave_on_terminate`).
+    #[serde(default = "default_true")]
+    pub leave_on_terminate: bool,
+    /// SIGINT keeps the membership (Consul's `skip_leave_on_interrupt`).
+    #[serde(default)]
+    pub skip_leave_on_interrupt: bool,
+    /// A voter without a database (Galera's garbd); `quorated --arbitrator` sets it too.
+    #[serde(default)]
+    pub arbitrator: bool,
     #[serde(default)]
     pub replication: ReplicationConfig,
     #[serde(default)]
@@ -115,6 +124,9 @@ fn default_runtime_dir() -> PathBuf {
 }
 fn default_log_level() -> String {
     "info".into()
+}
+fn default_true() -> bool {
+    true
 }
 
 impl Default for ReplicationConfig {
@@ -273,6 +285,7 @@ enum Kind {
     AddrList,
     UInt { max: u64 },
     Int,
+    Bool,
 }
 
 const U32: Kind = Kind::UInt {
@@ -313,7 +326,7 @@ const fn doc(
 
 const SECTIONS: [&str; 4] = ["replication", "api", "tls", "storage"];
 
-static KEYS: [ConfigKeyDoc; 32] = [
+static KEYS: [ConfigKeyDoc; 35] = [
     doc("cluster_name", "\"quorate\"", "\"quorate\"", Kind::Text,
         "a name of letters, digits, '.', '_' and '-', at most 63 characters, like \"mail-gw\"",
         "Name of the cluster. Peers with another cluster_name are refused, so two clusters on \
@@ -333,6 +346,23 @@ static KEYS: [ConfigKeyDoc; 32] = [
         "a level (trace, debug, info, warn, error, off) or a filter like \"info,quorate=debug\"",
         "What to log: a level (trace, debug, info, warn, error, off) or a tracing filter such as \
          \"info,quorate=debug\". The RUST_LOG environment variable overrides it."),
+    doc("leave_on_terminate", "true", "true", Kind::Bool, "true or false",
+        "What SIGTERM (systemctl stop) does, as Consul's key of that name: true leaves the \
+         membership, so the cluster shrinks and keeps its quorum arithmetic small (the graceful \
+         stop of DESIGN.md); false stops the node as a member, like a crash but with grastate.dat \
+         written, for a quick restart (an upgrade, a reboot) that rejoins without a membership \
+         change; meanwhile the node counts against the quorum. SIGHUP reloads it."),
+    doc("skip_leave_on_interrupt", "false", "false", Kind::Bool, "true or false",
+        "What SIGINT (Ctrl-C) does, as Consul's key of that name: false leaves the membership \
+         like SIGTERM's default; true stops the node as a member (see leave_on_terminate). \
+         SIGHUP reloads it."),
+    doc("arbitrator", "false", "false", Kind::Bool, "true or false",
+        "Run this node as an arbitrator (Galera's garbd; `quorated --arbitrator` does the same): \
+         it votes, so two data nodes and a small third machine survive the loss of either data \
+         node, but it keeps no database (only the write-set log, which voting needs), serves no \
+         clients (data requests are answered 503), never leads, never sends a snapshot and is \
+         never the node to bootstrap. Fixed for the life of data_dir: an arbitrator's data_dir \
+         holds no db.sqlite."),
     doc("replication.listen", "\"0.0.0.0:4567\"", "\"0.0.0.0:4567\"", Kind::Addr,
         "an address like \"0.0.0.0:4567\"",
         "UDP address the replication endpoint (QUIC) listens on."),
@@ -508,6 +538,9 @@ impl Config {
             data_dir: default_data_dir(),
             runtime_dir: default_runtime_dir(),
             log_level: default_log_level(),
+            leave_on_terminate: true,
+            skip_leave_on_interrupt: false,
+            arbitrator: false,
             replication: ReplicationConfig::default(),
             api: ApiConfig::default(),
             tls: None,
@@ -978,6 +1011,7 @@ fn check_shape(
             (!fits).then_some(value)
         }
         Kind::Int => (!value.is_integer()).then_some(value),
+        Kind::Bool => (!value.is_bool()).then_some(value),
     };
     match bad {
         None => Ok(()),
@@ -1129,6 +1163,24 @@ key  = "/etc/quorate/tls/node-a.key"
     }
 
     #[test]
+    fn stop_and_role_keys_are_booleans_with_consul_defaults() {
+        let c = Config::parse("node_name = \"a\"\n", Path::new("/q.toml")).unwrap();
+        assert!(c.leave_on_terminate && !c.skip_leave_on_interrupt && !c.arbitrator);
+        let c = Config::parse(
+            "node_name = \"a\"\nleave_on_terminate = false\nskip_leave_on_interrupt = true\n\
+             arbitrator = true\n",
+            Path::new("/q.toml"),
+        )
+        .unwrap();
+        assert!(!c.leave_on_terminate && c.skip_leave_on_interrupt && c.arbitrator);
+        let e = err("node_name = \"a\"\nleave_on_terminate = \"no\"\n");
+        assert!(
+            e.contains("leave_on_terminate") && e.contains("true or false") && e.contains("line 2"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn unknown_key_names_section_file_line_and_choices() {
         let e = err("node_name = \"a\"\n[replication]\nlisten = \"0.0.0.0:1\"\nfoo = 1\n");
         assert_eq!(
@@ -1144,7 +1196,8 @@ key  = "/etc/quorate/tls/node-a.key"
             e,
             "unknown key `nodename` in the top level of /etc/quorate/quorate.toml (line 2); \
              expected one of: cluster_name, node_name, data_dir, runtime_dir, log_level, \
-             [replication], [api], [tls], [storage]"
+             leave_on_terminate, skip_leave_on_interrupt, arbitrator, [replication], [api], \
+             [tls], [storage]"
         );
         let e = err("node_name = \"a\"\n\n[replicaton]\nlisten = \"0.0.0.0:1\"\n");
         assert!(

@@ -90,6 +90,9 @@ pub struct ClusterStatus {
     /// (a cluster of two whose peer died, a removed node, a lost majority).
     #[serde(default)]
     pub not_primary_reason: Option<String>,
+    /// An arbitrator (Galera's garbd): votes, holds no data, serves no clients.
+    #[serde(default)]
+    pub arbitrator: bool,
 }
 
 /// What a member does in the cluster (`quorate --members`).
@@ -273,6 +276,9 @@ impl ClusterStatus {
         if let Some(f) = &self.fence_saved {
             rows.push(("quorate_fence_saved", f.clone()));
         }
+        if self.arbitrator {
+            rows.push(("quorate_role", "arbitrator".into()));
+        }
         rows.sort_by(|a, b| a.0.cmp(b.0));
         rows
     }
@@ -329,7 +335,8 @@ impl ClusterStatus {
             );
         }
         let mut candidates: Vec<(String, u64, i64, bool)> = Vec::new();
-        if !self.local_state_uuid.is_nil() {
+        // An arbitrator holds no data to start a cluster from.
+        if !self.local_state_uuid.is_nil() && !self.arbitrator {
             candidates.push((
                 self.node_name.clone(),
                 self.incarnation,
@@ -402,6 +409,9 @@ impl ClusterStatus {
         }
         if let Some(r) = &self.not_primary_reason {
             v["quorate_not_primary_reason"] = r.clone().into();
+        }
+        if self.arbitrator {
+            v["quorate_role"] = "arbitrator".into();
         }
         if !self.peers.is_empty() {
             v["quorate_peers"] = serde_json::to_value(&self.peers).unwrap_or_default();
@@ -634,6 +644,31 @@ mod tests {
         assert_eq!(json["role"], "voter");
     }
 
+    #[test]
+    fn an_arbitrator_is_never_the_node_to_bootstrap() {
+        let mut me = example();
+        me.arbitrator = true;
+        me.node_name = "arb".into();
+        me.last_committed = 99;
+        me.peers = vec![peer("node-a", 3, false, false)];
+        assert!(
+            matches!(me.bootstrap_advice(), BootstrapAdvice::Bootstrap { node, .. } if node == "node-a")
+        );
+        // An arbitrator answers probes without a seqno: not a candidate either.
+        let mut silent = peer("arb-2", 50, false, false);
+        silent.seqno = None;
+        me.peers = vec![silent];
+        assert_eq!(me.bootstrap_advice(), BootstrapAdvice::Unknown);
+        let table = me.render_table();
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains("quorate_role") && l.contains("arbitrator")),
+            "{table}"
+        );
+        assert_eq!(me.to_json()["quorate_role"], "arbitrator");
+    }
+
     fn example() -> ClusterStatus {
         ClusterStatus {
             node_name: "node-a".into(),
@@ -658,6 +693,7 @@ mod tests {
             fenced: None,
             fence_saved: None,
             not_primary_reason: None,
+            arbitrator: false,
         }
     }
 

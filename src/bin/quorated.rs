@@ -2,10 +2,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use quorate::config::{Config, DEFAULT_CONFIG_PATH};
-use quorate::node::{run, StartOptions};
+use quorate::node::{run, LogReload, StartOptions};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter};
 
 /// The quorate node daemon: one per machine, started by systemd.
 #[derive(Parser)]
@@ -17,6 +21,10 @@ struct Args {
     /// Start a new primary component from this node (refused when not safe).
     #[arg(long)]
     bootstrap: bool,
+    /// Run as an arbitrator (Galera's garbd): vote, keep no database, serve
+    /// no clients, never lead. Same as `arbitrator = true` in the config.
+    #[arg(long)]
+    arbitrator: bool,
 }
 
 fn main() -> ExitCode {
@@ -28,12 +36,20 @@ fn main() -> ExitCode {
             return ExitCode::from(78); // EX_CONFIG: systemd does not restart-loop on it
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
+    // Behind a reload layer, so SIGHUP can apply a new log_level.
+    let (filter, filter_handle) = reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
+    let log_reload = LogReload(Arc::new(move |spec: &str| {
+        let filter = EnvFilter::try_new(spec).map_err(|e| format!("bad filter {spec:?}: {e}"))?;
+        filter_handle
+            .reload(filter)
+            .map_err(|e| format!("cannot replace the log filter: {e}"))
+    }));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -48,6 +64,9 @@ fn main() -> ExitCode {
         config,
         StartOptions {
             bootstrap: args.bootstrap,
+            arbitrator: args.arbitrator,
+            config_path: Some(args.config.clone()),
+            log_reload: Some(log_reload),
         },
     )) {
         Ok(()) => ExitCode::SUCCESS,

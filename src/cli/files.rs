@@ -97,6 +97,7 @@ pub fn offline_status(
         fenced: None,
         fence_saved: None,
         not_primary_reason: None,
+        arbitrator: false,
     }
 }
 

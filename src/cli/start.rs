@@ -151,6 +151,16 @@ pub async fn bootstrap_node(ctx: &Ctx, console: &mut Console<'_>) -> Result<(), 
     }
     // The daemon is stopped: the guard runs on the files before anything
     // starts, so a refusal leaves them exactly as they were.
+    if ctx.config.arbitrator {
+        return Err(CliError::BootstrapRefused {
+            reason: format!(
+                "this node is an arbitrator (arbitrator = true in {}): it holds no database, so a \
+                 primary component started from it would have no data. Bootstrap a data node \
+                 instead; the arbitrator rejoins it when started with `quorate --restart-node`",
+                ctx.config_path.display()
+            ),
+        });
+    }
     let grastate = read_grastate(&ctx.config)?;
     bootstrap_guard(grastate.as_ref()).map_err(|reason| CliError::BootstrapRefused { reason })?;
     let mut watch = if use_systemd(

@@ -80,6 +80,7 @@ pub fn sample_status() -> ClusterStatus {
         fenced: None,
         fence_saved: None,
         not_primary_reason: None,
+        arbitrator: false,
     }
 }
 

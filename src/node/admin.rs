@@ -16,7 +16,7 @@ impl AdminHandler for Node {
                 Response::Status(Box::new(status))
             }
             Command::Bootstrap => {
-                if self.is_primary() {
+                if self.is_primary() && !self.is_arbitrator() {
                     return Response::Error(
                         "this node is already Primary; nothing to bootstrap".into(),
                     );

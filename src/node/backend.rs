@@ -17,6 +17,11 @@ const NOT_PRIMARY: &str =
     "WSREP has not yet prepared node for application use: this node is not part of \
 the primary component (see `quorate --show-cluster-status`)";
 
+/// What an arbitrator answers to every data request (with 503).
+const ARBITRATOR: &str = "this node is an arbitrator: it votes in the cluster but holds no \
+database and serves no clients; send requests to a data node (`quorate --show-cluster-status` \
+lists their API addresses as wsrep_incoming_addresses)";
+
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(e.to_string())
 }
@@ -118,6 +123,13 @@ impl Node {
 }
 
 impl Node {
+    fn refuse_if_arbitrator(&self) -> Result<(), ApiError> {
+        if self.is_arbitrator() {
+            return Err(ApiError::NotPrimary(ARBITRATOR.into()));
+        }
+        Ok(())
+    }
+
     /// Wait until this node has applied every write-set committed in the
     /// cluster before now (Galera's `wsrep_sync_wait`), so what it runs next
     /// sees them: a client that spreads its requests over the nodes (as
@@ -217,6 +229,7 @@ enum Attempt {
 
 impl Backend for Node {
     async fn execute(&self, req: ExecuteRequest) -> Result<ExecuteResponse, ApiError> {
+        self.refuse_if_arbitrator()?;
         self.sync_wait().await?;
         // Galera's wsrep_retry_autocommit: only a lone statement is retried,
         // a multi-statement transaction goes back to the client.
@@ -252,6 +265,7 @@ impl Backend for Node {
     }
 
     async fn query(&self, req: QueryRequest) -> Result<Vec<QueryResult>, ApiError> {
+        self.refuse_if_arbitrator()?;
         match req.level {
             ReadLevel::None => {}
             // rqlite's weak read is served by the leader, which has applied
@@ -279,6 +293,7 @@ impl Backend for Node {
     async fn backup(&self, format: BackupFormat) -> Result<Vec<u8>, ApiError> {
         // Like rqlite's backup from the leader: everything committed before
         // the request is in it.
+        self.refuse_if_arbitrator()?;
         self.sync_wait().await?;
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
@@ -296,6 +311,7 @@ impl Backend for Node {
     }
 
     async fn load(&self, data: bytes::Bytes) -> Result<ExecuteResponse, ApiError> {
+        self.refuse_if_arbitrator()?;
         self.sync_wait().await?;
         let existing = self.client_objects().await?;
         let statements = tokio::task::spawn_blocking(move || {
@@ -379,6 +395,13 @@ impl Backend for Node {
     }
 
     async fn ready(&self) -> Result<(), String> {
+        // Not ready for clients ever, so no load balancer sends it any.
+        if self.is_arbitrator() {
+            return Err(format!(
+                "{ARBITRATOR}; it is {} the primary component",
+                if self.is_primary() { "in" } else { "not in" }
+            ));
+        }
         if self.is_primary() {
             Ok(())
         } else {

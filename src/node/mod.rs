@@ -10,10 +10,12 @@ mod members;
 mod metrics;
 mod notify;
 mod peers;
+mod reload;
 mod run;
 mod status;
 
 pub use peers::probe_peers_offline;
+pub use reload::{LogReload, ReloadReport, RELOADABLE};
 pub use run::run;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -51,6 +53,12 @@ pub enum NodeError {
 pub struct StartOptions {
     /// `quorated --bootstrap` (or the CLI's bootstrap request file).
     pub bootstrap: bool,
+    /// `quorated --arbitrator`: as `arbitrator = true`, also across reloads.
+    pub arbitrator: bool,
+    /// The file the config came from, re-read on SIGHUP.
+    pub config_path: Option<std::path::PathBuf>,
+    /// Replaces the log filter on SIGHUP.
+    pub log_reload: Option<LogReload>,
 }
 
 /// Marker the CLI leaves when systemd starts the daemon for a bootstrap.
@@ -75,6 +83,10 @@ pub struct Node {
     joining: Arc<std::sync::Mutex<std::collections::HashSet<crate::order::NodeId>>>,
     /// Who left or was removed (`--members`, `--remove-node`).
     members: Arc<members::MemberBook>,
+    /// The settings in effect: `config` as SIGHUP last changed it.
+    running: std::sync::Mutex<Config>,
+    /// `replication.primary_timeout_ms` in effect, read on every request.
+    primary_timeout_ms: AtomicU64,
 }
 
 impl Node {
@@ -102,12 +114,13 @@ impl Node {
             max_writeset_bytes: config.replication.max_writeset_bytes,
             cert_window: config.replication.cert_window,
         };
-        let mut store = Arc::new(Store::open(&config.data_dir, store_options.clone())?);
+        Self::check_data_dir_role(&config)?;
+        let mut store = Arc::new(Self::open_store(&config, store_options.clone())?);
         let info = NodeInfo {
             name: config.node_name.clone(),
             repl_addr: config.advertise_addr().to_string(),
             api_addr: config.api_advertise(),
-            arbitrator: false,
+            arbitrator: config.arbitrator,
         };
         let transport = peers::open_transport(&config).await?;
         // A node of an older incarnation learns it before it takes part.
@@ -124,7 +137,7 @@ impl Node {
             )))?;
             drop(store);
             Self::save_and_reset_fenced(&config, &notice).await?;
-            store = Arc::new(Store::open(&config.data_dir, store_options)?);
+            store = Arc::new(Self::open_store(&config, store_options)?);
         }
         let seq = Sequencer::open(
             &config.data_dir,
@@ -143,6 +156,8 @@ impl Node {
         .await?;
         let (shutdown_tx, _) = watch::channel(false);
         let node = Arc::new(Node {
+            running: std::sync::Mutex::new(config.clone()),
+            primary_timeout_ms: AtomicU64::new(config.replication.primary_timeout_ms),
             forced_safe: AtomicBool::new(false),
             config,
             store,
@@ -175,6 +190,57 @@ impl Node {
             }
         }
         Ok(node)
+    }
+
+    /// A data node's database, or an arbitrator's in-memory stand-in.
+    fn open_store(config: &Config, options: StoreOptions) -> Result<Store, NodeError> {
+        if config.arbitrator {
+            // No client reads it: one reader connection is plenty.
+            return Ok(Store::open_in_memory(StoreOptions {
+                read_connections: 1,
+                ..options
+            })?);
+        }
+        Ok(Store::open(&config.data_dir, options)?)
+    }
+
+    /// A data_dir is a data node's or an arbitrator's for life: an
+    /// arbitrator's log was never applied to a database, and a data node's
+    /// database would sit unused (and stale) under an arbitrator.
+    fn check_data_dir_role(config: &Config) -> Result<(), NodeError> {
+        let db = config.db_path();
+        let arbitrator_state = config.data_dir.join(crate::order::arbitrator::STATE_FILE);
+        if config.arbitrator && db.exists() {
+            return Err(NodeError::Refused(format!(
+                "this node is configured as an arbitrator, but {} holds a database ({}): it was a data node. An arbitrator keeps no database: give it an empty data_dir, or start this node without --arbitrator (and without arbitrator = true)",
+                config.data_dir.display(),
+                db.display()
+            )));
+        }
+        if !config.arbitrator && arbitrator_state.exists() {
+            return Err(NodeError::Refused(format!(
+                "{} belongs to an arbitrator ({} exists) and holds no database: start this node with --arbitrator (or arbitrator = true), or give the data node an empty data_dir and let it join by SST",
+                config.data_dir.display(),
+                arbitrator_state.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether this node is an arbitrator (Galera's garbd): it votes, holds
+    /// no data, serves no clients, never leads.
+    pub fn is_arbitrator(&self) -> bool {
+        self.config.arbitrator
+    }
+
+    /// Voters that hold data (every voter but the arbitrators).
+    fn data_voters(&self) -> std::collections::BTreeSet<crate::order::NodeId> {
+        self.seq
+            .members()
+            .into_iter()
+            .filter(|(_, info, voter)| *voter && !info.arbitrator)
+            .map(|(id, _, _)| id)
+            .collect()
     }
 
     /// Keep what a fenced node held under `data_dir/fenced-*` and start it empty.
@@ -240,7 +306,7 @@ impl Node {
 
     /// Not a member yet, but asking peers to admit this node.
     fn joining_now(&self) -> bool {
-        !self.config.other_peers().is_empty() && !self.seq.voters().contains(&self.seq.node_id())
+        !self.other_peers().is_empty() && !self.seq.voters().contains(&self.seq.node_id())
     }
 
     pub fn transport(&self) -> Option<&crate::transport::Transport> {
@@ -315,6 +381,15 @@ impl Node {
                         tracing::info!(members = size, "became Primary: this node serves clients");
                     } else if let Some(why) = node.not_primary_reason(false) {
                         tracing::warn!("lost Primary: {why}");
+                        tracing::info!(
+                            members = size,
+                            "became Primary: {}",
+                            if node.is_arbitrator() {
+                                "this arbitrator votes in the primary component"
+                            } else {
+                                "this node serves clients"
+                            }
+                        );
                     } else {
                         tracing::warn!(
                             "lost Primary: no majority of the {size} members reached this node within \
@@ -355,6 +430,15 @@ impl Node {
     /// it is Galera's `pc.bootstrap=YES`: only when forced, and it starts a
     /// new incarnation that fences the old one (DESIGN.md §4).
     pub async fn bootstrap(&self) -> Result<Uuid, NodeError> {
+        if self.is_arbitrator() {
+            tracing::warn!("bootstrap refused: this node is an arbitrator");
+            return Err(NodeError::Refused(
+                "this node is an arbitrator: it holds no database, so a primary component \
+                 started from it would have no data. Bootstrap a data node instead (`quorate \
+                 --show-cluster-status` names the one to use); the arbitrator rejoins it by itself"
+                    .into(),
+            ));
+        }
         let _guard = self.control.lock().await;
         let grastate = GrastateFile::read(&self.config.grastate_path())?;
         let guard = crate::grastate::check_bootstrap(grastate.as_ref());
@@ -466,11 +550,16 @@ impl Node {
     }
 
     /// Galera's rule: 1 exactly while this node is the only member.
+    /// Arbitrators do not count (a cluster cannot start from one), and an
+    /// arbitrator itself is never safe to bootstrap.
     pub fn safe_to_bootstrap(&self) -> bool {
+        if self.is_arbitrator() {
+            return false;
+        }
         if self.forced_safe.load(Ordering::SeqCst) {
             return true;
         }
-        let voters = self.seq.voters();
+        let voters = self.data_voters();
         voters.len() == 1 && voters.contains(&self.seq.node_id())
     }
 
@@ -526,16 +615,34 @@ impl Node {
         });
     }
 
-    /// Graceful stop: order stops, grastate.dat records the last committed seqno.
-    pub async fn stop(&self) -> Result<(), NodeError> {
-        notify::notify("STOPPING=1\nSTATUS=leaving the cluster and stopping");
-        self.leave().await;
+    /// Graceful stop: order stops, grastate.dat records the last committed
+    /// seqno. With `leave` the node first leaves the membership; without,
+    /// it stops as a member (a quick restart rejoins with no membership change).
+    pub async fn stop(&self, leave: bool) -> Result<(), NodeError> {
+        if leave {
+            notify::notify("STOPPING=1\nSTATUS=leaving the cluster and stopping");
+            self.leave().await;
+        } else {
+            notify::notify("STOPPING=1\nSTATUS=stopping; staying a member of the cluster");
+            // The join loop must not ask to be let in while Raft stops.
+            self.leaving.store(true, Ordering::SeqCst);
+            self.hand_over_leadership().await;
+            tracing::info!(
+                "stopping without leaving: this node stays a member and counts against the quorum \
+                 until it is back"
+            );
+        }
         let _ = self.shutdown_tx.send(true);
         // Decided before Raft stops: afterwards its metrics no longer say who the members were.
         let mut file = self.grastate_now(-1)?;
         self.seq.shutdown().await;
         let position = self.store.position();
-        file.seqno = position.seqno;
+        // An arbitrator holds no data: it has no seqno to record.
+        file.seqno = if self.is_arbitrator() {
+            -1
+        } else {
+            position.seqno
+        };
         file.write_atomic(&self.config.grastate_path())?;
         tracing::info!(%position, safe_to_bootstrap = file.safe_to_bootstrap, "stopped gracefully; grastate.dat written");
         Ok(())
@@ -546,7 +653,7 @@ impl Node {
     }
 
     fn primary_timeout(&self) -> Duration {
-        Duration::from_millis(self.config.replication.primary_timeout_ms)
+        Duration::from_millis(self.primary_timeout_ms.load(Ordering::Relaxed))
     }
 
     pub fn is_primary(&self) -> bool {

@@ -254,8 +254,7 @@ impl Node {
 
     /// Ask the configured peers to let this node in, until it is a voter.
     pub fn spawn_join_loop(self: &Arc<Self>) {
-        let peers = self.config.other_peers();
-        if peers.is_empty() || self.transport.is_none() {
+        if self.transport.is_none() {
             return;
         }
         let node = self.clone();
@@ -276,7 +275,9 @@ impl Node {
                     backoff = Duration::from_millis(200);
                     Duration::from_secs(1)
                 } else {
-                    if !announced {
+                    // As SIGHUP last set them (none: wait for a reload).
+                    let peers = node.other_peers();
+                    if !announced && !peers.is_empty() {
                         tracing::info!("joining: asking peers {peers:?} to admit this node");
                         announced = true;
                     }
@@ -306,7 +307,7 @@ impl Node {
                 name: self.config.node_name.clone(),
                 repl_addr: self.config.advertise_addr().to_string(),
                 api_addr: self.config.api_advertise(),
-                arbitrator: false,
+                arbitrator: self.config.arbitrator,
             },
         };
         let body = network::encode(&req)?;
@@ -346,8 +347,36 @@ impl Node {
         Err("no peer admitted this node".into())
     }
 
+    /// A leader about to stop hands leadership to another data member, so
+    /// writes barely pause. Never to an arbitrator: it holds no data to lead with.
+    pub(super) async fn hand_over_leadership(&self) {
+        let me = self.seq.node_id();
+        if self.seq.metrics().current_leader != Some(me) {
+            return;
+        }
+        let Some(next) = self.data_voters().into_iter().find(|v| *v != me) else {
+            return;
+        };
+        tracing::info!("leader stopping: handing leadership to node {next}");
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            self.seq.raft().trigger().transfer_leader(next),
+        )
+        .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while tokio::time::Instant::now() < deadline {
+            let l = self.seq.metrics().current_leader;
+            if l.is_some() && l != Some(me) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Graceful leave: hand leadership over, then ask the leader to remove
-    /// this node. The last member stays a member.
+    /// this node. The last member stays a member, and so does the last data
+    /// member beside arbitrators (a cluster of arbitrators alone could
+    /// never lead nor take it back).
     pub async fn leave(&self) {
         // From here on the join loop must not ask to be let back in.
         self.leaving
@@ -361,24 +390,13 @@ impl Node {
         {
             return;
         }
-        if self.seq.metrics().current_leader == Some(me) {
-            if let Some(next) = voters.iter().find(|v| **v != me) {
-                tracing::info!("leader leaving: handing leadership to node {next}");
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    self.seq.raft().trigger().transfer_leader(*next),
-                )
-                .await;
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-                while tokio::time::Instant::now() < deadline {
-                    let l = self.seq.metrics().current_leader;
-                    if l.is_some() && l != Some(me) {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
+        if !self.is_arbitrator() && self.data_voters().into_iter().all(|v| v == me) {
+            tracing::info!(
+                "the last data member does not leave: it stops as a member, beside the arbitrator"
+            );
+            return;
         }
+        self.hand_over_leadership().await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while tokio::time::Instant::now() < deadline {
             if !self.seq.voters().contains(&me) {
@@ -447,8 +465,13 @@ impl Node {
             addr: self.config.advertise_addr().to_string(),
             node_name: Some(self.config.node_name.clone()),
             state_uuid: Some(position.state_uuid),
-            seqno: Some(position.seqno),
             incarnation: Some(position.incarnation),
+            // An arbitrator has no data: no seqno, so it is never the node to bootstrap.
+            seqno: if self.is_arbitrator() {
+                None
+            } else {
+                Some(position.seqno)
+            },
             safe_to_bootstrap: Some(self.safe_to_bootstrap()),
             primary: Some(self.is_primary()),
             error: None,
@@ -460,7 +483,7 @@ impl Node {
     /// which node to bootstrap).
     pub async fn probe_peers(&self) -> Vec<crate::status::PeerReport> {
         match &self.transport {
-            Some(t) => probe(t, &self.config.other_peers(), Duration::from_secs(2)).await,
+            Some(t) => probe(t, &self.other_peers(), Duration::from_secs(2)).await,
             None => Vec::new(),
         }
     }

@@ -67,6 +67,7 @@ impl Node {
             fence_saved: crate::order::fence::newest_saved_dir(&self.config.data_dir)
                 .map(|d| d.display().to_string()),
             not_primary_reason: self.not_primary_reason(primary),
+            arbitrator: self.is_arbitrator(),
         }
     }
 

@@ -374,6 +374,7 @@ pub async fn save_and_reset(data_dir: &Path, notice: &FenceNotice) -> std::io::R
         "db.sqlite-shm",
         "log",
         "snapshots",
+        super::arbitrator::STATE_FILE,
     ] {
         let from = data_dir.join(name);
         if from.exists() {

@@ -5,6 +5,7 @@
 //! `state_machine` (certify + apply into SQLite), `network` (RPCs). The rest
 //! of quorate sees [`Sequencer`].
 
+pub mod arbitrator;
 pub mod fence;
 pub mod flow;
 pub mod log_store;
@@ -142,6 +143,9 @@ impl Sequencer {
             source,
         };
         std::fs::create_dir_all(&raft_dir).map_err(io_err)?;
+        if node_info.arbitrator {
+            arbitrator::restore(&store, data_dir).map_err(io_err)?;
+        }
         let node_id = load_or_make_node_id(&raft_dir).map_err(io_err)?;
         let log = LogStore::open(&raft_dir).map_err(io_err)?;
         let waiters = Arc::new(ApplyWaiters::new(&node_info.name));
@@ -174,6 +178,11 @@ impl Sequencer {
             fence.clone(),
         )
         .map_err(io_err)?;
+        let sm = if node_info.arbitrator {
+            sm.for_arbitrator(data_dir.join(arbitrator::STATE_FILE))
+        } else {
+            sm
+        };
         let config = RaftConfig {
             cluster_name: opts.cluster_name.clone(),
             heartbeat_interval: opts.heartbeat_ms,
@@ -183,6 +192,8 @@ impl Sequencer {
             max_in_snapshot_log_to_keep: opts.log_retain_entries,
             // A node that rejoins with a stale view must not depose a healthy leader.
             enable_pre_vote: Some(true),
+            // An arbitrator holds no data to lead with: it votes, never campaigns.
+            enable_elect: !node_info.arbitrator,
             ..Default::default()
         };
         let config = Arc::new(
@@ -397,6 +408,11 @@ impl Sequencer {
             self.fence.clone(),
         )
         .map_err(|e| fail("reopening the state machine", &e))?;
+        let sm = if self.node_info.arbitrator {
+            sm.for_arbitrator(self.snapshot_dir.with_file_name(arbitrator::STATE_FILE))
+        } else {
+            sm
+        };
         let raft = Raft::new(
             self.node_id,
             self.raft_config.clone(),
@@ -650,6 +666,14 @@ impl Sequencer {
         body: &[u8],
     ) -> Result<bytes::Bytes, String> {
         match kind {
+            // openraft's transfer campaigns at once, whatever enable_elect says.
+            network::kind::TRANSFER_LEADER if self.node_info.arbitrator => {
+                tracing::warn!(
+                    "refused to take the lead from {}: this node is an arbitrator",
+                    peer.node_name
+                );
+                Err("this node is an arbitrator: it holds no data and never leads".into())
+            }
             k if network::kind::is_raft(k) => {
                 let reply = network::serve_rpc(
                     &self.raft(),

@@ -125,6 +125,9 @@ pub struct StateMachine {
     fence: Arc<super::fence::Fence>,
     /// Cached so that membership entries need no read of the database.
     state: Arc<Mutex<RaftState>>,
+    /// Set on an arbitrator: where its state is saved. Its store is in
+    /// memory, write-sets are dropped and snapshots carry no data.
+    arbitrator: Option<PathBuf>,
 }
 
 fn blocking_err(e: tokio::task::JoinError) -> io::Error {
@@ -154,7 +157,26 @@ impl StateMachine {
             waiters,
             fence,
             state: Arc::new(Mutex::new(state)),
+            arbitrator: None,
         })
+    }
+
+    /// The arbitrator's state machine (see `order::arbitrator`), saving its
+    /// state to `state_file`.
+    pub fn for_arbitrator(mut self, state_file: PathBuf) -> StateMachine {
+        self.arbitrator = Some(state_file);
+        self
+    }
+
+    /// After an arbitrator applied or installed something: keep it across restarts.
+    async fn save_arbitrator_state(&self, st: &RaftState) -> io::Result<()> {
+        let Some(path) = self.arbitrator.clone() else {
+            return Ok(());
+        };
+        let state = super::arbitrator::ArbitratorState::of(&self.store, st.clone());
+        tokio::task::spawn_blocking(move || state.save(&path))
+            .await
+            .map_err(blocking_err)?
     }
 
     fn state(&self) -> io::Result<RaftState> {
@@ -180,6 +202,8 @@ impl StateMachine {
         for (entry, _) in &group {
             st.last_applied = Some(entry.log_id);
             match &entry.payload {
+                // An arbitrator keeps no data: it only notes how far it got.
+                EntryPayload::Normal(Request::WriteSet(_)) if self.arbitrator.is_some() => {}
                 EntryPayload::Normal(Request::WriteSet(ws)) => writesets.push(ws.clone()),
                 EntryPayload::Normal(Request::Bootstrap {
                     state_uuid,
@@ -237,11 +261,16 @@ impl StateMachine {
         if identity.is_some() {
             self.fence.set_fork_index(st.fork_index);
         }
+        self.save_arbitrator_state(&st).await?;
         self.set_state(st)?;
 
         let mut outcomes = outcomes.into_iter();
         for (entry, responder) in group {
             let response = match &entry.payload {
+                // Never awaited: an arbitrator orders nothing itself.
+                EntryPayload::Normal(Request::WriteSet(_)) if self.arbitrator.is_some() => {
+                    Response::Done
+                }
                 EntryPayload::Normal(Request::WriteSet(ws)) => match outcomes.next() {
                     Some(outcome) => {
                         self.waiters.resolve(ws, &outcome);
@@ -289,6 +318,90 @@ impl StateMachine {
         Ok(Some((meta, meta_path.with_extension("sqlite"))))
     }
 
+    /// An arbitrator's snapshot, for log compaction only: how far it applied
+    /// and the membership, beside an empty file. It is never sent (an
+    /// arbitrator never leads), and a joiner given one would refuse it as
+    /// no quorate database.
+    fn build_empty_snapshot(
+        &self,
+    ) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
+        let st = self.state()?;
+        let meta = SnapshotMeta {
+            last_log_id: st.last_applied,
+            last_membership: st.membership.clone(),
+        };
+        let index = st.last_applied.as_ref().map(|l| l.index).unwrap_or(0);
+        let (db_path, meta_path) = self.snapshot_paths(index);
+        fs::File::create(&db_path)?;
+        super::log_store::write_file_durably(
+            &meta_path,
+            &serde_json::to_vec(&meta).map_err(io::Error::other)?,
+        )?;
+        self.remove_snapshots_except(&db_path);
+        tracing::info!(index, "arbitrator snapshot built (no data)");
+        Ok(openraft::alias::SnapshotOf::<TypeConfig, SnapshotFile> {
+            meta,
+            snapshot: SnapshotFile { path: db_path },
+        })
+    }
+
+    /// A leader sent the arbitrator a snapshot (it fell behind the log):
+    /// take the cluster's identity and position from it and drop the data.
+    async fn install_snapshot_dropping_data(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotFile,
+    ) -> Result<(), io::Error> {
+        let index = meta.last_log_id.as_ref().map(|l| l.index).unwrap_or(0);
+        let received = snapshot.path.clone();
+        let (identity, fork_index) = tokio::task::spawn_blocking(move || {
+            let position = crate::store::read_position(&received).map_err(store_err)?;
+            let raft = crate::store::read_raft_state(&received).map_err(store_err)?;
+            let fork_index = match raft {
+                Some(b) => RaftState::decode(&b)?.fork_index,
+                None => None,
+            };
+            Ok::<_, io::Error>((position, fork_index))
+        })
+        .await
+        .map_err(blocking_err)??;
+        let st = RaftState {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            fork_index,
+        };
+        let raft_state = st.encode()?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || match identity {
+            Some(p) if !p.state_uuid.is_nil() => {
+                store.set_identity(p.state_uuid, p.incarnation, None, &raft_state)
+            }
+            _ => store.set_raft_state(&raft_state),
+        })
+        .await
+        .map_err(blocking_err)?
+        .map_err(store_err)?;
+        self.fence.set_fork_index(st.fork_index);
+        self.save_arbitrator_state(&st).await?;
+        self.set_state(st)?;
+        let (db_path, meta_path) = self.snapshot_paths(index);
+        // The data goes; the file stays, empty, beside its meta.
+        fs::File::create(&db_path)?;
+        if snapshot.path != db_path {
+            let _ = fs::remove_file(&snapshot.path);
+        }
+        super::log_store::write_file_durably(
+            &meta_path,
+            &serde_json::to_vec(meta).map_err(io::Error::other)?,
+        )?;
+        self.remove_snapshots_except(&db_path);
+        tracing::info!(
+            index,
+            "arbitrator: took the position of a snapshot and dropped its data"
+        );
+        Ok(())
+    }
+
     fn remove_snapshots_except(&self, keep: &Path) {
         let keep_meta = keep.with_extension("meta");
         if let Ok(rd) = fs::read_dir(&self.snapshot_dir) {
@@ -307,6 +420,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(
         &mut self,
     ) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
+        if self.arbitrator.is_some() {
+            return self.build_empty_snapshot();
+        }
         let tmp = self.snapshot_dir.join("building.sqlite.tmp");
         let store = self.store.clone();
         let tmp2 = tmp.clone();
@@ -387,6 +503,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: SnapshotFile,
     ) -> Result<(), io::Error> {
+        if self.arbitrator.is_some() {
+            return self.install_snapshot_dropping_data(meta, snapshot).await;
+        }
         let index = meta.last_log_id.as_ref().map(|l| l.index).unwrap_or(0);
         let (db_path, meta_path) = self.snapshot_paths(index);
         if snapshot.path != db_path {

@@ -96,7 +96,8 @@ pub struct Store {
     /// Updated under the writer lock after every commit, so `position()`
     /// never touches SQLite.
     position: RwLock<Position>,
-    _checkpointer: checkpoint::Checkpointer,
+    /// `None` for an arbitrator's store, which has no file.
+    _checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 /// How often the WAL is copied back into the database file.
@@ -154,7 +155,30 @@ impl Store {
                 source,
             })?;
         Ok(Store {
-            _checkpointer: checkpointer,
+            _checkpointer: Some(checkpointer),
+            writer: Mutex::new(writer),
+            readers,
+            position: RwLock::new(position),
+            path,
+            opts,
+        })
+    }
+
+    /// A store that lives in memory only, for an arbitrator: it keeps the
+    /// cluster's identity and the Raft state its state machine needs while
+    /// running, and no file (its state machine persists what must survive).
+    pub fn open_in_memory(opts: StoreOptions) -> Result<Store, StoreError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // A URI of a named, shared-cache memory database: every connection of
+        // this store sees one database, which lives while any of them is open.
+        let path = PathBuf::from(format!(
+            "file:quorate-arbitrator-{}-{n}?mode=memory&cache=shared",
+            std::process::id()
+        ));
+        let (writer, readers, position) = Self::open_connections(&path, &opts, &sqlite_err(&path))?;
+        Ok(Store {
+            _checkpointer: None,
             writer: Mutex::new(writer),
             readers,
             position: RwLock::new(position),
