@@ -60,7 +60,14 @@ struct Inner {
     meta: LogMeta,
     /// Start a new segment past this size (a constant but for tests).
     segment_bytes: u64,
+    /// The newest entries as appended: replication to each follower and the
+    /// state machine read every entry again right after it was written, and
+    /// a copy here is cheaper than reading and decoding the record.
+    recent: BTreeMap<u64, Entry>,
 }
+
+/// Entries kept in `Inner::recent`.
+const RECENT_ENTRIES: usize = 1024;
 
 /// An incarnation and the log index it forked at (`None` for the first).
 type IncarnationMark = (u64, Option<u64>);
@@ -105,6 +112,7 @@ impl LogStore {
             last_log_id: None,
             meta,
             segment_bytes,
+            recent: BTreeMap::new(),
         };
         let mut firsts: Vec<u64> = Vec::new();
         for dirent in fs::read_dir(dir)? {
@@ -407,6 +415,9 @@ impl Inner {
         let Some(loc) = self.locations.get(&index) else {
             return Ok(None);
         };
+        if let Some(entry) = self.recent.get(&index) {
+            return Ok(Some(entry.clone()));
+        }
         let seg = self.segments.get(&loc.segment).ok_or_else(|| {
             io::Error::other(format!("log index {index} points at a missing segment"))
         })?;
@@ -521,6 +532,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut pending: Vec<Pending> = Vec::new();
         let (mut seg_first, seg) = inner.active()?;
         let mut seg_len = seg.len;
+        let mut appended: Vec<Entry> = Vec::new();
         for entry in entries {
             self.note_incarnations(std::iter::once(&entry));
             let index = entry.index();
@@ -548,8 +560,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 len,
                 log_id: entry.log_id(),
             });
+            appended.push(entry);
         }
         let file = inner.write_pending(seg_first, &buf, pending.into_iter())?;
+        for entry in appended {
+            inner.recent.insert(entry.index(), entry);
+        }
+        while inner.recent.len() > RECENT_ENTRIES {
+            inner.recent.pop_first();
+        }
         drop(inner);
         self.syncer
             .send(SyncJob {
@@ -582,6 +601,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             seg.len = loc.offset;
         }
         let _ = inner.locations.split_off(&first_dropped);
+        let _ = inner.recent.split_off(&first_dropped);
         inner.last_log_id = match keep_until {
             Some(i) if inner.locations.contains_key(&i) => last_log_id,
             _ => inner.meta.last_purged,
@@ -608,6 +628,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let keep = inner.locations.split_off(&(log_id.index + 1));
             inner.locations = keep;
+            let keep = inner.recent.split_off(&(log_id.index + 1));
+            inner.recent = keep;
         };
         if inner.locations.is_empty() {
             // Everything is purged, possibly past our last entry (a snapshot
