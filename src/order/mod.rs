@@ -75,6 +75,8 @@ pub struct SequencerOptions {
     pub snapshot_every_entries: u64,
     pub log_retain_entries: u64,
     pub flow_control_limit: usize,
+    /// Largest snapshot accepted from a donor (`storage.max_snapshot_bytes`).
+    pub max_snapshot_bytes: u64,
 }
 
 /// The node's handle on the total order.
@@ -91,6 +93,7 @@ pub struct Sequencer {
     log: LogStore,
     transport: Option<Transport>,
     snapshot_dir: std::path::PathBuf,
+    max_snapshot_bytes: u64,
     started: std::time::Instant,
     /// Milliseconds after `started` when a leader last reached us (0: never).
     last_leader_contact_ms: AtomicU64,
@@ -211,6 +214,7 @@ impl Sequencer {
             log,
             transport,
             snapshot_dir: data_dir.join("snapshots"),
+            max_snapshot_bytes: opts.max_snapshot_bytes,
             started: std::time::Instant::now(),
             last_leader_contact_ms: AtomicU64::new(0),
             transfers,
@@ -698,6 +702,7 @@ impl Sequencer {
             network::SnapshotInbox {
                 dir: &self.snapshot_dir,
                 transfers: &self.transfers,
+                max_bytes: self.max_snapshot_bytes,
             },
             header,
             chunks,

@@ -59,8 +59,23 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
         .with_fixint_encoding()
         .with_limit(bytes.len() as u64)
         .deserialize(bytes)
-        .map_err(|e| format!("malformed message: {e}"))
+        .map_err(|e| format!("{MALFORMED} {e}"))
 }
+
+/// How every refusal of an undecodable request begins.
+const MALFORMED: &str = "malformed message:";
+
+/// The transport's form of a refusal: requests that could not even be
+/// read count against the peer (too many and its connection is closed).
+pub(crate) fn rpc_failure(message: String) -> crate::transport::RpcFailure {
+    if message.starts_with(MALFORMED) || message.starts_with(UNKNOWN_KIND) {
+        crate::transport::RpcFailure::malformed(message)
+    } else {
+        crate::transport::RpcFailure::new(message)
+    }
+}
+
+const UNKNOWN_KIND: &str = "unknown Raft RPC kind";
 
 /// SST transfers under way on this node, as donor and as joiner (status).
 #[derive(Debug, Default)]
@@ -336,7 +351,7 @@ pub async fn serve_rpc(
             |_: &TransferLeaderRequest<TypeConfig>| None::<NodeId>,
             |r| raft.handle_transfer_leader(r)
         ),
-        other => Err(format!("unknown Raft RPC kind {other}")),
+        other => Err(format!("{UNKNOWN_KIND} {other}")),
     }
 }
 
@@ -350,8 +365,15 @@ pub fn check_request(kind: u8, body: &[u8]) -> Result<(), String> {
             decode::<(Stamp, TransferLeaderRequest<TypeConfig>)>(body).map(|_| ())
         }
         kind::SNAPSHOT => decode::<(Stamp, Vote, SnapshotMeta)>(body).map(|_| ()),
-        other => Err(format!("unknown Raft RPC kind {other}")),
+        other => Err(format!("{UNKNOWN_KIND} {other}")),
     }
+}
+
+fn snapshot_too_large(max_bytes: u64) -> String {
+    format!(
+        "the donor's snapshot is larger than storage.max_snapshot_bytes ({max_bytes} bytes); \
+         raise it on this node if the database really is that large"
+    )
 }
 
 /// Receive a streamed snapshot (SST) into `dir`, and install it only once
@@ -360,6 +382,8 @@ pub fn check_request(kind: u8, body: &[u8]) -> Result<(), String> {
 pub struct SnapshotInbox<'a> {
     pub dir: &'a Path,
     pub transfers: &'a TransferCounters,
+    /// A donor sending more than this is cut off (`storage.max_snapshot_bytes`).
+    pub max_bytes: u64,
 }
 
 pub async fn serve_snapshot(
@@ -371,7 +395,11 @@ pub async fn serve_snapshot(
     header: &[u8],
     mut chunks: ChunkStream,
 ) -> Result<Bytes, String> {
-    let SnapshotInbox { dir, transfers } = inbox;
+    let SnapshotInbox {
+        dir,
+        transfers,
+        max_bytes,
+    } = inbox;
     let (stamp, vote, meta): (Stamp, Vote, SnapshotMeta) = decode(header)?;
     // Only a leader sends snapshots; one of an older incarnation is fenced.
     if let Err(refusal) = fence.admit::<SnapshotResponse<TypeConfig>>(&stamp, caller, false) {
@@ -389,6 +417,10 @@ pub async fn serve_snapshot(
             .await
             .map_err(|e| e.to_string())?;
         while let Some(chunk) = chunks.next().await.map_err(|e| e.to_string())? {
+            // Checked before writing: an endless stream must not fill the disk.
+            if chunks.bytes_received() > max_bytes {
+                return Err(snapshot_too_large(max_bytes));
+            }
             file.write_all(&chunk).await.map_err(|e| e.to_string())?;
         }
         file.sync_all().await.map_err(|e| e.to_string())?;
