@@ -771,6 +771,11 @@ impl Sequencer {
     }
 
     /// SST transfers under way: (as donor, as joiner).
+    /// SST byte progress, for the metrics.
+    pub fn transfer_counters(&self) -> &network::TransferCounters {
+        &self.transfers
+    }
+
     pub fn transfers(&self) -> (usize, usize) {
         (
             self.transfers.donating.load(Ordering::SeqCst),

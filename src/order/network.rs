@@ -9,6 +9,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::Bytes;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
@@ -82,6 +84,12 @@ const UNKNOWN_KIND: &str = "unknown Raft RPC kind";
 pub struct TransferCounters {
     pub donating: std::sync::atomic::AtomicUsize,
     pub receiving: std::sync::atomic::AtomicUsize,
+    /// Bytes of the latest SST this node donated, sent so far.
+    pub donor_sent_bytes: AtomicU64,
+    /// Size of the latest SST this node donated.
+    pub donor_total_bytes: AtomicU64,
+    /// Bytes of the latest SST this node received, so far.
+    pub joiner_received_bytes: AtomicU64,
 }
 
 /// Counts a transfer for as long as it lives.
@@ -269,7 +277,11 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         tracing::info!(joiner = %target, bytes = size, "SST started: streaming a snapshot to {target}");
         let started = std::time::Instant::now();
         let last_log = std::sync::atomic::AtomicU64::new(0);
+        let transfers = self.transfers.clone();
+        transfers.donor_total_bytes.store(size, Ordering::Relaxed);
+        transfers.donor_sent_bytes.store(0, Ordering::Relaxed);
         let progress = move |sent: u64| {
+            transfers.donor_sent_bytes.store(sent, Ordering::Relaxed);
             let step = (size / 10).max(8 << 20);
             if sent >= last_log.load(std::sync::atomic::Ordering::Relaxed) + step {
                 last_log.store(sent, std::sync::atomic::Ordering::Relaxed);
@@ -416,7 +428,11 @@ pub async fn serve_snapshot(
         let mut file = tokio::fs::File::create(&path)
             .await
             .map_err(|e| e.to_string())?;
+        transfers.joiner_received_bytes.store(0, Ordering::Relaxed);
         while let Some(chunk) = chunks.next().await.map_err(|e| e.to_string())? {
+            transfers
+                .joiner_received_bytes
+                .store(chunks.bytes_received(), Ordering::Relaxed);
             // Checked before writing: an endless stream must not fill the disk.
             if chunks.bytes_received() > max_bytes {
                 return Err(snapshot_too_large(max_bytes));

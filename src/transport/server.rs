@@ -23,7 +23,7 @@ use super::frame::{
 use super::tls::{
     check_hello, negotiated_alpn, peer_certificate, CLOSE_MISBEHAVING, CLOSE_REFUSED,
 };
-use super::{PeerIdentity, RpcFailure, RpcHandler, TransportOptions, BAD_FRAME_WINDOW};
+use super::{PeerIdentity, RpcFailure, RpcHandler, BAD_FRAME_WINDOW};
 use crate::log_limit::LogLimiter;
 
 /// Stream stop code: we could not read the peer's frame.
@@ -274,6 +274,7 @@ async fn serve_stream<H: RpcHandler>(
             return reject(&peer, &mut send, &mut recv, &why, max).await;
         }
     };
+    inner.count(first.payload.len());
     let (kind, body) = match first.ty {
         FrameType::Request | FrameType::UploadHeader => match first.kind_and_body() {
             Ok(kb) => kb,
@@ -306,7 +307,7 @@ async fn serve_stream<H: RpcHandler>(
                 body,
                 &mut recv,
                 &strikes,
-                &inner.opts,
+                &inner,
             )
             .await,
         )
@@ -330,13 +331,14 @@ async fn serve_upload<H: RpcHandler>(
     header: Bytes,
     recv: &mut RecvStream,
     strikes: &Strikes,
-    opts: &TransportOptions,
+    inner: &Inner,
 ) -> Result<Bytes, RpcFailure> {
+    let opts = &inner.opts;
     let (tx, chunks) = ChunkStream::channel();
     let handling = handler.handle_stream(peer, kind, header, chunks);
     tokio::pin!(handling);
     let (max, stall) = (opts.max_frame_bytes, opts.rpc_timeout);
-    let mut pump = Box::pin(pump_chunks(recv, tx, strikes, max, stall));
+    let mut pump = Box::pin(pump_chunks(recv, tx, strikes, inner, max, stall));
     let mut pumped = false;
     let answer = loop {
         tokio::select! {
@@ -357,6 +359,7 @@ async fn pump_chunks(
     recv: &mut RecvStream,
     tx: mpsc::Sender<ChunkItem>,
     strikes: &Strikes,
+    inner: &Inner,
     max: usize,
     stall: Duration,
 ) {
@@ -374,6 +377,7 @@ async fn pump_chunks(
         };
         match frame.ty {
             FrameType::Chunk => {
+                inner.count(frame.payload.len());
                 total += frame.payload.len() as u64;
                 if tx.send(ChunkItem::Chunk(frame.payload)).await.is_err() {
                     // The handler is done and no longer listening.
