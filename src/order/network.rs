@@ -108,12 +108,28 @@ impl Drop for Busy<'_> {
     }
 }
 
+/// A member the leader has not reached for this long is reported suspected
+/// (Galera's "suspecting node"); a few missed heartbeats on a loaded
+/// machine are not worth a warning.
+const SUSPECT_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How the leader's replication to each member fares, for the "member
+/// suspected" and "member back" log lines.
+#[derive(Debug, Default)]
+struct MemberHealth {
+    failing_since: Option<std::time::Instant>,
+    suspected: bool,
+}
+
+type Health = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<NodeId, MemberHealth>>>;
+
 /// The network of one node: the transport, when it has peers.
 #[derive(Clone)]
 pub struct RaftNetwork {
     transport: Option<Transport>,
     transfers: std::sync::Arc<TransferCounters>,
     fence: std::sync::Arc<Fence>,
+    health: Health,
 }
 
 impl RaftNetwork {
@@ -126,6 +142,7 @@ impl RaftNetwork {
             transport,
             transfers,
             fence,
+            health: Health::default(),
         }
     }
 }
@@ -137,6 +154,7 @@ pub struct Connection {
     target: NodeId,
     addr: Option<SocketAddr>,
     name: String,
+    health: Health,
 }
 
 impl RaftNetworkFactory<TypeConfig> for RaftNetwork {
@@ -149,6 +167,7 @@ impl RaftNetworkFactory<TypeConfig> for RaftNetwork {
             target,
             addr: node.repl_addr.parse().ok(),
             name: node.name.clone(),
+            health: self.health.clone(),
         }
     }
 }
@@ -208,6 +227,44 @@ impl Connection {
         self.unwrap_reply(reply).map_err(unreachable)
     }
 
+    /// Notes how an append (replication or heartbeat, sent only by the
+    /// leader) to this member went, and logs when the member starts or
+    /// stops being suspected.
+    fn note_health<T>(&self, result: &Result<T, RPCError<TypeConfig>>) {
+        let now = std::time::Instant::now();
+        let mut all = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let h = all.entry(self.target).or_default();
+        match result {
+            Ok(_) => {
+                if h.suspected {
+                    let silent = h.failing_since.map(|t| now - t).unwrap_or_default();
+                    tracing::info!(
+                        member = %self.name,
+                        silent_ms = silent.as_millis() as u64,
+                        "member back: {} answers the leader again after {} ms",
+                        self.name,
+                        silent.as_millis()
+                    );
+                }
+                *h = MemberHealth::default();
+            }
+            Err(e) => {
+                let since = *h.failing_since.get_or_insert(now);
+                if !h.suspected && now - since >= SUSPECT_AFTER {
+                    h.suspected = true;
+                    tracing::warn!(
+                        member = %self.name,
+                        addr = ?self.addr,
+                        error = %e,
+                        "member suspected: the leader has not reached {} for {} ms",
+                        self.name,
+                        (now - since).as_millis()
+                    );
+                }
+            }
+        }
+    }
+
     /// A refusal is reported to openraft as an unreachable peer: it retries
     /// later, and a fenced node stops its Raft meanwhile.
     fn unwrap_reply<T>(&self, reply: Reply<T>) -> Result<T, String> {
@@ -231,7 +288,9 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(kind::APPEND, &rpc, &option).await
+        let result = self.call(kind::APPEND, &rpc, &option).await;
+        self.note_health(&result);
+        result
     }
 
     async fn vote(
