@@ -14,9 +14,15 @@
 //!   connection carries a `Hello` each way (cluster name, node
 //!   name), and the claimed node name must be in the peer's certificate
 //!   (`server` and `endpoint` both check).
-//! - Frames are length-delimited and bounded (`frame`); a bad frame fails
-//!   its stream, never the node. Snapshots and SST go as a header, bounded
-//!   chunks and an end frame, pulled by the handler from a [`ChunkStream`].
+//! - Frames are length-delimited and bounded (`frame`), and buffered as
+//!   their bytes arrive, not at the size their prefix claims; a bad frame
+//!   fails its stream, never the node, and a peer that sends more than
+//!   `max_bad_frames` of them (or undecodable requests) within a minute has
+//!   its connection closed ([`RpcFailure::malformed`]). Snapshots and SST go
+//!   as a header, bounded chunks and an end frame, pulled by the handler
+//!   from a [`ChunkStream`].
+//! - At most `max_incoming_connections` incoming connections are served;
+//!   more are refused before their handshake (logged every 10 s at most).
 
 mod chunks;
 mod endpoint;
