@@ -50,6 +50,17 @@ pub fn certify<I: CertIndex>(
             window_start: seqno.saturating_sub(window),
         }));
     }
+    // The origin read its snapshot from seqnos already assigned; one at or
+    // past this write-set's own seqno is forged, and would pass every key.
+    if ws.snapshot_seqno >= seqno {
+        return Ok(Err(FailReason::ApplyFailed {
+            message: format!(
+                "its snapshot seqno {} is not before its own seqno {seqno} (the origin node is \
+                 faulty or not a genuine quorate node)",
+                ws.snapshot_seqno
+            ),
+        }));
+    }
     if last_ddl_seqno > ws.snapshot_seqno {
         return Ok(Err(FailReason::SchemaChanged {
             ddl_seqno: last_ddl_seqno,
@@ -329,6 +340,25 @@ mod tests {
 
     fn k(i: i64) -> CertKey {
         row_key("t", &[KeyValue::Integer(i)])
+    }
+
+    #[test]
+    fn a_snapshot_at_or_past_its_own_seqno_is_forged() {
+        let mut idx = MemoryCertIndex::new();
+        idx.record(&[k(1)], 5);
+        // A forged future snapshot would pass the key check: refused first.
+        for snapshot in [9, 10, Seqno::MAX] {
+            match certify(&mut idx, &ws(snapshot, &[k(1)]), 9, 100, -1).unwrap() {
+                Err(FailReason::ApplyFailed { message }) => {
+                    assert!(message.contains("not before its own seqno 9"), "{message}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            certify(&mut idx, &ws(8, &[k(1)]), 9, 100, -1).unwrap(),
+            Ok(())
+        );
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub struct ReplicationConfig {
     pub idle_timeout_ms: u64,
     /// Write-sets this node may have in flight before new writes wait.
     pub flow_control_limit: usize,
+    /// Incoming peer connections (QUIC) served at once.
+    pub max_peer_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +94,8 @@ pub struct ApiConfig {
     pub tls_key: Option<PathBuf>,
     /// rqlite's users file: basic authentication and permissions.
     pub users_file: Option<PathBuf>,
+    /// Client connections served at once; more are refused with 503.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,6 +115,8 @@ pub struct StorageConfig {
     pub snapshot_every_entries: u64,
     /// Read connections in the pool.
     pub read_connections: usize,
+    /// Largest snapshot (SST) a joiner accepts, bytes.
+    pub max_snapshot_bytes: u64,
 }
 
 fn default_cluster_name() -> String {
@@ -149,6 +155,7 @@ impl Default for ReplicationConfig {
             keep_alive_ms: 1_000,
             idle_timeout_ms: 5_000,
             flow_control_limit: 1024,
+            max_peer_connections: 64,
         }
     }
 }
@@ -162,6 +169,7 @@ impl Default for ApiConfig {
             tls_cert: None,
             tls_key: None,
             users_file: None,
+            max_connections: 1024,
         }
     }
 }
@@ -172,6 +180,7 @@ impl Default for StorageConfig {
             log_retain_entries: 100_000,
             snapshot_every_entries: 50_000,
             read_connections: 4,
+            max_snapshot_bytes: 16 << 30,
         }
     }
 }
@@ -419,6 +428,11 @@ static KEYS: [ConfigKeyDoc; 35] = [
     doc("replication.idle_timeout_ms", "5000", "5000", U64,
         "a number of milliseconds like 5000",
         "A connection to a peer that hears nothing for this long is considered dead."),
+    doc("replication.max_peer_connections", "64", "64", USIZE,
+        "a whole number of at least 1, like 64",
+        "Incoming replication connections (QUIC) this node serves at once, authenticated or \
+         still in their handshake. Further ones are refused (logged at most every 10 s) until \
+         one closes; a cluster needs one per peer, a few more while peers restart."),
     doc("api.listen", "\"127.0.0.1:4001\"", "\"127.0.0.1:4001\"", Kind::Addr,
         "an address like \"127.0.0.1:4001\"",
         "TCP address of the HTTP client API (rqlite-compatible)."),
@@ -448,6 +462,11 @@ static KEYS: [ConfigKeyDoc; 35] = [
          join-read-only, remove, snapshot; the user \"*\" grants its perms to everybody. A wrong \
          or missing password is answered 401, a missing permission 403. Read at start. Without it \
          every client may do everything."),
+    doc("api.max_connections", "1024", "1024", USIZE,
+        "a whole number of at least 1, like 1024",
+        "Client API connections served at once. Further ones are answered 503 with a body \
+         naming this key (over HTTPS closed unanswered) until one closes, and logged at most \
+         every 10 s; bounds the file descriptors and memory a flood of connections can take."),
     doc("tls.ca", "", "\"/etc/quorate/tls/ca.pem\"", Kind::Text,
         "a file path like \"/etc/quorate/tls/ca.pem\"",
         "Cluster CA certificate (PEM), made by `quorate tls ca`. The [tls] section is optional \
@@ -469,6 +488,11 @@ static KEYS: [ConfigKeyDoc; 35] = [
     doc("storage.read_connections", "4", "4", USIZE,
         "a whole number of at least 1, like 4",
         "SQLite connections in the pool that serves reads."),
+    doc("storage.max_snapshot_bytes", "17179869184", "17179869184", U64,
+        "a size in bytes of at least 1048576, like 17179869184",
+        "Largest snapshot (SST) this node accepts when it joins, in bytes (default 16 GiB). A \
+         donor streaming more is cut off and the join fails with an error naming this key: \
+         raise it when the database is larger."),
 ];
 
 /// Every key of `quorate.toml`, in file order.
@@ -726,6 +750,27 @@ impl Config {
             return Err(ConfigError::setting(
                 "replication.cert_window",
                 format!("must be at least 1, got {}", r.cert_window),
+            ));
+        }
+        if r.max_peer_connections < 1 {
+            return Err(ConfigError::setting(
+                "replication.max_peer_connections",
+                "must be at least 1, got 0".to_string(),
+            ));
+        }
+        if self.api.max_connections == 0 {
+            return Err(ConfigError::setting(
+                "api.max_connections",
+                "must be at least 1, got 0".to_string(),
+            ));
+        }
+        if self.storage.max_snapshot_bytes < 1 << 20 {
+            return Err(ConfigError::setting(
+                "storage.max_snapshot_bytes",
+                format!(
+                    "must be at least 1048576, got {}",
+                    self.storage.max_snapshot_bytes
+                ),
             ));
         }
         if r.flow_control_limit < 1 {
@@ -1189,7 +1234,7 @@ key  = "/etc/quorate/tls/node-a.key"
              one of: listen, advertise, peers, heartbeat_ms, election_timeout_ms, \
              primary_timeout_ms, retry_autocommit, max_writeset_bytes, cert_window, \
              flow_control_limit, commit_timeout_ms, connect_timeout_ms, rpc_timeout_ms, \
-             keep_alive_ms, idle_timeout_ms"
+             keep_alive_ms, idle_timeout_ms, max_peer_connections"
         );
         let e = err("node_name = \"a\"\nnodename = \"b\"\n");
         assert_eq!(
@@ -1213,7 +1258,8 @@ key  = "/etc/quorate/tls/node-a.key"
         );
         assert!(
             e.ends_with(
-                "expected one of: listen, advertise, max_body_bytes, tls_cert, tls_key, users_file"
+                "expected one of: listen, advertise, max_body_bytes, tls_cert, tls_key, users_file, \
+                 max_connections"
             ),
             "{e}"
         );

@@ -9,6 +9,7 @@ pub mod certify;
 pub mod cli;
 pub mod config;
 pub mod grastate;
+pub mod log_limit;
 pub mod node;
 pub mod order;
 pub mod sql;

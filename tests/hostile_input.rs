@@ -229,10 +229,13 @@ fn garbage_on_the_replication_port_is_refused_and_the_cluster_keeps_serving() {
         }
 
         // An authenticated peer sending junk frames: each stream gets a
-        // Rejected or Failure answer with a reason, never a Response.
-        let conn = connect_and_hello(&endpoint, target, "node-1", "test", "node-9")
+        // Rejected or Failure answer with a reason, never a Response. After
+        // a few the node closes the connection (tests/connection_limits.rs);
+        // the peer dials again and the next cases go on the new one.
+        let mut conn = connect_and_hello(&endpoint, target, "node-1", "test", "node-9")
             .await
             .expect("hello with a valid certificate");
+        let mut disconnects = 0;
         let mut cases: Vec<Vec<u8>> = vec![
             junk(11, 500),
             vec![0xff, 0xff, 0xff, 0xff],
@@ -256,6 +259,16 @@ fn garbage_on_the_replication_port_is_refused_and_the_cluster_keeps_serving() {
             cases.push(frame(3, &body));
         }
         for (n, bytes) in cases.iter().enumerate() {
+            if let Some(reason) = conn.close_reason() {
+                assert!(
+                    reason.to_string().contains("malformed"),
+                    "case {n}: {reason}"
+                );
+                disconnects += 1;
+                conn = connect_and_hello(&endpoint, target, "node-1", "test", "node-9")
+                    .await
+                    .expect("a disconnected peer may dial again");
+            }
             // Requests whose kind takes no body (a read index, a status
             // probe) are answered whatever follows the kind byte.
             let bodiless = bytes.len() > 6
@@ -278,6 +291,11 @@ fn garbage_on_the_replication_port_is_refused_and_the_cluster_keeps_serving() {
             }
         }
         conn.close(0u32.into(), b"done");
+        assert!(
+            disconnects > 0,
+            "{} junk frames never cost the connection",
+            cases.len()
+        );
 
         // Many connections that never say Hello are dropped by the node.
         let mut idle = Vec::new();

@@ -128,6 +128,10 @@ fn metrics_parse_and_carry_the_cluster_figures() {
         ("quorate_member_lag_entries", "gauge"),
         ("quorate_joiners", "gauge"),
         ("quorate_raft_snapshot_index", "gauge"),
+        ("quorate_received_bytes_total", "counter"),
+        ("quorate_sst_donor_sent_bytes", "gauge"),
+        ("quorate_sst_donor_total_bytes", "gauge"),
+        ("quorate_sst_joiner_received_bytes", "gauge"),
     ];
     let mut leaders = 0;
     for (i, node) in c.nodes.iter().enumerate() {
@@ -189,6 +193,15 @@ fn metrics_parse_and_carry_the_cluster_figures() {
         }
         assert_eq!(v("quorate_local_cert_failures_total"), 0.0);
         assert_eq!(v("quorate_sst_receiving"), 0.0);
+        // Every node hears from its peers: heartbeats and write-sets from
+        // the leader, answers to its own requests, forwarded writes.
+        assert!(
+            v("quorate_received_bytes_total") > 100.0,
+            "{}: {}",
+            node.name,
+            v("quorate_received_bytes_total")
+        );
+        assert_eq!(v("quorate_sst_joiner_received_bytes"), 0.0, "no SST here");
 
         let latency = scrape
             .samples

@@ -404,6 +404,27 @@ fn deb_builds_installs_and_removes_keeping_data() {
         format!("quorate {}", env!("CARGO_PKG_VERSION"))
     );
     run("/usr/bin/quorated", &["--version"]);
+    // Installed stripped: no DWARF section names left in the binaries, and
+    // the symbols are in the dbgsym package next to the .deb.
+    // (Section names: the bytes ".debug_info" are also a string inside
+    // std's backtrace code.)
+    for bin in ["/usr/bin/quorated", "/usr/bin/quorate"] {
+        let sections = run("readelf", &["--section-headers", "--wide", bin]);
+        let sections = String::from_utf8_lossy(&sections.stdout);
+        assert!(
+            sections.contains(".text") && !sections.contains(" .debug_info "),
+            "{bin} still carries debug info:\n{sections}"
+        );
+    }
+    let ddebs = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "ddeb"))
+        .count();
+    assert_eq!(
+        ddebs, 1,
+        "expected the quorate-dbgsym .ddeb beside the .deb"
+    );
     for (section, page) in [("8", "quorate"), ("8", "quorated"), ("5", "quorate.toml")] {
         let found = run("man", &["-w", section, page]);
         let path = String::from_utf8_lossy(&found.stdout);

@@ -15,7 +15,10 @@ use std::time::Duration;
 use nix::sys::socket::{getsockopt, sockopt};
 use nix::unistd::{getgrouplist, Gid, Uid, User};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+
+use crate::log_limit::LogLimiter;
 
 use super::frame::{read_frame, write_message};
 use super::{AdminError, AdminHandler, Command, Request, Response, PROTOCOL_VERSION};
@@ -34,6 +37,11 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a refused peer may take to send the request it gets refused.
 const DENIED_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections served at once. The `quorate` CLI opens one per command, so
+/// this is only ever reached by a runaway script or a flood; the next ones
+/// are told why (up to as many again), the rest closed unanswered.
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// How long in-flight requests may finish after shutdown is signalled.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -80,6 +88,9 @@ pub async fn serve<H: AdminHandler>(
     tracing::info!(socket = %path.display(), "admin socket listening");
 
     let mut tasks = JoinSet::new();
+    let served = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let told = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let refusals = LogLimiter::new(Duration::from_secs(10));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -88,10 +99,33 @@ pub async fn serve<H: AdminHandler>(
                 Ok((stream, _)) => {
                     let handler = Arc::clone(&handler);
                     let access = Arc::clone(&access);
-                    tasks.spawn(async move {
-                        let verdict = access.authorize(&stream).await;
-                        handle_conn(stream, handler, verdict).await;
-                    });
+                    if let Ok(permit) = served.clone().try_acquire_owned() {
+                        tasks.spawn(async move {
+                            let verdict = access.authorize(&stream).await;
+                            handle_conn(stream, handler, verdict).await;
+                            drop(permit);
+                        });
+                        continue;
+                    }
+                    if let Some(held_back) = refusals.allow() {
+                        tracing::warn!(
+                            limit = MAX_CONNECTIONS,
+                            refused_since_last_warning = held_back,
+                            "admin socket: refused a connection: {MAX_CONNECTIONS} are open, the \
+                             limit; look for a script that opens connections and does not close \
+                             them"
+                        );
+                    }
+                    if let Ok(permit) = told.clone().try_acquire_owned() {
+                        tasks.spawn(async move {
+                            let busy = format!(
+                                "the admin socket serves at most {MAX_CONNECTIONS} connections at \
+                                 once and that many are open; retry when some have closed"
+                            );
+                            handle_conn(stream, handler, Err(busy)).await;
+                            drop(permit);
+                        });
+                    }
                 }
                 Err(e) => {
                     // Typically EMFILE: back off instead of spinning on it.

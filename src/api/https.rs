@@ -62,6 +62,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     tls: Arc<rustls::ServerConfig>,
+    limit: super::limit::ConnectionLimit,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -80,6 +81,12 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Over the limit the socket is closed unanswered: a 503 would first
+        // cost a TLS handshake, which is what a flood wants us to spend.
+        let Some(permit) = limit.admit(peer) else {
+            continue;
+        };
+        let tcp = super::limit::LimitedStream::new(tcp, permit);
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(app.clone());
         let watcher = graceful.watcher();

@@ -135,6 +135,7 @@ pub mod dump;
 mod encode;
 mod error;
 mod https;
+pub mod limit;
 mod params;
 mod request;
 mod routes;
@@ -279,6 +280,8 @@ pub struct ApiOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Require these users' credentials and permissions.
     pub users: Option<Arc<auth::Users>>,
+    /// Connections served at once; more are refused with `503`.
+    pub max_connections: usize,
 }
 
 impl std::fmt::Debug for ApiOptions {
@@ -289,6 +292,7 @@ impl std::fmt::Debug for ApiOptions {
             .field("advertise", &self.advertise)
             .field("tls", &self.tls.is_some())
             .field("users", &self.users.is_some())
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -300,6 +304,7 @@ impl Default for ApiOptions {
             advertise: "http://127.0.0.1:4001".to_string(),
             tls: None,
             users: None,
+            max_connections: 1024,
         }
     }
 }
@@ -332,6 +337,7 @@ impl ApiOptions {
             advertise: config.api_advertise(),
             tls,
             users,
+            max_connections: api.max_connections,
         })
     }
 }
@@ -345,11 +351,12 @@ pub async fn serve<B: Backend>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let tls = opts.tls.clone();
+    let limit = limit::ConnectionLimit::new(opts.max_connections);
     let app = routes::router(backend, opts);
     match tls {
-        Some(tls) => https::serve(listener, app, tls, shutdown).await,
+        Some(tls) => https::serve(listener, app, tls, limit, shutdown).await,
         None => {
-            axum::serve(listener, app)
+            axum::serve(limit::LimitedListener { listener, limit }, app)
                 .with_graceful_shutdown(shutdown)
                 .await
         }

@@ -235,6 +235,32 @@ impl Node {
         );
         counter(
             &mut out,
+            "quorate_received_bytes_total",
+            "Bytes received from peers over the replication transport: requests, write-sets, \
+             snapshots and answers (frame payloads).",
+            self.transport().map_or(0, |t| t.received_bytes()),
+        );
+        let tc = self.seq.transfer_counters();
+        gauge(
+            &mut out,
+            "quorate_sst_donor_sent_bytes",
+            "Bytes sent so far of the latest snapshot (SST) this node donated.",
+            tc.donor_sent_bytes.load(Ordering::Relaxed) as f64,
+        );
+        gauge(
+            &mut out,
+            "quorate_sst_donor_total_bytes",
+            "Size of the latest snapshot (SST) this node donated.",
+            tc.donor_total_bytes.load(Ordering::Relaxed) as f64,
+        );
+        gauge(
+            &mut out,
+            "quorate_sst_joiner_received_bytes",
+            "Bytes received so far of the latest snapshot (SST) this node was sent.",
+            tc.joiner_received_bytes.load(Ordering::Relaxed) as f64,
+        );
+        counter(
+            &mut out,
             "quorate_received_writesets_total",
             "Write-sets applied by this node from every origin.",
             self.seq.waiters().applied_writesets.load(Ordering::Relaxed),

@@ -149,6 +149,7 @@ impl Node {
                 snapshot_every_entries: config.storage.snapshot_every_entries,
                 log_retain_entries: config.storage.log_retain_entries,
                 flow_control_limit: config.replication.flow_control_limit,
+                max_snapshot_bytes: config.storage.max_snapshot_bytes,
             },
             store.clone(),
             transport.clone(),

@@ -77,6 +77,7 @@ pub async fn open_transport(
     opts.rpc_timeout = Duration::from_millis(r.rpc_timeout_ms);
     opts.keep_alive = Duration::from_millis(r.keep_alive_ms);
     opts.idle_timeout = Duration::from_millis(r.idle_timeout_ms);
+    opts.max_incoming_connections = r.max_peer_connections;
     opts.max_frame_bytes = opts.max_frame_bytes.max(
         r.max_writeset_bytes
             .saturating_mul(2)
@@ -99,7 +100,7 @@ impl RpcHandler for Node {
             kind::REMOVED_NOTICE => self.handle_removed_notice(&peer, &body),
             other => self.seq.serve_peer(&peer, other, &body).await,
         };
-        reply.map_err(RpcFailure::new)
+        reply.map_err(network::rpc_failure)
     }
 
     async fn handle_stream(

@@ -76,6 +76,8 @@ pub struct SequencerOptions {
     pub snapshot_every_entries: u64,
     pub log_retain_entries: u64,
     pub flow_control_limit: usize,
+    /// Largest snapshot accepted from a donor (`storage.max_snapshot_bytes`).
+    pub max_snapshot_bytes: u64,
 }
 
 /// The node's handle on the total order.
@@ -92,6 +94,7 @@ pub struct Sequencer {
     log: LogStore,
     transport: Option<Transport>,
     snapshot_dir: std::path::PathBuf,
+    max_snapshot_bytes: u64,
     started: std::time::Instant,
     /// Milliseconds after `started` when a leader last reached us (0: never).
     last_leader_contact_ms: AtomicU64,
@@ -222,6 +225,7 @@ impl Sequencer {
             log,
             transport,
             snapshot_dir: data_dir.join("snapshots"),
+            max_snapshot_bytes: opts.max_snapshot_bytes,
             started: std::time::Instant::now(),
             last_leader_contact_ms: AtomicU64::new(0),
             transfers,
@@ -753,6 +757,7 @@ impl Sequencer {
             network::SnapshotInbox {
                 dir: &self.snapshot_dir,
                 transfers: &self.transfers,
+                max_bytes: self.max_snapshot_bytes,
             },
             header,
             chunks,
@@ -821,6 +826,11 @@ impl Sequencer {
     }
 
     /// SST transfers under way: (as donor, as joiner).
+    /// SST byte progress, for the metrics.
+    pub fn transfer_counters(&self) -> &network::TransferCounters {
+        &self.transfers
+    }
+
     pub fn transfers(&self) -> (usize, usize) {
         (
             self.transfers.donating.load(Ordering::SeqCst),

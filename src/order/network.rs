@@ -9,6 +9,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::Bytes;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
@@ -59,14 +61,35 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
         .with_fixint_encoding()
         .with_limit(bytes.len() as u64)
         .deserialize(bytes)
-        .map_err(|e| format!("malformed message: {e}"))
+        .map_err(|e| format!("{MALFORMED} {e}"))
 }
+
+/// How every refusal of an undecodable request begins.
+const MALFORMED: &str = "malformed message:";
+
+/// The transport's form of a refusal: requests that could not even be
+/// read count against the peer (too many and its connection is closed).
+pub(crate) fn rpc_failure(message: String) -> crate::transport::RpcFailure {
+    if message.starts_with(MALFORMED) || message.starts_with(UNKNOWN_KIND) {
+        crate::transport::RpcFailure::malformed(message)
+    } else {
+        crate::transport::RpcFailure::new(message)
+    }
+}
+
+const UNKNOWN_KIND: &str = "unknown Raft RPC kind";
 
 /// SST transfers under way on this node, as donor and as joiner (status).
 #[derive(Debug, Default)]
 pub struct TransferCounters {
     pub donating: std::sync::atomic::AtomicUsize,
     pub receiving: std::sync::atomic::AtomicUsize,
+    /// Bytes of the latest SST this node donated, sent so far.
+    pub donor_sent_bytes: AtomicU64,
+    /// Size of the latest SST this node donated.
+    pub donor_total_bytes: AtomicU64,
+    /// Bytes of the latest SST this node received, so far.
+    pub joiner_received_bytes: AtomicU64,
 }
 
 /// Counts a transfer for as long as it lives.
@@ -85,12 +108,28 @@ impl Drop for Busy<'_> {
     }
 }
 
+/// A member the leader has not reached for this long is reported suspected
+/// (Galera's "suspecting node"); a few missed heartbeats on a loaded
+/// machine are not worth a warning.
+const SUSPECT_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How the leader's replication to each member fares, for the "member
+/// suspected" and "member back" log lines.
+#[derive(Debug, Default)]
+struct MemberHealth {
+    failing_since: Option<std::time::Instant>,
+    suspected: bool,
+}
+
+type Health = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<NodeId, MemberHealth>>>;
+
 /// The network of one node: the transport, when it has peers.
 #[derive(Clone)]
 pub struct RaftNetwork {
     transport: Option<Transport>,
     transfers: std::sync::Arc<TransferCounters>,
     fence: std::sync::Arc<Fence>,
+    health: Health,
 }
 
 impl RaftNetwork {
@@ -103,6 +142,7 @@ impl RaftNetwork {
             transport,
             transfers,
             fence,
+            health: Health::default(),
         }
     }
 }
@@ -114,6 +154,7 @@ pub struct Connection {
     target: NodeId,
     addr: Option<SocketAddr>,
     name: String,
+    health: Health,
 }
 
 impl RaftNetworkFactory<TypeConfig> for RaftNetwork {
@@ -126,6 +167,7 @@ impl RaftNetworkFactory<TypeConfig> for RaftNetwork {
             target,
             addr: node.repl_addr.parse().ok(),
             name: node.name.clone(),
+            health: self.health.clone(),
         }
     }
 }
@@ -185,6 +227,44 @@ impl Connection {
         self.unwrap_reply(reply).map_err(unreachable)
     }
 
+    /// Notes how an append (replication or heartbeat, sent only by the
+    /// leader) to this member went, and logs when the member starts or
+    /// stops being suspected.
+    fn note_health<T>(&self, result: &Result<T, RPCError<TypeConfig>>) {
+        let now = std::time::Instant::now();
+        let mut all = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let h = all.entry(self.target).or_default();
+        match result {
+            Ok(_) => {
+                if h.suspected {
+                    let silent = h.failing_since.map(|t| now - t).unwrap_or_default();
+                    tracing::info!(
+                        member = %self.name,
+                        silent_ms = silent.as_millis() as u64,
+                        "member back: {} answers the leader again after {} ms",
+                        self.name,
+                        silent.as_millis()
+                    );
+                }
+                *h = MemberHealth::default();
+            }
+            Err(e) => {
+                let since = *h.failing_since.get_or_insert(now);
+                if !h.suspected && now - since >= SUSPECT_AFTER {
+                    h.suspected = true;
+                    tracing::warn!(
+                        member = %self.name,
+                        addr = ?self.addr,
+                        error = %e,
+                        "member suspected: the leader has not reached {} for {} ms",
+                        self.name,
+                        (now - since).as_millis()
+                    );
+                }
+            }
+        }
+    }
+
     /// A refusal is reported to openraft as an unreachable peer: it retries
     /// later, and a fenced node stops its Raft meanwhile.
     fn unwrap_reply<T>(&self, reply: Reply<T>) -> Result<T, String> {
@@ -208,7 +288,9 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(kind::APPEND, &rpc, &option).await
+        let result = self.call(kind::APPEND, &rpc, &option).await;
+        self.note_health(&result);
+        result
     }
 
     async fn vote(
@@ -254,7 +336,11 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         tracing::info!(joiner = %target, bytes = size, "SST started: streaming a snapshot to {target}");
         let started = std::time::Instant::now();
         let last_log = std::sync::atomic::AtomicU64::new(0);
+        let transfers = self.transfers.clone();
+        transfers.donor_total_bytes.store(size, Ordering::Relaxed);
+        transfers.donor_sent_bytes.store(0, Ordering::Relaxed);
         let progress = move |sent: u64| {
+            transfers.donor_sent_bytes.store(sent, Ordering::Relaxed);
             let step = (size / 10).max(8 << 20);
             if sent >= last_log.load(std::sync::atomic::Ordering::Relaxed) + step {
                 last_log.store(sent, std::sync::atomic::Ordering::Relaxed);
@@ -336,7 +422,7 @@ pub async fn serve_rpc(
             |_: &TransferLeaderRequest<TypeConfig>| None::<NodeId>,
             |r| raft.handle_transfer_leader(r)
         ),
-        other => Err(format!("unknown Raft RPC kind {other}")),
+        other => Err(format!("{UNKNOWN_KIND} {other}")),
     }
 }
 
@@ -350,8 +436,15 @@ pub fn check_request(kind: u8, body: &[u8]) -> Result<(), String> {
             decode::<(Stamp, TransferLeaderRequest<TypeConfig>)>(body).map(|_| ())
         }
         kind::SNAPSHOT => decode::<(Stamp, Vote, SnapshotMeta)>(body).map(|_| ()),
-        other => Err(format!("unknown Raft RPC kind {other}")),
+        other => Err(format!("{UNKNOWN_KIND} {other}")),
     }
+}
+
+fn snapshot_too_large(max_bytes: u64) -> String {
+    format!(
+        "the donor's snapshot is larger than storage.max_snapshot_bytes ({max_bytes} bytes); \
+         raise it on this node if the database really is that large"
+    )
 }
 
 /// Receive a streamed snapshot (SST) into `dir`, and install it only once
@@ -360,6 +453,8 @@ pub fn check_request(kind: u8, body: &[u8]) -> Result<(), String> {
 pub struct SnapshotInbox<'a> {
     pub dir: &'a Path,
     pub transfers: &'a TransferCounters,
+    /// A donor sending more than this is cut off (`storage.max_snapshot_bytes`).
+    pub max_bytes: u64,
 }
 
 pub async fn serve_snapshot(
@@ -371,7 +466,11 @@ pub async fn serve_snapshot(
     header: &[u8],
     mut chunks: ChunkStream,
 ) -> Result<Bytes, String> {
-    let SnapshotInbox { dir, transfers } = inbox;
+    let SnapshotInbox {
+        dir,
+        transfers,
+        max_bytes,
+    } = inbox;
     let (stamp, vote, meta): (Stamp, Vote, SnapshotMeta) = decode(header)?;
     // Only a leader sends snapshots; one of an older incarnation is fenced.
     if let Err(refusal) = fence.admit::<SnapshotResponse<TypeConfig>>(&stamp, caller, false) {
@@ -388,7 +487,15 @@ pub async fn serve_snapshot(
         let mut file = tokio::fs::File::create(&path)
             .await
             .map_err(|e| e.to_string())?;
+        transfers.joiner_received_bytes.store(0, Ordering::Relaxed);
         while let Some(chunk) = chunks.next().await.map_err(|e| e.to_string())? {
+            transfers
+                .joiner_received_bytes
+                .store(chunks.bytes_received(), Ordering::Relaxed);
+            // Checked before writing: an endless stream must not fill the disk.
+            if chunks.bytes_received() > max_bytes {
+                return Err(snapshot_too_large(max_bytes));
+            }
             file.write_all(&chunk).await.map_err(|e| e.to_string())?;
         }
         file.sync_all().await.map_err(|e| e.to_string())?;

@@ -131,7 +131,13 @@ fn apply_in_txn(
                     exec_cached(&w.apply, "SAVEPOINT quorate_ws")?;
                     let applied = match &ws.payload {
                         Payload::Changeset(bytes) => {
-                            apply_changeset(&w.apply, &mut w.schema, bytes)?.map(|()| None)
+                            match apply_changeset(&w.apply, &mut w.schema, bytes)? {
+                                Ok(()) => {
+                                    keys::check_declared(&w.apply, &mut w.schema, bytes, &ws.keys)?
+                                        .map(|()| None)
+                                }
+                                Err(message) => Err(message),
+                            }
                         }
                         Payload::Statements(stmts) => {
                             run_statements(&w.apply, &w.apply_auth, stmts, i)?.map(Some)
@@ -358,6 +364,49 @@ mod tests {
     }
 
     #[test]
+    fn keys_must_cover_the_changeset() {
+        let (_d, a, b) = two_nodes();
+        let mut bare = capture_ws(
+            &a,
+            &[st("INSERT INTO users(id, email) VALUES (1, 'a@x')")],
+            2,
+        );
+        bare.keys.clear();
+        let mut partial = capture_ws(
+            &a,
+            &[st("INSERT INTO users(id, email) VALUES (2, 'b@x')")],
+            3,
+        );
+        let before = partial.keys.len();
+        partial.keys.retain(|k| !render_key(k).contains("UNIQUE"));
+        assert!(partial.keys.len() < before);
+        let mut update = capture_ws(&a, &[st("INSERT INTO pair VALUES ('k', 1, 1)")], 4);
+        let mut stricter = update.clone();
+        update.keys = vec![row_key(
+            "pair",
+            &[KeyValue::Text(b"k"), KeyValue::Integer(2)],
+        )];
+        stricter.trx_id = 40;
+        stricter
+            .keys
+            .push(row_key("users", &[KeyValue::Integer(99)]));
+        let out = both(&a, &b, &[bare, partial, update, stricter]);
+        for o in &out[..3] {
+            match &o.verdict {
+                Verdict::Failed(FailReason::ApplyFailed { message }) => {
+                    assert!(message.contains("do not cover its changeset"), "{message}")
+                }
+                v => panic!("{v:?}"),
+            }
+        }
+        // Keys beyond the changeset's only make certification stricter.
+        assert!(committed(&out[3].verdict), "{:?}", out[3]);
+        assert!(dump(&a, "users").is_empty());
+        assert_eq!(dump(&a, "pair"), dump(&b, "pair"));
+        assert_eq!(dump(&b, "pair").len(), 1);
+    }
+
+    #[test]
     fn keys_cover_composite_primary_keys_and_unique_indexes() {
         let (_d, a, _b) = two_nodes();
         let ws = capture_ws(&a, &[st("INSERT INTO pair VALUES ('k', 7, NULL)")], 2);
@@ -488,11 +537,13 @@ mod tests {
         let (_d, a, b) = two_nodes();
         let seed = capture_ws(&a, &[st("INSERT INTO users(id, name) VALUES (1, 'x')")], 2);
         both(&a, &b, &[seed]);
-        let update = capture_ws(&a, &[st("UPDATE users SET name = 'y' WHERE id = 1")], 3);
-        // Bypass certification (as if the index had forgotten) by deleting
-        // the row directly on both nodes with a write-set that carries no keys.
-        let mut delete = capture_ws(&a, &[st("DELETE FROM users WHERE id = 1")], 4);
-        delete.keys.clear();
+        let mut update = capture_ws(&a, &[st("UPDATE users SET name = 'y' WHERE id = 1")], 3);
+        let delete = capture_ws(&a, &[st("DELETE FROM users WHERE id = 1")], 4);
+        // Bypass certification (as if the update had been captured after the
+        // delete, and the row were there): its apply fails alike everywhere.
+        // (A write-set whose keys do not cover its changeset fails: keys are
+        // checked against the changeset, see `keys_must_cover_the_changeset`.)
+        update.snapshot_seqno = 2;
         let out = both(&a, &b, &[delete, update]);
         assert!(committed(&out[0].verdict));
         match &out[1].verdict {
@@ -518,8 +569,9 @@ mod tests {
             &[st("INSERT INTO users(id, email) VALUES (11, 'u@x')")],
             6,
         );
-        take.keys.clear();
-        clash.keys.clear();
+        // Certification bypassed as above: `clash` as if captured after `take`.
+        clash.snapshot_seqno = 4;
+        let _ = &mut take;
         let out = both(&a, &b, &[take, clash]);
         match &out[1].verdict {
             Verdict::Failed(FailReason::ApplyFailed { message }) => {
@@ -774,7 +826,11 @@ mod tests {
         );
         let d = TempDir::new().unwrap();
         let e = open(d.path());
-        let out = e.apply_batch(std::slice::from_ref(&ws), b"").unwrap();
+        // `e` has applied nothing, so a genuine write-set for it was
+        // captured before anything was applied.
+        let mut early = ws.clone();
+        early.snapshot_seqno = -1;
+        let out = e.apply_batch(std::slice::from_ref(&early), b"").unwrap();
         assert!(
             matches!(&out[0].verdict, Verdict::Failed(FailReason::ApplyFailed { message }) if message.contains("does not exist")),
             "{out:?}"

@@ -87,6 +87,39 @@ pub(crate) fn changeset_keys(
     Ok(keys)
 }
 
+/// Whether the keys a write-set declares cover every key its changeset
+/// implies, re-derived here rather than trusted from the sender: keys left
+/// out would let a write-set skip certification against the writes it
+/// clashes with. Runs after the changeset was applied in its savepoint, so
+/// an UPDATE's unique-index values are read as the origin read them (the
+/// row's final version). The verdict depends only on replicated state, so
+/// every node reaches the same one; `Ok(Err(why))` fails the write-set.
+pub(crate) fn check_declared(
+    conn: &Connection,
+    schema: &mut SchemaCache,
+    bytes: &[u8],
+    declared: &[CertKey],
+) -> rusqlite::Result<Result<(), String>> {
+    let derived = match changeset_keys(conn, schema, bytes) {
+        Ok(keys) => keys,
+        Err(e) if super::is_environmental(&e) => return Err(e),
+        Err(e) => {
+            return Ok(Err(format!(
+                "cannot derive the certification keys of its changeset: {e}"
+            )))
+        }
+    };
+    let declared: std::collections::HashSet<&CertKey> = declared.iter().collect();
+    match derived.iter().find(|k| !declared.contains(k)) {
+        None => Ok(Ok(())),
+        Some(missing) => Ok(Err(format!(
+            "its certification keys do not cover its changeset: {} is changed but not \
+             declared (the origin node is faulty or not a genuine quorate node)",
+            crate::certify::render_key(missing)
+        ))),
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Side {
     Old,

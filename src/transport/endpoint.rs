@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -52,6 +52,8 @@ pub(super) struct Inner {
     client_any_name: quinn::ClientConfig,
     peers: Mutex<HashMap<SocketAddr, Arc<PeerSlot>>>,
     closed: AtomicBool,
+    /// Payload bytes received from peers: requests, upload chunks, answers.
+    pub received_bytes: AtomicU64,
 }
 
 #[derive(Default)]
@@ -125,6 +127,7 @@ impl Transport {
                 client_any_name: configs.client_any_name,
                 peers: Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
+                received_bytes: AtomicU64::new(0),
             }),
         })
     }
@@ -209,7 +212,14 @@ impl Transport {
                 }),
             };
         self.inner.evict_on_failure(peer, &pc, &result);
+        self.inner.count_received(&result);
         result
+    }
+
+    /// Payload bytes received from peers so far (requests and uploads they
+    /// sent us, answers to ours).
+    pub fn received_bytes(&self) -> u64 {
+        self.inner.received_bytes.load(Ordering::Relaxed)
     }
 
     /// Uploads `header`, then all of `body` in chunks, on one stream, and
@@ -246,6 +256,7 @@ impl Transport {
         )
         .await;
         self.inner.evict_on_failure(peer, &pc, &result);
+        self.inner.count_received(&result);
         result
     }
 
@@ -317,6 +328,18 @@ impl Transport {
 }
 
 impl Inner {
+    fn count_received(&self, answer: &Result<Bytes, TransportError>) {
+        if let Ok(body) = answer {
+            self.received_bytes
+                .fetch_add(body.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn count(&self, bytes: usize) {
+        self.received_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
     /// Dials within `connect_timeout` and records the outcome in `slot`.
     async fn dial_into(
         &self,

@@ -159,16 +159,27 @@ pub(super) async fn read_frame(
         Err(ReadExactError::ReadError(e)) => return Err(WireError::Read(e)),
     }
     let len = check_len(u32::from_be_bytes(len_buf), max)?;
-    let mut buf = vec![0u8; len];
-    match recv.read_exact(&mut buf).await {
-        Ok(()) => {}
-        Err(ReadExactError::FinishedEarly(got)) => {
-            return Err(FrameError::Truncated { got, expected: len }.into())
+    // Sized by what arrives, not by what the prefix claims: a peer that
+    // announces 64 MiB and sends ten bytes costs ten bytes (and a stall).
+    let mut buf = BytesMut::with_capacity(len.min(FIRST_READ_BYTES));
+    while buf.len() < len {
+        match recv.read_chunk(len - buf.len(), true).await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+            Ok(None) => {
+                return Err(FrameError::Truncated {
+                    got: buf.len(),
+                    expected: len,
+                }
+                .into())
+            }
+            Err(e) => return Err(WireError::Read(e)),
         }
-        Err(ReadExactError::ReadError(e)) => return Err(WireError::Read(e)),
     }
-    Ok(Some(decode(Bytes::from(buf))?))
+    Ok(Some(decode(buf.freeze())?))
 }
+
+/// Buffer reserved for a frame before its bytes arrive; it grows with them.
+const FIRST_READ_BYTES: usize = 64 * 1024;
 
 /// Reads a frame that must be there.
 pub(super) async fn expect_frame(

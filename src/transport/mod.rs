@@ -14,9 +14,15 @@
 //!   connection carries a `Hello` each way (cluster name, node
 //!   name), and the claimed node name must be in the peer's certificate
 //!   (`server` and `endpoint` both check).
-//! - Frames are length-delimited and bounded (`frame`); a bad frame fails
-//!   its stream, never the node. Snapshots and SST go as a header, bounded
-//!   chunks and an end frame, pulled by the handler from a [`ChunkStream`].
+//! - Frames are length-delimited and bounded (`frame`), and buffered as
+//!   their bytes arrive, not at the size their prefix claims; a bad frame
+//!   fails its stream, never the node, and a peer that sends more than
+//!   `max_bad_frames` of them (or undecodable requests) within a minute has
+//!   its connection closed ([`RpcFailure::malformed`]). Snapshots and SST go
+//!   as a header, bounded chunks and an end frame, pulled by the handler
+//!   from a [`ChunkStream`].
+//! - At most `max_incoming_connections` incoming connections are served;
+//!   more are refused before their handshake (logged every 10 s at most).
 
 mod chunks;
 mod endpoint;
@@ -67,11 +73,20 @@ pub struct TransportOptions {
     /// Largest frame payload accepted or sent (an RPC body, a response, a
     /// chunk). Must exceed the largest Raft message (a batch of write-sets).
     pub max_frame_bytes: usize,
+    /// Incoming connections served at once, handshakes included; more are
+    /// refused until one closes.
+    pub max_incoming_connections: usize,
+    /// Malformed frames a peer may send within [`BAD_FRAME_WINDOW`] before
+    /// its whole connection is closed (not only the bad streams).
+    pub max_bad_frames: u32,
 }
+
+/// The window [`TransportOptions::max_bad_frames`] counts within.
+pub const BAD_FRAME_WINDOW: Duration = Duration::from_secs(60);
 
 impl TransportOptions {
     /// Defaults: connect 3 s, RPC 5 s, keep-alive 2 s, idle 10 s, frames of
-    /// at most 64 MiB.
+    /// at most 64 MiB, 64 incoming connections, 8 bad frames a minute.
     pub fn new(cluster_name: impl Into<String>, node_name: impl Into<String>) -> Self {
         TransportOptions {
             cluster_name: cluster_name.into(),
@@ -81,6 +96,8 @@ impl TransportOptions {
             keep_alive: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(10),
             max_frame_bytes: 64 * 1024 * 1024,
+            max_incoming_connections: 64,
+            max_bad_frames: 8,
         }
     }
 
@@ -111,6 +128,12 @@ impl TransportOptions {
                 self.max_frame_bytes
             ));
         }
+        if self.max_incoming_connections == 0 {
+            return bad("max_incoming_connections must be at least 1".into());
+        }
+        if self.max_bad_frames == 0 {
+            return bad("max_bad_frames must be at least 1".into());
+        }
         for (key, name) in [
             ("cluster_name", &self.cluster_name),
             ("node_name", &self.node_name),
@@ -140,12 +163,24 @@ pub struct PeerIdentity {
 #[error("{message}")]
 pub struct RpcFailure {
     pub message: String,
+    /// The request itself was junk (undecodable, unknown kind): counts
+    /// towards [`TransportOptions::max_bad_frames`] like a bad frame.
+    pub malformed: bool,
 }
 
 impl RpcFailure {
     pub fn new(message: impl Into<String>) -> Self {
         RpcFailure {
             message: message.into(),
+            malformed: false,
+        }
+    }
+
+    /// A refusal of a request that could not be read at all.
+    pub fn malformed(message: impl Into<String>) -> Self {
+        RpcFailure {
+            message: message.into(),
+            malformed: true,
         }
     }
 }

@@ -5,13 +5,14 @@
 //! connection is closed with a reason: bad frames get a `Rejected` answer,
 //! refused peers are logged with `warn!` and closed with [`CLOSE_REFUSED`].
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quinn::{ConnectionError, RecvStream, SendStream, VarInt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, warn};
 
 use super::chunks::{ChunkItem, ChunkStream};
@@ -19,8 +20,11 @@ use super::endpoint::Inner;
 use super::frame::{
     decode_end, expect_frame, read_frame, write_frame, FrameType, Hello, WireError, HELLO_MAX_BYTES,
 };
-use super::tls::{check_hello, negotiated_alpn, peer_certificate, CLOSE_REFUSED};
-use super::{PeerIdentity, RpcFailure, RpcHandler};
+use super::tls::{
+    check_hello, negotiated_alpn, peer_certificate, CLOSE_MISBEHAVING, CLOSE_REFUSED,
+};
+use super::{PeerIdentity, RpcFailure, RpcHandler, BAD_FRAME_WINDOW};
+use crate::log_limit::LogLimiter;
 
 /// Stream stop code: we could not read the peer's frame.
 const STREAM_BAD_FRAME: VarInt = VarInt::from_u32(2);
@@ -28,12 +32,94 @@ const STREAM_BAD_FRAME: VarInt = VarInt::from_u32(2);
 const STREAM_ANSWERED: VarInt = VarInt::from_u32(3);
 
 pub(super) async fn accept_loop<H: RpcHandler>(inner: Arc<Inner>, handler: Arc<H>) {
+    let max = inner.opts.max_incoming_connections;
+    let slots = Arc::new(Semaphore::new(max));
+    let refusals = LogLimiter::new(Duration::from_secs(10));
     while let Some(incoming) = inner.endpoint.accept().await {
+        // Refused before any handshake work: a flood of connection attempts
+        // costs a stateless refusal each, and the peers already connected
+        // keep their connections.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            let addr = incoming.remote_address();
+            incoming.refuse();
+            if let Some(held_back) = refusals.allow() {
+                warn!(
+                    peer = %addr,
+                    limit = max,
+                    refused_since_last_warning = held_back,
+                    "refused a replication connection: {max} incoming connections are open, the \
+                     limit (raise replication.max_peer_connections to allow more)"
+                );
+            }
+            continue;
+        };
         let inner = inner.clone();
         let handler = handler.clone();
-        tokio::spawn(async move { serve_connection(inner, handler, incoming).await });
+        tokio::spawn(async move {
+            serve_connection(inner, handler, incoming).await;
+            drop(slot);
+        });
     }
     debug!("replication endpoint closed; no longer accepting peers");
+}
+
+/// Malformed frames a peer sent lately. Past the limit its whole connection
+/// is closed: a peer with a valid certificate that keeps sending junk is
+/// broken or hostile, and refusing stream after stream would let it go on
+/// for ever.
+pub(super) struct Strikes {
+    conn: quinn::Connection,
+    peer: PeerIdentity,
+    max: u32,
+    window: Duration,
+    recent: Mutex<VecDeque<Instant>>,
+}
+
+impl Strikes {
+    fn new(conn: quinn::Connection, peer: PeerIdentity, max: u32, window: Duration) -> Self {
+        Strikes {
+            conn,
+            peer,
+            max,
+            window,
+            recent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Counts one malformed frame; closes the connection when there were
+    /// more than `max` within the window. True when it did.
+    pub(super) fn strike(&self, why: &str) -> bool {
+        let now = Instant::now();
+        let count = {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            while recent
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) > self.window)
+            {
+                recent.pop_front();
+            }
+            recent.push_back(now);
+            recent.len()
+        };
+        if count <= self.max as usize {
+            return false;
+        }
+        let reason = format!(
+            "{count} malformed frames within {} s (the limit is {}); last: {why}",
+            self.window.as_secs(),
+            self.max
+        );
+        if self.conn.close_reason().is_none() {
+            warn!(
+                peer = %self.peer.addr,
+                node = %self.peer.node_name,
+                %reason,
+                "disconnected a replication peer that sends malformed frames; it may reconnect"
+            );
+        }
+        self.conn.close(CLOSE_MISBEHAVING, reason.as_bytes());
+        true
+    }
 }
 
 async fn serve_connection<H: RpcHandler>(
@@ -58,10 +144,23 @@ async fn serve_connection<H: RpcHandler>(
         Err(_) => return refuse(&conn, addr, &no_hello(limit)),
     };
     debug!(peer = %addr, node = %peer.node_name, "peer connected");
+    let strikes = Arc::new(Strikes::new(
+        conn.clone(),
+        peer.clone(),
+        inner.opts.max_bad_frames,
+        BAD_FRAME_WINDOW,
+    ));
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                let task = serve_stream(inner.clone(), handler.clone(), peer.clone(), send, recv);
+                let task = serve_stream(
+                    inner.clone(),
+                    handler.clone(),
+                    peer.clone(),
+                    strikes.clone(),
+                    send,
+                    recv,
+                );
                 tokio::spawn(task);
             }
             Err(e) => {
@@ -155,6 +254,7 @@ async fn serve_stream<H: RpcHandler>(
     inner: Arc<Inner>,
     handler: Arc<H>,
     peer: PeerIdentity,
+    strikes: Arc<Strikes>,
     mut send: SendStream,
     mut recv: RecvStream,
 ) {
@@ -165,7 +265,8 @@ async fn serve_stream<H: RpcHandler>(
         // The dialler opened a stream and finished it unused.
         Ok(Ok(None)) => return,
         Ok(Err(WireError::Frame(e))) => {
-            return reject(&peer, &mut send, &mut recv, &e.to_string(), max).await
+            strikes.strike(&e.to_string());
+            return reject(&peer, &mut send, &mut recv, &e.to_string(), max).await;
         }
         Ok(Err(e)) => return debug!(peer = %peer.addr, reason = %e, "RPC stream failed"),
         Err(_) => {
@@ -173,13 +274,18 @@ async fn serve_stream<H: RpcHandler>(
             return reject(&peer, &mut send, &mut recv, &why, max).await;
         }
     };
+    inner.count(first.payload.len());
     let (kind, body) = match first.ty {
         FrameType::Request | FrameType::UploadHeader => match first.kind_and_body() {
             Ok(kb) => kb,
-            Err(e) => return reject(&peer, &mut send, &mut recv, &e.to_string(), max).await,
+            Err(e) => {
+                strikes.strike(&e.to_string());
+                return reject(&peer, &mut send, &mut recv, &e.to_string(), max).await;
+            }
         },
         _ => {
             let e = first.unexpected("a request or an upload header");
+            strikes.strike(&e.to_string());
             return reject(&peer, &mut send, &mut recv, &e.to_string(), max).await;
         }
     };
@@ -193,8 +299,24 @@ async fn serve_stream<H: RpcHandler>(
     } else {
         // Not cancelled: a broken-off upload reaches the handler as a
         // chunk error, so it can clean up knowingly.
-        Some(serve_upload(&*handler, peer.clone(), kind, body, &mut recv, max, limit).await)
+        Some(
+            serve_upload(
+                &*handler,
+                peer.clone(),
+                kind,
+                body,
+                &mut recv,
+                &strikes,
+                &inner,
+            )
+            .await,
+        )
     };
+    if let Some(Err(failure)) = &answer {
+        if failure.malformed {
+            strikes.strike(&failure.message);
+        }
+    }
     match answer {
         Some(answer) => write_answer(&peer, &mut send, answer, max).await,
         None => debug!(peer = %peer.addr, kind, "the caller abandoned its RPC"),
@@ -208,13 +330,15 @@ async fn serve_upload<H: RpcHandler>(
     kind: u8,
     header: Bytes,
     recv: &mut RecvStream,
-    max: usize,
-    stall: Duration,
+    strikes: &Strikes,
+    inner: &Inner,
 ) -> Result<Bytes, RpcFailure> {
+    let opts = &inner.opts;
     let (tx, chunks) = ChunkStream::channel();
     let handling = handler.handle_stream(peer, kind, header, chunks);
     tokio::pin!(handling);
-    let mut pump = Box::pin(pump_chunks(recv, tx, max, stall));
+    let (max, stall) = (opts.max_frame_bytes, opts.rpc_timeout);
+    let mut pump = Box::pin(pump_chunks(recv, tx, strikes, inner, max, stall));
     let mut pumped = false;
     let answer = loop {
         tokio::select! {
@@ -234,6 +358,8 @@ async fn serve_upload<H: RpcHandler>(
 async fn pump_chunks(
     recv: &mut RecvStream,
     tx: mpsc::Sender<ChunkItem>,
+    strikes: &Strikes,
+    inner: &Inner,
     max: usize,
     stall: Duration,
 ) {
@@ -242,11 +368,16 @@ async fn pump_chunks(
         let frame = match tokio::time::timeout(stall, read_frame(recv, max)).await {
             Ok(Ok(Some(frame))) => frame,
             Ok(Ok(None)) => break "the sender finished the stream without an end frame".into(),
+            Ok(Err(WireError::Frame(e))) => {
+                strikes.strike(&e.to_string());
+                break e.to_string();
+            }
             Ok(Err(e)) => break e.to_string(),
             Err(_) => break format!("no data from the sender for {} ms", stall.as_millis()),
         };
         match frame.ty {
             FrameType::Chunk => {
+                inner.count(frame.payload.len());
                 total += frame.payload.len() as u64;
                 if tx.send(ChunkItem::Chunk(frame.payload)).await.is_err() {
                     // The handler is done and no longer listening.
@@ -261,7 +392,11 @@ async fn pump_chunks(
                 Ok(sent) => break format!("the sender sent {sent} bytes but {total} arrived"),
                 Err(e) => break e.to_string(),
             },
-            _ => break frame.unexpected("a chunk or the end").to_string(),
+            _ => {
+                let e = frame.unexpected("a chunk or the end").to_string();
+                strikes.strike(&e);
+                break e;
+            }
         }
     };
     let _ = tx.send(ChunkItem::Failed(reason)).await;

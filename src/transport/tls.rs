@@ -25,6 +25,12 @@ pub(super) const CLOSE_REFUSED: VarInt = VarInt::from_u32(1);
 pub(super) const CLOSE_SHUTDOWN: VarInt = VarInt::from_u32(2);
 /// Connection close code: an RPC timed out and the connection is dropped.
 pub(super) const CLOSE_EVICTED: VarInt = VarInt::from_u32(3);
+/// Connection close code: the peer sent too many malformed frames; it may
+/// dial again and is served normally if it behaves.
+pub(super) const CLOSE_MISBEHAVING: VarInt = VarInt::from_u32(4);
+/// Connection close code: this node serves its maximum of incoming
+/// connections already.
+pub(super) const CLOSE_BUSY: VarInt = VarInt::from_u32(5);
 
 /// SNI sent when dialling an address whose node name is not known yet; the
 /// name is then learnt from the Hello and checked against the certificate.
@@ -251,6 +257,17 @@ pub(super) fn classify(peer: SocketAddr, err: ConnectionError) -> TransportError
             TransportError::Refused {
                 peer,
                 reason: format!("by the peer: {}", String::from_utf8_lossy(&close.reason)),
+            }
+        }
+        ConnectionError::ApplicationClosed(close)
+            if close.error_code == CLOSE_MISBEHAVING || close.error_code == CLOSE_BUSY =>
+        {
+            TransportError::Connection {
+                peer,
+                reason: format!(
+                    "closed by the peer: {}",
+                    String::from_utf8_lossy(&close.reason)
+                ),
             }
         }
         ConnectionError::ApplicationClosed(close) if close.error_code == CLOSE_SHUTDOWN => {

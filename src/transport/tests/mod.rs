@@ -59,6 +59,10 @@ pub(super) fn opts(cluster: &str, name: &str) -> TransportOptions {
         keep_alive: Duration::from_millis(300),
         idle_timeout: Duration::from_secs(3),
         max_frame_bytes: MAX_FRAME,
+        // Tests here send every kind of bad frame on one connection; the
+        // disconnect past the limit is tested against a daemon
+        // (tests/connection_limits.rs).
+        max_bad_frames: 64,
         ..TransportOptions::new(cluster, name)
     }
 }
