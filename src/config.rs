@@ -335,7 +335,7 @@ const fn doc(
 
 const SECTIONS: [&str; 4] = ["replication", "api", "tls", "storage"];
 
-static KEYS: [ConfigKeyDoc; 35] = [
+static KEYS: [ConfigKeyDoc; 38] = [
     doc("cluster_name", "\"quorate\"", "\"quorate\"", Kind::Text,
         "a name of letters, digits, '.', '_' and '-', at most 63 characters, like \"mail-gw\"",
         "Name of the cluster. Peers with another cluster_name are refused, so two clusters on \
