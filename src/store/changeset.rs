@@ -87,15 +87,13 @@ fn insert(
 ) -> rusqlite::Result<Outcome> {
     sql.clear();
     let _ = write!(sql, "INSERT INTO main.{} (", quote_ident(&table.name));
-    for (c, column) in table.columns.iter().take(ncol).enumerate() {
-        let sep = if c == 0 { "" } else { ", " };
-        let _ = write!(sql, "{sep}{}", quote_ident(column));
-    }
+    push_joined(
+        sql,
+        ", ",
+        table.columns.iter().take(ncol).map(|c| quote_ident(c)),
+    );
     sql.push_str(") VALUES (");
-    for c in 0..ncol {
-        let sep = if c == 0 { "" } else { ", " };
-        let _ = write!(sql, "{sep}?{}", c + 1);
-    }
+    push_joined(sql, ", ", (1..=ncol).map(|n| format!("?{n}")));
     sql.push(')');
     let mut stmt = conn.prepare_cached(sql)?;
     for c in 0..ncol {
@@ -130,10 +128,7 @@ fn delete(
 ) -> rusqlite::Result<Outcome> {
     sql.clear();
     let _ = write!(sql, "DELETE FROM main.{} WHERE ", quote_ident(&table.name));
-    for (c, column) in table.columns.iter().take(ncol).enumerate() {
-        let sep = if c == 0 { "" } else { " AND " };
-        let _ = write!(sql, "{sep}{} IS ?{}", quote_ident(column), c + 1);
-    }
+    push_joined(sql, " AND ", matching(table, 0..ncol, 1));
     let mut stmt = conn.prepare_cached(sql)?;
     for c in 0..ncol {
         stmt.raw_bind_parameter(c + 1, ToSqlOutput::Borrowed(item.old_value(c)?))?;
@@ -159,18 +154,20 @@ fn update(
     }
     sql.clear();
     let _ = write!(sql, "UPDATE main.{} SET ", quote_ident(&table.name));
-    let mut param = 0;
-    for (i, &c) in changed.iter().enumerate() {
-        param += 1;
-        let sep = if i == 0 { "" } else { ", " };
-        let _ = write!(sql, "{sep}{} = ?{param}", quote_ident(&table.columns[c]));
-    }
+    push_joined(
+        sql,
+        ", ",
+        changed
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| format!("{} = ?{}", quote_ident(&table.columns[c]), i + 1)),
+    );
     sql.push_str(" WHERE ");
-    for (i, &c) in compared.iter().enumerate() {
-        param += 1;
-        let sep = if i == 0 { "" } else { " AND " };
-        let _ = write!(sql, "{sep}{} IS ?{param}", quote_ident(&table.columns[c]));
-    }
+    push_joined(
+        sql,
+        " AND ",
+        matching(table, compared.iter().copied(), changed.len() + 1),
+    );
     let mut stmt = conn.prepare_cached(sql)?;
     let mut param = 0;
     for &c in &changed {
@@ -240,10 +237,7 @@ fn row_exists(
         "SELECT 1 FROM main.{} WHERE ",
         quote_ident(&table.name)
     );
-    for (i, &c) in table.pk.iter().enumerate() {
-        let sep = if i == 0 { "" } else { " AND " };
-        let _ = write!(sql, "{sep}{} IS ?{}", quote_ident(&table.columns[c]), i + 1);
-    }
+    push_joined(sql, " AND ", matching(table, table.pk.iter().copied(), 1));
     let mut stmt = conn.prepare_cached(sql)?;
     for (i, &c) in table.pk.iter().enumerate() {
         let value = match side {
@@ -254,6 +248,27 @@ fn row_exists(
     }
     let found = stmt.raw_query().next()?.is_some();
     Ok(found)
+}
+
+/// `items` with `sep` between them.
+fn push_joined(sql: &mut String, sep: &str, items: impl Iterator<Item = String>) {
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            sql.push_str(sep);
+        }
+        sql.push_str(&item);
+    }
+}
+
+/// `column IS ?n` for each of `columns`, numbering parameters from `first`.
+fn matching<'a>(
+    table: &'a TableInfo,
+    columns: impl Iterator<Item = usize> + 'a,
+    first: usize,
+) -> impl Iterator<Item = String> + 'a {
+    columns
+        .enumerate()
+        .map(move |(i, c)| format!("{} IS ?{}", quote_ident(&table.columns[c]), first + i))
 }
 
 fn is_constraint(e: &rusqlite::Error) -> bool {
