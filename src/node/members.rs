@@ -292,22 +292,10 @@ pub async fn reset_if_removed(data_dir: &Path) -> Result<(), super::NodeError> {
         .unwrap_or_else(|_| "this node was removed from the cluster".into());
     let dir = data_dir.join(format!("{REMOVED_SAVED_PREFIX}{}", unix_now()));
     std::fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
-    for name in [
-        "db.sqlite",
-        "db.sqlite-wal",
-        "db.sqlite-shm",
-        "log",
-        "snapshots",
-    ] {
-        let from = data_dir.join(name);
-        if from.exists() {
-            std::fs::rename(&from, dir.join(name)).map_err(io(format!(
-                "cannot move {} aside into {}",
-                from.display(),
-                dir.display()
-            )))?;
-        }
-    }
+    crate::order::fence::move_node_data(data_dir, &dir).map_err(io(format!(
+        "cannot move this node's data aside into {}",
+        dir.display()
+    )))?;
     std::fs::write(
         dir.join("README"),
         format!(

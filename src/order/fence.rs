@@ -313,6 +313,26 @@ pub struct Saved {
     pub writesets_file: PathBuf,
 }
 
+/// Move what makes this node's data (database, log with its node id,
+/// snapshots, an arbitrator's state) from `data_dir` into `dir`, so the node
+/// starts empty with a new node id and receives the cluster's data by SST.
+pub fn move_node_data(data_dir: &Path, dir: &Path) -> std::io::Result<()> {
+    for name in [
+        "db.sqlite",
+        "db.sqlite-wal",
+        "db.sqlite-shm",
+        "log",
+        "snapshots",
+        super::arbitrator::STATE_FILE,
+    ] {
+        let from = data_dir.join(name);
+        if from.exists() {
+            std::fs::rename(&from, dir.join(name))?;
+        }
+    }
+    Ok(())
+}
+
 /// A fenced node's restart: keep everything it had under
 /// `data_dir/fenced-<incarnation>-<time>/` (the database, the log, the
 /// snapshots, and the write-sets past the fork point as JSON lines), so
@@ -368,19 +388,7 @@ pub async fn save_and_reset(data_dir: &Path, notice: &FenceNotice) -> std::io::R
         }
         write_file_durably(&writesets_file, out.as_bytes())?;
     }
-    for name in [
-        "db.sqlite",
-        "db.sqlite-wal",
-        "db.sqlite-shm",
-        "log",
-        "snapshots",
-        super::arbitrator::STATE_FILE,
-    ] {
-        let from = data_dir.join(name);
-        if from.exists() {
-            std::fs::rename(&from, dir.join(name))?;
-        }
-    }
+    move_node_data(data_dir, &dir)?;
     std::fs::write(
         dir.join("README"),
         format!(
