@@ -189,9 +189,6 @@ fn apply_changeset(
     schema: &mut SchemaCache,
     bytes: &[u8],
 ) -> Result<Result<(), String>, Abort> {
-    if let Err(message) = keys::validate(conn, schema, bytes)? {
-        return Ok(Err(message));
-    }
     match changeset::apply(conn, schema, bytes) {
         Ok(outcome) => Ok(outcome),
         Err(e) if is_environmental(&e) => Err(Abort::Sqlite(e)),

@@ -12,6 +12,7 @@
 
 use std::fmt::Write as _;
 use std::io::Read;
+use std::sync::Arc;
 
 use rusqlite::fallible_streaming_iterator::FallibleStreamingIterator;
 use rusqlite::hooks::Action;
@@ -19,12 +20,13 @@ use rusqlite::session::{ChangesetItem, ChangesetIter};
 use rusqlite::types::ToSqlOutput;
 use rusqlite::{Connection, ErrorCode};
 
-use super::quote_ident;
 use super::schema::{SchemaCache, TableInfo};
+use super::{keys, quote_ident};
 
-/// Apply `bytes`, which `keys::validate` accepted on this connection.
-/// `Ok(Err(message))`: a conflict, the write-set fails (alike everywhere);
-/// `Err`: the database itself failed.
+/// Check and apply `bytes`, a changeset from a peer: each table it writes
+/// must exist and match it (`keys::checked_table`). `Ok(Err(message))`: a
+/// mismatch or a conflict, the write-set fails (alike everywhere; the caller
+/// rolls back what was applied); `Err`: the database itself failed.
 pub(crate) fn apply(
     conn: &Connection,
     schema: &mut SchemaCache,
@@ -37,6 +39,7 @@ pub(crate) fn apply(
         Err(e) => return Ok(Err(format!("malformed changeset: {e}"))),
     };
     let mut sql = String::new();
+    let mut checked: Option<(String, Arc<TableInfo>)> = None;
     loop {
         let item = match iter.next() {
             Ok(Some(item)) => item,
@@ -51,17 +54,23 @@ pub(crate) fn apply(
             ),
             Err(e) => return Ok(Err(format!("malformed changeset: {e}"))),
         };
-        let Some(table) = schema.table(conn, &name)? else {
-            return Ok(Err(format!(
-                "changeset writes table {name}, which does not exist"
-            )));
+        // Consecutive changes of one table are checked once.
+        let table = match &checked {
+            Some((checked_name, table)) if *checked_name == name => Arc::clone(table),
+            _ => {
+                let pk_flags = match item.pk() {
+                    Ok(p) => p.to_vec(),
+                    Err(e) => return Ok(Err(format!("malformed changeset: {e}"))),
+                };
+                match keys::checked_table(conn, schema, &name, ncol, &pk_flags)? {
+                    Ok(table) => {
+                        checked = Some((name.clone(), Arc::clone(&table)));
+                        table
+                    }
+                    Err(message) => return Ok(Err(message)),
+                }
+            }
         };
-        if ncol > table.columns.len() {
-            return Ok(Err(format!(
-                "changeset does not match the schema of table {name} ({ncol} columns in the changeset, {} in the table)",
-                table.columns.len()
-            )));
-        }
         let outcome = match code {
             Action::SQLITE_INSERT => insert(conn, &table, item, ncol, &mut sql)?,
             Action::SQLITE_DELETE => delete(conn, &table, item, ncol, &mut sql)?,

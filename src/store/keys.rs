@@ -2,6 +2,7 @@
 //! the checks a changeset from a peer must pass before it is applied.
 
 use std::io::Read;
+use std::sync::Arc;
 
 use rusqlite::fallible_streaming_iterator::FallibleStreamingIterator;
 use rusqlite::hooks::Action;
@@ -172,63 +173,40 @@ fn read_columns(
         .collect()
 }
 
-/// Check a changeset from a peer before applying it. SQLite silently skips
-/// changes to tables that are missing or do not match, which would let
-/// nodes diverge without a word; here they fail the write-set instead (on
-/// every node alike: the schema is replicated). `Ok(Err(msg))` is such a
-/// failure, `Err` a failure of the database itself.
-pub(crate) fn validate(
+/// Check the table a change from a peer writes, before it is applied.
+/// SQLite's own apply silently skips changes to tables that are missing or
+/// do not match, which would let nodes diverge without a word; here they
+/// fail the write-set instead (on every node alike: the schema is
+/// replicated). `Ok(Err(msg))` is such a failure, `Err` a failure of the
+/// database itself.
+pub(crate) fn checked_table(
     conn: &Connection,
     schema: &mut SchemaCache,
-    bytes: &[u8],
-) -> rusqlite::Result<Result<(), String>> {
-    let mut input: &[u8] = bytes;
-    let reader: &mut dyn Read = &mut input;
-    let mut iter = match ChangesetIter::start_strm(&reader) {
-        Ok(it) => it,
-        Err(e) => return Ok(Err(format!("malformed changeset: {e}"))),
-    };
-    let mut checked: Option<String> = None;
-    loop {
-        let item = match iter.next() {
-            Ok(Some(item)) => item,
-            Ok(None) => return Ok(Ok(())),
-            Err(e) => return Ok(Err(format!("malformed changeset: {e}"))),
-        };
-        let (name, ncol) = match item.op() {
-            Ok(op) => (op.table_name().to_owned(), op.number_of_columns()),
-            Err(e) => return Ok(Err(format!("malformed changeset: {e}"))),
-        };
-        let pk_flags = match item.pk() {
-            Ok(p) => p.to_vec(),
-            Err(e) => return Ok(Err(format!("malformed changeset: {e}"))),
-        };
-        if checked.as_deref() == Some(name.as_str()) {
-            continue;
-        }
-        if auth::is_internal(&name) || name.to_ascii_lowercase().starts_with("sqlite_") {
-            return Ok(Err(format!("changeset writes internal table {name}")));
-        }
-        let Some(table) = schema.table(conn, &name)? else {
-            return Ok(Err(format!(
-                "changeset writes table {name}, which does not exist"
-            )));
-        };
-        let ncol = usize::try_from(ncol).unwrap_or(usize::MAX);
-        let pk_matches = pk_flags.len() == ncol
-            && table.pk.iter().all(|&c| c < ncol)
-            && pk_flags
-                .iter()
-                .enumerate()
-                .all(|(c, &flag)| (flag != 0) == table.pk.contains(&c));
-        if table.is_view || ncol > table.columns.len() || table.pk.is_empty() || !pk_matches {
-            return Ok(Err(format!(
-                "changeset does not match the schema of table {name} ({ncol} columns in the changeset, {} in the table)",
-                table.columns.len()
-            )));
-        }
-        checked = Some(name);
+    name: &str,
+    ncol: usize,
+    pk_flags: &[u8],
+) -> rusqlite::Result<Result<Arc<TableInfo>, String>> {
+    if auth::is_internal(name) || name.to_ascii_lowercase().starts_with("sqlite_") {
+        return Ok(Err(format!("changeset writes internal table {name}")));
     }
+    let Some(table) = schema.table(conn, name)? else {
+        return Ok(Err(format!(
+            "changeset writes table {name}, which does not exist"
+        )));
+    };
+    let pk_matches = pk_flags.len() == ncol
+        && table.pk.iter().all(|&c| c < ncol)
+        && pk_flags
+            .iter()
+            .enumerate()
+            .all(|(c, &flag)| (flag != 0) == table.pk.contains(&c));
+    if table.is_view || ncol > table.columns.len() || table.pk.is_empty() || !pk_matches {
+        return Ok(Err(format!(
+            "changeset does not match the schema of table {name} ({ncol} columns in the changeset, {} in the table)",
+            table.columns.len()
+        )));
+    }
+    Ok(Ok(table))
 }
 
 /// A changeset in words, for people: one JSON object per changed row with
