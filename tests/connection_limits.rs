@@ -14,32 +14,21 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
-use raw_peer::{client, connect_and_hello, exchange, frame, parse_answer, signed_cert};
+use raw_peer::{client, connect_and_hello, exchange, frame, parse_answer, runtime, signed_cert};
 use serde_json::json;
 
-/// Resident memory of a process, from /proc.
-fn rss_bytes(pid: u32) -> u64 {
+/// A size field of /proc/PID/status (`VmRSS`: resident memory; `VmSize`:
+/// address space, where a buffer sized from a length prefix shows even
+/// before its pages are touched), in bytes.
+fn proc_status_bytes(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("VmRSS in /proc/PID/status");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .expect("a number of kB");
-    kib * 1024
-}
-
-/// Address space of a process: a buffer sized from a length prefix shows
-/// here even before its pages are touched.
-fn vm_size_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmSize:"))
-        .expect("VmSize in /proc/PID/status");
+        .find(|l| {
+            l.strip_prefix(field)
+                .is_some_and(|rest| rest.starts_with(':'))
+        })
+        .unwrap_or_else(|| panic!("{field} in /proc/PID/status"));
     let kib: u64 = line
         .split_whitespace()
         .nth(1)
@@ -76,7 +65,7 @@ fn a_flood_of_api_and_admin_connections_is_refused_with_a_reason_and_memory_stay
     node.wait_primary(Duration::from_secs(20));
     node.execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]));
     let pid = node.child.as_ref().unwrap().id();
-    let before = rss_bytes(pid);
+    let before = proc_status_bytes(pid, "VmRSS");
 
     // Thousands of idle connections: the first LIMIT are held open by the
     // node, every later one is answered 503 at once and closed.
@@ -106,7 +95,7 @@ fn a_flood_of_api_and_admin_connections_is_refused_with_a_reason_and_memory_stay
         answer.contains("api.max_connections") && answer.contains(&LIMIT.to_string()),
         "the refusal must name the limit and its key: {answer}"
     );
-    let after = rss_bytes(pid);
+    let after = proc_status_bytes(pid, "VmRSS");
     // A generous bound: an unbounded server would hold buffers and a task
     // for every one of the 2000 connections, and keep them.
     assert!(
@@ -177,14 +166,6 @@ fn a_flood_of_api_and_admin_connections_is_refused_with_a_reason_and_memory_stay
     assert_eq!(node.scalar("SELECT COUNT(*) FROM t"), 1);
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn cluster_still_serves(c: &Cluster, id: i64) {
     c.nodes[0].execute_ok(json!([["INSERT INTO t(id, v) VALUES(?, 'ok')", id]]));
     c.wait_converged(&[0, 1], "t", Duration::from_secs(30));
@@ -239,7 +220,7 @@ fn replication_connections_are_bounded_and_a_junk_sending_peer_is_disconnected()
         // streams at once: the node reserves what arrives, not what is
         // claimed (64 MiB each would be gigabytes of address space).
         let pid = c.nodes[0].child.as_ref().unwrap().id();
-        let before = vm_size_bytes(pid);
+        let before = proc_status_bytes(pid, "VmSize");
         // The flood's connections may hold their slots a moment longer.
         let deadline = Instant::now() + Duration::from_secs(20);
         let conn = loop {
@@ -263,7 +244,7 @@ fn replication_connections_are_bounded_and_a_junk_sending_peer_is_disconnected()
         }
         // Let the node read what was sent on every stream.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let during = vm_size_bytes(pid);
+        let during = proc_status_bytes(pid, "VmSize");
         assert!(
             during < before + (2 << 30),
             "{STREAMS} frames claiming 64 MiB took the node from {before} to {during} bytes"

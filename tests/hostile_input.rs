@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::cluster::Cluster;
-use raw_peer::{client, connect_and_hello, exchange, frame, parse_answer, signed_cert};
+use raw_peer::{client, connect_and_hello, exchange, frame, parse_answer, runtime, signed_cert};
 use serde_json::json;
 
 /// Counts the bytes live on each thread and the peak since the last reset,
@@ -126,14 +126,6 @@ fn length_prefixes_do_not_size_allocations() {
         0,
         "the torn record was cut"
     );
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// Writes on node 0 still commit and reach node 1.

@@ -12,17 +12,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
-use raw_peer::{client, connect_and_hello, signed_cert};
+use raw_peer::{client, connect_and_hello, runtime, signed_cert};
 use serde_json::json;
 use time::OffsetDateTime;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn repl_addr(c: &Cluster) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], c.repl_ports[0]))

@@ -192,3 +192,12 @@ pub async fn connect_and_hello(
         )),
     }
 }
+
+/// The small runtime the raw peer's async calls run on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
