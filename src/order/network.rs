@@ -113,6 +113,11 @@ impl Drop for Busy<'_> {
 /// machine are not worth a warning.
 const SUSPECT_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// How long the leader waits for a member's answer to an append before it
+/// calls the member unreachable; a dead member is still found at once by
+/// the transport when its connection fails.
+const APPEND_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How the leader's replication to each member fares, for the "member
 /// suspected" and "member back" log lines.
 #[derive(Debug, Default)]
@@ -218,8 +223,17 @@ impl Connection {
         }
         let body = encode(&(self.fence.stamp(), req))
             .map_err(|e| RPCError::Network(NetworkError::new(&Msg(e))))?;
+        // openraft offers one heartbeat interval for every call. An append
+        // that outlives it is usually a busy follower (an fsync behind a
+        // checkpoint), not a lost one, and failing it as unreachable parks
+        // replication to that member for openraft's whole backoff.
+        let patience = if kind == kind::APPEND {
+            option.hard_ttl().max(APPEND_PATIENCE)
+        } else {
+            option.hard_ttl()
+        };
         let reply = t
-            .call_timeout(addr, Some(&self.name), kind, body, option.hard_ttl())
+            .call_timeout(addr, Some(&self.name), kind, body, patience)
             .await
             .map_err(rpc_error)?;
         let reply = decode::<Reply<Resp>>(&reply)
