@@ -235,6 +235,69 @@ fn remove_a_killed_member_and_refuse_its_silent_return() {
     assert!(node3.iter().any(|r| r["state"] == "left"));
 }
 
+/// A member that was down when a node was removed (so the leader could not
+/// tell it) learns the removal from the log as it catches up, and refuses
+/// that node's return by itself, whoever leads.
+#[test]
+fn a_member_down_during_a_removal_learns_it_from_the_log() {
+    let mut c = Cluster::start(5, "");
+    c.nodes[0].execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]));
+    c.wait_synced(&[0, 1, 2, 3, 4], Duration::from_secs(30));
+
+    // node-5 dies for good; node-4 is down meanwhile.
+    c.nodes[4].kill();
+    c.nodes[3].kill();
+    let said = remove_dead(&c.nodes[0], "node-5");
+    assert!(said.contains("4 members remain"), "{said}");
+    assert!(
+        !c.nodes[3].data_dir().join("removed-members.json").exists(),
+        "node-4 was down: nobody could tell it directly"
+    );
+
+    // node-4 returns and catches up from the log.
+    c.nodes[3].start(&[]);
+    c.nodes[0].execute_ok(json!(["INSERT INTO t(v) VALUES('after the removal')"]));
+    c.wait_converged(&[0, 1, 2, 3], "t", Duration::from_secs(60));
+    assert!(
+        !c.nodes[3].data_dir().join("removed-members.json").exists(),
+        "node-4 heard of the removal only through the log"
+    );
+
+    // node-5 comes back with its old data and asks node-4 alone: node-4
+    // knows, from its own database, that node-5 was removed.
+    let config = std::fs::read_to_string(&c.nodes[4].config_path).unwrap();
+    let only_node4 = format!("peers = [\"127.0.0.1:{}\"]", c.repl_ports[3]);
+    let config: String = config
+        .lines()
+        .map(|l| {
+            if l.starts_with("peers = ") {
+                only_node4.clone()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&c.nodes[4].config_path, config).unwrap();
+    c.nodes[4].start(&[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c.nodes[4].log().contains("REMOVED: node-5") {
+        assert!(
+            Instant::now() < deadline,
+            "node-5 was not told by node-4 that it was removed\nnode-5:\n{}\nnode-4:\n{}",
+            tail(&c.nodes[4].log(), 30),
+            tail(&c.nodes[3].log(), 30)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        c.nodes[3].log().contains("refused a join"),
+        "{}",
+        tail(&c.nodes[3].log(), 30)
+    );
+    c.wait_size(&[0, 1, 2, 3], 4, Duration::from_secs(10));
+}
+
 #[test]
 fn replace_a_node_with_writes_flowing_and_members_tracks_states() {
     let mut c = Cluster::start(3, "");

@@ -2,8 +2,10 @@
 //! seen recently), `quorate --remove-node` (Consul's force-leave), and the
 //! record that keeps a removed node from being readmitted with its old data.
 //!
-//! A removed node is remembered by node id in `removed-members.json` on
-//! every member (the leader that removes it tells the others). When it
+//! A removed node is remembered by node id in every member's database (the
+//! removal is an entry in the log, so members that were away learn it by
+//! IST and later members by SST), and in `removed-members.json` on the
+//! leader that removed it and on the members it told at once. When it
 //! comes back and asks to join, it is told so: it writes `removed.json`,
 //! stops taking part and explains itself in status and log; its next start
 //! keeps its data aside under `removed-data-*` and it joins as a new, empty member
@@ -655,6 +657,21 @@ impl Node {
             );
         }
         self.tell_members_removed(&record).await;
+        match serde_json::to_string(&record) {
+            Ok(json) => {
+                if let Err(e) = self
+                    .seq
+                    .record_removal(id, json, Duration::from_secs(10))
+                    .await
+                {
+                    tracing::warn!(
+                        "removed {name}, but the removal record did not reach the log ({e}); the \
+                         members told directly still refuse it"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!("cannot encode the removal record of {name}: {e}"),
+        }
         let left = self.seq.members();
         let mut names: Vec<&str> = left.iter().map(|(_, i, _)| i.name.as_str()).collect();
         names.sort_unstable();
@@ -717,6 +734,30 @@ impl Node {
                 }
             });
         futures::future::join_all(calls).await;
+    }
+
+    /// The removal record of `id`: from the database (replicated through
+    /// the log) or from `removed-members.json` (told directly).
+    pub(super) fn removed_member(&self, id: NodeId) -> Option<RemovedNode> {
+        if let Some(record) = self.members.removed_record(id) {
+            return Some(record);
+        }
+        match self.store.removed_member(id) {
+            Ok(Some(json)) => match serde_json::from_str(&json) {
+                Ok(record) => Some(record),
+                Err(e) => {
+                    tracing::warn!(
+                        "the removal record of node id {id} is unreadable ({e}): {json}"
+                    );
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!("cannot read the removal records: {e}");
+                None
+            }
+        }
     }
 
     /// A member passes on a removal record.

@@ -137,7 +137,7 @@ impl Node {
                 peer.node_name, req.info.name
             ));
         }
-        if let Some(record) = self.members.removed_record(req.node_id) {
+        if let Some(record) = self.removed_member(req.node_id) {
             tracing::warn!(
                 joiner = %req.info.name,
                 "refused a join: {record}; it is told so and comes back as a new member after a restart"

@@ -855,6 +855,23 @@ impl Sequencer {
             .collect()
     }
 
+    /// Put a removal into the log (on the leader), so that every member
+    /// keeps it in its database; returns once this node applied it.
+    pub async fn record_removal(
+        &self,
+        node_id: NodeId,
+        record: String,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let raft = self.raft();
+        let write = raft.client_write(Request::MemberRemoved { node_id, record });
+        match tokio::time::timeout(timeout, write).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("not committed within {} ms", timeout.as_millis())),
+        }
+    }
+
     /// Every member (voters and learners) with what it advertises, and whether it votes.
     pub fn members(&self) -> Vec<(NodeId, NodeInfo, bool)> {
         let m = self.metrics();

@@ -199,6 +199,7 @@ impl StateMachine {
         let mut st = self.state()?;
         let mut writesets: Vec<WriteSet> = Vec::new();
         let mut identity: Option<(uuid::Uuid, u64, i64)> = None;
+        let mut removal: Option<(u64, String)> = None;
         for (entry, _) in &group {
             st.last_applied = Some(entry.log_id);
             match &entry.payload {
@@ -221,6 +222,9 @@ impl StateMachine {
                     identity = Some((*state_uuid, *incarnation, *cert_window));
                     st.fork_index = Some(*fork_index);
                 }
+                EntryPayload::Normal(Request::MemberRemoved { node_id, record }) => {
+                    removal = Some((*node_id, record.clone()));
+                }
                 EntryPayload::Membership(m) => {
                     st.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                 }
@@ -231,12 +235,15 @@ impl StateMachine {
         // A small group of write-sets is applied here when the writer is
         // free: the hop to the blocking pool and back cost as much as the
         // apply on a small machine, and it is on every commit's path.
-        let inline =
-            if identity.is_none() && !writesets.is_empty() && writesets.len() <= INLINE_GROUP {
-                self.store.try_apply_batch(&writesets, &raft_state)
-            } else {
-                None
-            };
+        let inline = if identity.is_none()
+            && removal.is_none()
+            && !writesets.is_empty()
+            && writesets.len() <= INLINE_GROUP
+        {
+            self.store.try_apply_batch(&writesets, &raft_state)
+        } else {
+            None
+        };
         let store = self.store.clone();
         let outcomes = match inline {
             Some(outcomes) => outcomes,
@@ -245,6 +252,11 @@ impl StateMachine {
                     if let Some((uuid, incarnation, cert_window)) = identity {
                         // A bootstrap entry starts a group of its own (see apply()).
                         store.set_identity(uuid, incarnation, Some(cert_window), &raft_state)?;
+                        return Ok(Vec::new());
+                    }
+                    if let Some((node_id, record)) = removal {
+                        // So is a removal (see apply()).
+                        store.record_removed(node_id, &record, &raft_state)?;
                         return Ok(Vec::new());
                     }
                     if writesets.is_empty() {
@@ -475,16 +487,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut group: Vec<EntryResponder<TypeConfig>> = Vec::new();
         while let Some(item) = entries.try_next().await? {
-            // A bootstrap entry changes the identity: apply it alone.
-            let is_bootstrap = matches!(
+            // A bootstrap entry changes the identity, and a removal is a
+            // write of its own: each is applied alone.
+            let alone = matches!(
                 item.0.payload,
-                EntryPayload::Normal(Request::Bootstrap { .. } | Request::NewIncarnation { .. })
+                EntryPayload::Normal(
+                    Request::Bootstrap { .. }
+                        | Request::NewIncarnation { .. }
+                        | Request::MemberRemoved { .. }
+                )
             );
-            if is_bootstrap && !group.is_empty() {
+            if alone && !group.is_empty() {
                 self.apply_group(std::mem::take(&mut group)).await?;
             }
             group.push(item);
-            if is_bootstrap || group.len() >= MAX_GROUP {
+            if alone || group.len() >= MAX_GROUP {
                 self.apply_group(std::mem::take(&mut group)).await?;
             }
         }

@@ -49,6 +49,12 @@ pub enum Request {
         /// older incarnation may differ from this one's (see `fence`).
         fork_index: u64,
     },
+    /// A member removed by `quorate --remove-node`, kept by every member in
+    /// its database (and so passed on by SST) so that the removed node is
+    /// not readmitted with its old data whoever leads when it returns.
+    /// `record` is the node layer's description (JSON). Kept last: see
+    /// `NewIncarnation`.
+    MemberRemoved { node_id: NodeId, record: String },
 }
 
 impl fmt::Display for Request {
@@ -77,6 +83,7 @@ impl fmt::Display for Request {
                 f,
                 "forced bootstrap {state_uuid} incarnation {incarnation} after log index {fork_index}"
             ),
+            Request::MemberRemoved { node_id, .. } => write!(f, "removal of member {node_id}"),
         }
     }
 }

@@ -1,6 +1,9 @@
-//! The internal tables: `_quorate_meta` (where the data stands) and
-//! `_quorate_cert` (the certification index). Both change only in the same
-//! SQLite transaction as the data they describe.
+//! The internal tables: `_quorate_meta` (where the data stands),
+//! `_quorate_cert` (the certification index), `_quorate_trx` (write-sets
+//! already applied) and `_quorate_removed` (members removed by
+//! `--remove-node`, so that every member, and every later one through its
+//! SST, recognises them). Each changes only in the same SQLite transaction
+//! as the position it belongs to.
 
 use std::path::Path;
 
@@ -34,6 +37,10 @@ pub(crate) fn create_tables(conn: &Connection) -> rusqlite::Result<()> {
              trx_id INTEGER NOT NULL,
              seqno INTEGER NOT NULL,
              PRIMARY KEY (origin, trx_id)
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS _quorate_removed (
+             node_id TEXT PRIMARY KEY,
+             record TEXT NOT NULL
          ) WITHOUT ROWID;
          COMMIT;",
     )
@@ -85,6 +92,26 @@ pub(crate) fn set_raft_state(conn: &Connection, raft_state: &[u8]) -> rusqlite::
     conn.prepare_cached("UPDATE _quorate_meta SET raft_state = ?1 WHERE id = 0")?
         .execute([raft_state])?;
     Ok(())
+}
+
+/// Node ids are u64; SQLite integers are signed, so they are kept as text.
+pub(crate) fn record_removed(
+    conn: &Connection,
+    node_id: u64,
+    record: &str,
+    raft_state: &[u8],
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO _quorate_removed (node_id, record) VALUES (?1, ?2) ON CONFLICT (node_id) DO NOTHING",
+    )?
+    .execute(rusqlite::params![node_id.to_string(), record])?;
+    set_raft_state(conn, raft_state)
+}
+
+pub(crate) fn removed_member(conn: &Connection, node_id: u64) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT record FROM _quorate_removed WHERE node_id = ?1")?
+        .query_row([node_id.to_string()], |r| r.get(0))
+        .optional()
 }
 
 pub(crate) fn set_identity(

@@ -352,6 +352,31 @@ impl Store {
         meta::set_raft_state(&w.apply, raft_state).map_err(sqlite_err(&self.path))
     }
 
+    /// Note a member removed by `--remove-node` (its record as the node
+    /// layer wrote it), with the Raft position of that entry.
+    pub fn record_removed(
+        &self,
+        node_id: u64,
+        record: &str,
+        raft_state: &[u8],
+    ) -> Result<(), StoreError> {
+        let w = self.lock_writer()?;
+        w.apply
+            .execute_batch("BEGIN IMMEDIATE")
+            .and_then(|()| meta::record_removed(&w.apply, node_id, record, raft_state))
+            .and_then(|()| w.apply.execute_batch("COMMIT"))
+            .map_err(|e| {
+                let _ = w.apply.execute_batch("ROLLBACK");
+                sqlite_err(&self.path)(e)
+            })
+    }
+
+    /// The removal record of `node_id`, if it was removed.
+    pub fn removed_member(&self, node_id: u64) -> Result<Option<String>, StoreError> {
+        let w = self.lock_writer()?;
+        meta::removed_member(&w.apply, node_id).map_err(sqlite_err(&self.path))
+    }
+
     pub fn set_identity(
         &self,
         state_uuid: uuid::Uuid,

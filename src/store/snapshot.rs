@@ -69,6 +69,44 @@ mod tests {
     use tempfile::TempDir;
 
     #[test]
+    fn removal_records_stay_across_restarts_and_travel_with_a_snapshot() {
+        let dir = TempDir::new().unwrap();
+        let donor = open(&dir.path().join("donor"));
+        donor
+            .set_identity(uuid::Uuid::new_v4(), 1, None, b"")
+            .unwrap();
+        let big_id = u64::MAX - 7; // past i64: kept as text
+        donor
+            .record_removed(big_id, "{\"name\":\"n5\"}", b"raft-5")
+            .unwrap();
+        // Applying the same entry again (a replay after a crash) is a no-op.
+        donor
+            .record_removed(big_id, "{\"name\":\"other\"}", b"raft-5")
+            .unwrap();
+        assert_eq!(donor.raft_state().unwrap().as_deref(), Some(&b"raft-5"[..]));
+        assert_eq!(
+            donor.removed_member(big_id).unwrap().as_deref(),
+            Some("{\"name\":\"n5\"}")
+        );
+        assert_eq!(donor.removed_member(3).unwrap(), None);
+        drop(donor);
+        let donor = open(&dir.path().join("donor"));
+        assert!(
+            donor.removed_member(big_id).unwrap().is_some(),
+            "kept across a restart"
+        );
+
+        let file = dir.path().join("snap.db");
+        donor.snapshot_into(&file).unwrap();
+        let joiner = open(&dir.path().join("joiner"));
+        joiner.install_snapshot(&file).unwrap();
+        assert_eq!(
+            joiner.removed_member(big_id).unwrap().as_deref(),
+            Some("{\"name\":\"n5\"}")
+        );
+    }
+
+    #[test]
     fn snapshot_round_trip_carries_data_position_and_cert_index() {
         let dir = TempDir::new().unwrap();
         let donor = open(&dir.path().join("donor"));
