@@ -96,6 +96,9 @@ pub struct ApiConfig {
     pub users_file: Option<PathBuf>,
     /// Client connections served at once; more are refused with 503.
     pub max_connections: usize,
+    /// A connection that sends no whole request header for this long
+    /// (idle between requests included) is closed.
+    pub idle_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -170,6 +173,7 @@ impl Default for ApiConfig {
             tls_key: None,
             users_file: None,
             max_connections: 1024,
+            idle_timeout_ms: 30_000,
         }
     }
 }
@@ -335,7 +339,7 @@ const fn doc(
 
 const SECTIONS: [&str; 4] = ["replication", "api", "tls", "storage"];
 
-static KEYS: [ConfigKeyDoc; 38] = [
+static KEYS: [ConfigKeyDoc; 39] = [
     doc("cluster_name", "\"quorate\"", "\"quorate\"", Kind::Text,
         "a name of letters, digits, '.', '_' and '-', at most 63 characters, like \"mail-gw\"",
         "Name of the cluster. Peers with another cluster_name are refused, so two clusters on \
@@ -467,6 +471,11 @@ static KEYS: [ConfigKeyDoc; 38] = [
         "Client API connections served at once. Further ones are answered 503 with a body \
          naming this key (over HTTPS closed unanswered) until one closes, and logged at most \
          every 10 s; bounds the file descriptors and memory a flood of connections can take."),
+    doc("api.idle_timeout_ms", "30000", "30000", U64,
+        "a number of milliseconds of at least 100, like 30000",
+        "A client connection that sends no complete request header for this long, idle \
+         between requests included, is closed, so idle or trickling connections cannot hold the \
+         api.max_connections slots. A request being answered is never cut; clients reconnect."),
     doc("tls.ca", "", "\"/etc/quorate/tls/ca.pem\"", Kind::Text,
         "a file path like \"/etc/quorate/tls/ca.pem\"",
         "Cluster CA certificate (PEM), made by `quorate tls ca`. The [tls] section is optional \
@@ -756,6 +765,12 @@ impl Config {
             return Err(ConfigError::setting(
                 "replication.max_peer_connections",
                 "must be at least 1, got 0".to_string(),
+            ));
+        }
+        if self.api.idle_timeout_ms < 100 {
+            return Err(ConfigError::setting(
+                "api.idle_timeout_ms",
+                format!("must be at least 100, got {}", self.api.idle_timeout_ms),
             ));
         }
         if self.api.max_connections == 0 {
@@ -1259,7 +1274,7 @@ key  = "/etc/quorate/tls/node-a.key"
         assert!(
             e.ends_with(
                 "expected one of: listen, advertise, max_body_bytes, tls_cert, tls_key, users_file, \
-                 max_connections"
+                 max_connections, idle_timeout_ms"
             ),
             "{e}"
         );

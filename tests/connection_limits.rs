@@ -59,7 +59,12 @@ const FLOOD: usize = 2000;
 fn a_flood_of_api_and_admin_connections_is_refused_with_a_reason_and_memory_stays_bounded() {
     let mut node = common::TestNode::new("node-a", "");
     let text = std::fs::read_to_string(&node.config_path).unwrap();
-    let text = text.replacen("[api]\n", &format!("[api]\nmax_connections = {LIMIT}\n"), 1);
+    // The idle connections must stay open for the whole flood.
+    let text = text.replacen(
+        "[api]\n",
+        &format!("[api]\nmax_connections = {LIMIT}\nidle_timeout_ms = 600000\n"),
+        1,
+    );
     std::fs::write(&node.config_path, text).unwrap();
     node.start(&["--bootstrap"]);
     node.wait_primary(Duration::from_secs(20));
@@ -164,6 +169,78 @@ fn a_flood_of_api_and_admin_connections_is_refused_with_a_reason_and_memory_stay
     assert!(lines <= 7, "{lines} log lines for one flood");
     assert!(log.contains("admin socket: refused a connection"));
     assert_eq!(node.scalar("SELECT COUNT(*) FROM t"), 1);
+}
+
+/// Reads from `s` until the peer closes it; false if it stays open past `within`.
+fn closed_by_peer(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut sink = Vec::new();
+    match s.read_to_end(&mut sink) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+const IDLE_MS: u64 = 300;
+
+#[test]
+fn idle_and_trickling_api_connections_are_closed_and_slow_answers_are_not_cut() {
+    use std::io::Write;
+    let mut node = common::TestNode::new("node-a", "");
+    let text = std::fs::read_to_string(&node.config_path).unwrap();
+    let text = text.replacen(
+        "[api]\n",
+        &format!("[api]\nmax_connections = 8\nidle_timeout_ms = {IDLE_MS}\n"),
+        1,
+    );
+    std::fs::write(&node.config_path, text).unwrap();
+    node.start(&["--bootstrap"]);
+    node.wait_primary(Duration::from_secs(20));
+
+    let connect = || TcpStream::connect(("127.0.0.1", node.api_port)).unwrap();
+    let opened = Instant::now();
+    // Silent from the start; a header that never ends; one request and
+    // then silence on a kept-alive connection.
+    let mut silent = connect();
+    let mut trickler = connect();
+    trickler
+        .write_all(b"GET /status HTTP/1.1\r\nhost: x\r\n")
+        .unwrap();
+    let mut kept = connect();
+    kept.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 12];
+    kept.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    for (what, s) in [
+        ("a silent connection", &mut silent),
+        ("a never-ending header", &mut trickler),
+        ("an idle kept-alive connection", &mut kept),
+    ] {
+        assert!(
+            closed_by_peer(s, Duration::from_secs(30)),
+            "{what} was still open 30 s after api.idle_timeout_ms = {IDLE_MS}"
+        );
+    }
+    assert!(
+        opened.elapsed() >= Duration::from_millis(IDLE_MS * 9 / 10),
+        "closed before the idle timeout"
+    );
+
+    // A query that takes longer than the idle timeout to answer is not cut.
+    let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 6000000) \
+                SELECT count(*) FROM c";
+    let started = Instant::now();
+    let (code, body) = node.post("/db/query", &json!([slow]));
+    let took = started.elapsed();
+    eprintln!("the slow query took {took:?}");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["results"][0]["values"][0][0], 6_000_000, "{body}");
+    assert!(
+        took > Duration::from_millis(IDLE_MS),
+        "the slow query took only {took:?}, shorter than the idle timeout: it shows nothing; make it slower"
+    );
+    assert!(!node.log().contains("panicked"));
 }
 
 fn cluster_still_serves(c: &Cluster, id: i64) {

@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::log_limit::LogLimiter;
@@ -76,52 +76,8 @@ impl ConnectionLimit {
     }
 }
 
-/// A TCP listener that serves at most `max_connections` at once and answers
-/// the rest with a plain-HTTP `503`.
-pub(super) struct LimitedListener {
-    pub listener: TcpListener,
-    pub limit: ConnectionLimit,
-}
-
-impl axum::serve::Listener for LimitedListener {
-    type Io = LimitedStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (stream, peer) = match self.listener.accept().await {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors, say: wait rather than spin.
-                    tracing::warn!("client API: cannot accept a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            match self.limit.admit(peer) {
-                Some(permit) => {
-                    return (
-                        LimitedStream {
-                            stream,
-                            _permit: permit,
-                        },
-                        peer,
-                    )
-                }
-                None => {
-                    tokio::spawn(refuse(stream, self.limit.refusal_body()));
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.listener.local_addr()
-    }
-}
-
 /// Answers a connection over the limit with `503` and closes it.
-async fn refuse(mut stream: TcpStream, body: String) {
+pub(super) async fn refuse(mut stream: TcpStream, body: String) {
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
          content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",

@@ -130,6 +130,7 @@
 //! | `not_found` | 404 | unknown path |
 //! | `method_not_allowed` | 405 | known path, other method |
 
+mod accept;
 pub mod auth;
 pub mod dump;
 mod encode;
@@ -282,6 +283,8 @@ pub struct ApiOptions {
     pub users: Option<Arc<auth::Users>>,
     /// Connections served at once; more are refused with `503`.
     pub max_connections: usize,
+    /// Closes a connection that sends no whole request header for this long.
+    pub idle_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for ApiOptions {
@@ -293,6 +296,7 @@ impl std::fmt::Debug for ApiOptions {
             .field("tls", &self.tls.is_some())
             .field("users", &self.users.is_some())
             .field("max_connections", &self.max_connections)
+            .field("idle_timeout", &self.idle_timeout)
             .finish()
     }
 }
@@ -305,6 +309,7 @@ impl Default for ApiOptions {
             tls: None,
             users: None,
             max_connections: 1024,
+            idle_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -338,6 +343,7 @@ impl ApiOptions {
             tls,
             users,
             max_connections: api.max_connections,
+            idle_timeout: std::time::Duration::from_millis(api.idle_timeout_ms),
         })
     }
 }
@@ -351,14 +357,8 @@ pub async fn serve<B: Backend>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let tls = opts.tls.clone();
+    let idle_timeout = opts.idle_timeout;
     let limit = limit::ConnectionLimit::new(opts.max_connections);
     let app = routes::router(backend, opts);
-    match tls {
-        Some(tls) => https::serve(listener, app, tls, limit, shutdown).await,
-        None => {
-            axum::serve(limit::LimitedListener { listener, limit }, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-    }
+    accept::serve(listener, app, tls, limit, idle_timeout, shutdown).await
 }
