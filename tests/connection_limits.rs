@@ -52,22 +52,26 @@ fn raw_request(port: u16, request: &str) -> String {
     out
 }
 
+/// A single node, bootstrapped and Primary, with `api_lines` in its [api].
+fn bootstrapped_with_api(api_lines: &str) -> common::TestNode {
+    let mut node = common::TestNode::new("node-a", "");
+    let text = std::fs::read_to_string(&node.config_path).unwrap();
+    let text = text.replacen("[api]\n", &format!("[api]\n{api_lines}\n"), 1);
+    std::fs::write(&node.config_path, text).unwrap();
+    node.start(&["--bootstrap"]);
+    node.wait_primary(Duration::from_secs(20));
+    node
+}
+
 const LIMIT: usize = 200;
 const FLOOD: usize = 2000;
 
 #[test]
 fn a_flood_of_api_and_admin_connections_is_refused_with_a_reason_and_memory_stays_bounded() {
-    let mut node = common::TestNode::new("node-a", "");
-    let text = std::fs::read_to_string(&node.config_path).unwrap();
     // The idle connections must stay open for the whole flood.
-    let text = text.replacen(
-        "[api]\n",
-        &format!("[api]\nmax_connections = {LIMIT}\nidle_timeout_ms = 600000\n"),
-        1,
-    );
-    std::fs::write(&node.config_path, text).unwrap();
-    node.start(&["--bootstrap"]);
-    node.wait_primary(Duration::from_secs(20));
+    let node = bootstrapped_with_api(&format!(
+        "max_connections = {LIMIT}\nidle_timeout_ms = 600000"
+    ));
     node.execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]));
     let pid = node.child.as_ref().unwrap().id();
     let before = proc_status_bytes(pid, "VmRSS");
@@ -186,16 +190,7 @@ const IDLE_MS: u64 = 300;
 #[test]
 fn idle_and_trickling_api_connections_are_closed_and_slow_answers_are_not_cut() {
     use std::io::Write;
-    let mut node = common::TestNode::new("node-a", "");
-    let text = std::fs::read_to_string(&node.config_path).unwrap();
-    let text = text.replacen(
-        "[api]\n",
-        &format!("[api]\nmax_connections = 8\nidle_timeout_ms = {IDLE_MS}\n"),
-        1,
-    );
-    std::fs::write(&node.config_path, text).unwrap();
-    node.start(&["--bootstrap"]);
-    node.wait_primary(Duration::from_secs(20));
+    let node = bootstrapped_with_api(&format!("max_connections = 8\nidle_timeout_ms = {IDLE_MS}"));
 
     let connect = || TcpStream::connect(("127.0.0.1", node.api_port)).unwrap();
     let opened = Instant::now();
