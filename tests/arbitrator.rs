@@ -288,3 +288,86 @@ fn assert_no_database_dir(node: &TestNode) {
     let dir = node.data_dir();
     assert!(!dir.join("db.sqlite").exists(), "{}", dir.display());
 }
+
+/// A forced bootstrap of the surviving data node starts a new incarnation.
+/// The arbitrator of the old one is fenced when it returns: it keeps its
+/// old state aside, rejoins the new incarnation as a new member (still an
+/// arbitrator, with no database), and votes there again.
+#[test]
+fn an_arbitrator_of_an_older_incarnation_is_fenced_and_rejoins_as_a_new_member() {
+    let mut c = Cluster::new(3, "");
+    c.nodes[0].start(&["--bootstrap"]);
+    c.nodes[0].wait_primary(Duration::from_secs(30));
+    c.nodes[1].start(&[]);
+    c.nodes[ARBITRATOR].start(&["--arbitrator"]);
+    c.wait_size(&[0, 1, ARBITRATOR], 3, Duration::from_secs(60));
+    c.nodes[0].execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]));
+    let mut acked = BTreeSet::new();
+    write_rows(&c, 0, 0..5, &mut acked);
+    let old_id = c.status(ARBITRATOR)["cluster"]["gcomm_uuid"].clone();
+    assert!(old_id.is_string(), "{old_id}");
+
+    c.nodes[1].kill();
+    c.nodes[ARBITRATOR].kill();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.nodes[0].get("/readyz").0 != 503 {
+        assert!(Instant::now() < deadline, "node-1 stayed Primary alone");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.force_bootstrap(0);
+    c.nodes[0].wait_primary(Duration::from_secs(10));
+    write_rows(&c, 0, 5..10, &mut acked);
+
+    c.nodes[ARBITRATOR].start(&["--arbitrator"]);
+    c.wait_size(&[0, ARBITRATOR], 2, Duration::from_secs(90));
+    let log = c.nodes[ARBITRATOR].log();
+    assert!(
+        log.contains("FENCED at start") && log.contains("rejoins"),
+        "{}",
+        tail(&log, 40)
+    );
+    let arb = &c.status(ARBITRATOR)["cluster"];
+    assert_eq!(arb["arbitrator"], true, "{arb}");
+    assert_eq!(arb["incarnation"], 1, "{arb}");
+    assert_ne!(arb["gcomm_uuid"], old_id, "a new member has a new node id");
+    assert_no_database(&c, ARBITRATOR);
+    let saved: Vec<_> = std::fs::read_dir(c.nodes[ARBITRATOR].data_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("fenced-"))
+        })
+        .collect();
+    assert_eq!(
+        saved.len(),
+        1,
+        "the old state is kept aside once: {saved:?}"
+    );
+    assert!(saved[0].join("arbitrator.state").exists(), "{saved:?}");
+
+    // The other data node returns (fenced too, by SST), and the arbitrator
+    // votes in the new incarnation: the cluster survives node-1's loss.
+    c.nodes[1].start(&[]);
+    c.wait_size(&[0, 1, ARBITRATOR], 3, Duration::from_secs(90));
+    c.wait_converged(&[0, 1], "t", Duration::from_secs(60));
+    c.nodes[0].kill();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while leader_of(&c, 1).as_deref() != Some(c.nodes[1].name.as_str()) {
+        assert_ne!(
+            leader_of(&c, 1).as_deref(),
+            Some(c.nodes[ARBITRATOR].name.as_str()),
+            "the arbitrator never leads"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "node-2 did not take the lead with the arbitrator's vote:\n{}",
+            tail(&c.nodes[1].log(), 30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.nodes[1].wait_primary(Duration::from_secs(30));
+    write_rows(&c, 1, 10..15, &mut acked);
+    assert_eq!(ids_on(&c, 1), acked);
+}

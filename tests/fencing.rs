@@ -21,28 +21,6 @@ fn incarnation(c: &Cluster, i: usize) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// `quorate --force-safe-to-bootstrap` then `--bootstrap-node` on a running node.
-fn force_bootstrap(c: &Cluster, i: usize) {
-    let out = c.nodes[i].cli(&["--bootstrap-node", "--no-systemd"]);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "not forced yet, so refused with the banner: {}{}",
-        common::stdout(&out),
-        common::stderr(&out)
-    );
-    assert!(common::stderr(&out).contains("It is not safe to bootstrap this node"));
-    let out = c.nodes[i].cli(&["--force-safe-to-bootstrap"]);
-    assert!(out.status.success(), "force: {}", common::stderr(&out));
-    let out = c.nodes[i].cli(&["--bootstrap-node", "--no-systemd"]);
-    assert!(
-        out.status.success(),
-        "forced bootstrap of a running non-Primary member: {}{}",
-        common::stdout(&out),
-        common::stderr(&out)
-    );
-}
-
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -87,7 +65,7 @@ fn the_survivor_of_two_crashed_nodes_is_made_primary_by_a_forced_bootstrap() {
         || c.nodes[0].get("/readyz").0 == 503,
     );
 
-    force_bootstrap(&c, 0);
+    c.force_bootstrap(0);
     // Primary at once, alone, in a new incarnation of the same cluster.
     c.nodes[0].wait_primary(Duration::from_secs(10));
     assert_eq!(
@@ -153,7 +131,7 @@ fn a_forced_bootstrap_while_the_others_were_alive_fences_them_and_keeps_their_wr
     wait_until("node-1 is non-Primary", Duration::from_secs(20), || {
         c.nodes[0].get("/readyz").0 == 503
     });
-    force_bootstrap(&c, 0);
+    c.force_bootstrap(0);
     c.nodes[0].wait_primary(Duration::from_secs(10));
     c.nodes[0].execute_ok(json!([["INSERT INTO t VALUES(2, 'new incarnation')"]]));
 

@@ -197,10 +197,22 @@ impl Node {
     fn open_store(config: &Config, options: StoreOptions) -> Result<Store, NodeError> {
         if config.arbitrator {
             // No client reads it: one reader connection is plenty.
-            return Ok(Store::open_in_memory(StoreOptions {
+            let store = Store::open_in_memory(StoreOptions {
                 read_connections: 1,
                 ..options
-            })?);
+            })?;
+            // Its saved position goes in before anything reads it: the
+            // start-up fence probe compares it with the peers'.
+            crate::order::arbitrator::restore(&store, &config.data_dir).map_err(|source| {
+                NodeError::Io {
+                    context: format!(
+                        "cannot restore the arbitrator's state in {}",
+                        config.data_dir.display()
+                    ),
+                    source,
+                }
+            })?;
+            return Ok(store);
         }
         Ok(Store::open(&config.data_dir, options)?)
     }

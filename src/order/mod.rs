@@ -146,9 +146,6 @@ impl Sequencer {
             source,
         };
         std::fs::create_dir_all(&raft_dir).map_err(io_err)?;
-        if node_info.arbitrator {
-            arbitrator::restore(&store, data_dir).map_err(io_err)?;
-        }
         let node_id = load_or_make_node_id(&raft_dir).map_err(io_err)?;
         let log = LogStore::open(&raft_dir).map_err(io_err)?;
         let waiters = Arc::new(ApplyWaiters::new(&node_info.name));

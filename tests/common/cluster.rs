@@ -182,6 +182,30 @@ impl Cluster {
             .to_string()
     }
 
+    /// `quorate --force-safe-to-bootstrap` then `--bootstrap-node` on node
+    /// `i`, a running non-Primary member: refused first with the banner,
+    /// then done.
+    pub fn force_bootstrap(&self, i: usize) {
+        let out = self.nodes[i].cli(&["--bootstrap-node", "--no-systemd"]);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "not forced yet, so refused with the banner: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains("It is not safe to bootstrap this node"));
+        let out = self.nodes[i].cli(&["--force-safe-to-bootstrap"]);
+        assert!(out.status.success(), "force: {}", stderr(&out));
+        let out = self.nodes[i].cli(&["--bootstrap-node", "--no-systemd"]);
+        assert!(
+            out.status.success(),
+            "forced bootstrap of a running non-Primary member: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+
     pub fn status(&self, i: usize) -> Value {
         let (_, s) = self.nodes[i].get("/status");
         s
