@@ -137,20 +137,27 @@ fn restart_and_check(node: &mut TestNode, kept: &[i64]) {
     node.execute_ok(json!([["INSERT INTO t(id, v) VALUES(?, 'after')", next]]));
 }
 
-#[test]
-fn a_full_disk_refuses_writes_and_recovers_when_space_returns() {
-    if !can_mount("a_full_disk_refuses_writes_and_recovers_when_space_returns") {
-        return;
-    }
-    let (mut node, fs) = start_on_tmpfs("24m");
+/// The node's fault report from /status, if any.
+fn not_primary_reason(node: &TestNode) -> Option<String> {
+    let (_, s) = node.get("/status");
+    s["cluster"]["not_primary_reason"].as_str().map(str::to_string)
+}
+
+/// Write 256 KiB rows with ids from `first` on `writer` until one is
+/// refused; the ids acknowledged and the refusal. `fault_seen` decides,
+/// after each write, whether the fault under test has shown.
+fn fill_until_refused(
+    writer: &TestNode,
+    first: i64,
+    fault_seen: impl Fn(&Option<(u16, String)>) -> bool,
+) -> (Vec<i64>, Option<(u16, String)>) {
     let blob = "x".repeat(256 * 1024);
     let mut kept = Vec::new();
-    let mut refusal = None;
     // 24 MiB holds fewer than 100 such rows (the log keeps a copy of each).
-    for id in 1..=200 {
+    for id in first..first + 200 {
         let started = Instant::now();
         let answer = try_post(
-            &node,
+            writer,
             &json!([["INSERT INTO t(id, v) VALUES(?, ?)", id, blob]]),
         );
         assert!(
@@ -160,13 +167,52 @@ fn a_full_disk_refuses_writes_and_recovers_when_space_returns() {
         );
         if acknowledged(&answer) {
             kept.push(id);
-        } else {
-            refusal = Some(answer);
-            break;
+        }
+        if fault_seen(&answer) {
+            return (kept, answer);
         }
     }
-    let refusal = refusal.expect("200 writes of 256 KiB fitted in 24 MiB");
+    panic!("200 writes of 256 KiB fitted in 24 MiB")
+}
+
+/// Retry a write on `node` until it is acknowledged (the node serves
+/// again); panics with the node's log after `within`.
+fn write_when_served(node: &TestNode, id: i64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let answer = try_post(node, &json!([["INSERT INTO t(id, v) VALUES(?, 'back')", id]]));
+        if acknowledged(&answer) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not serve writes again within {within:?} (no restart): {answer:?}\nlog:\n{}",
+            node.name,
+            tail(&node.log(), 40)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn says_disk_full(text: &str) -> bool {
+    let lower = text.to_lowercase();
+    lower.contains("no space left") || lower.contains("disk is full")
+}
+
+#[test]
+fn a_full_disk_refuses_writes_and_resumes_without_a_restart_when_space_returns() {
+    if !can_mount("a_full_disk_refuses_writes_and_resumes_without_a_restart_when_space_returns") {
+        return;
+    }
+    let (mut node, fs) = start_on_tmpfs("24m");
+    let pid = node.child.as_ref().map(|c| c.id());
+    // Until Raft itself stopped on the full disk (a refusal in the local
+    // SQLite transaction alone leaves the node Primary).
+    let (kept, refusal) = fill_until_refused(&node, 1, |answer| {
+        !acknowledged(answer) && not_primary_reason(&node).is_some()
+    });
     eprintln!("refused after {} writes: {refusal:?}", kept.len());
+    assert!(!kept.is_empty(), "nothing fitted before the disk filled");
     let log = node.log();
     assert!(!log.contains("panicked"), "{}", tail(&log, 40));
     let (code, text) = refusal
@@ -179,16 +225,61 @@ fn a_full_disk_refuses_writes_and_recovers_when_space_returns() {
         "the refusal must say the disk is full: {code} {text}\nlog:\n{}",
         tail(&log, 30)
     );
-    assert!(!kept.is_empty(), "nothing fitted before the disk filled");
-    // Reads keep working while the disk is full.
+
+    // While full: the status, /readyz and every refusal say what failed and
+    // what to do; reads keep working; the fault is logged once.
+    let reason = not_primary_reason(&node).expect("a fault report");
+    let mount = node.data_dir().canonicalize().unwrap();
+    for needle in [
+        "storage fault".to_string(),
+        format!("free space on the file system mounted at {}", mount.display()),
+        "resumes by itself".to_string(),
+    ] {
+        assert!(reason.contains(&needle), "status lacks {needle:?}: {reason}");
+    }
+    assert!(says_disk_full(&reason), "{reason}");
+    let readyz = node.agent.get(&node.url("/readyz")).call();
+    match readyz {
+        Err(ureq::Error::Status(503, r)) => {
+            let body = r.into_string().unwrap();
+            assert!(body.contains("free space on"), "/readyz: {body}");
+        }
+        other => panic!("/readyz must be 503 while the disk is full: {other:?}"),
+    }
+    let (code, text) =
+        try_post(&node, &json!([["INSERT INTO t(id, v) VALUES(100000, 'no')"]])).unwrap();
+    assert!(
+        code == 503 && text.contains("free space on") && says_disk_full(&text),
+        "a write while full must be refused naming the fault: {code} {text}"
+    );
     let now = ids(&node);
     for id in &kept {
         assert!(now.contains(id), "acknowledged row {id} is gone while full");
     }
+    // A few retries go by (every 1-2 s); the log said it once.
+    std::thread::sleep(Duration::from_secs(5));
+    let log = node.log();
+    let reports = log
+        .lines()
+        .filter(|l| l.contains("storage fault: ") && !l.contains("lost Primary"))
+        .count();
+    assert_eq!(reports, 1, "the fault must be logged once:\n{}", tail(&log, 40));
 
-    // Space returns: the same file system, bigger.
+    // Space returns: the same file system, bigger; the same process serves again.
     fs.remount("size=128m");
-    restart_and_check(&mut node, &kept);
+    write_when_served(&node, 100_001, Duration::from_secs(90));
+    assert_eq!(node.child.as_ref().map(|c| c.id()), pid, "the node restarted");
+    assert!(
+        node.log().contains("storage fault cleared"),
+        "{}",
+        tail(&node.log(), 30)
+    );
+    assert_eq!(not_primary_reason(&node), None);
+    let now = ids(&node);
+    for id in kept.iter().chain([&100_001]) {
+        assert!(now.contains(id), "acknowledged row {id} is gone after resuming");
+    }
+    restart_and_check(&mut node, &[kept.clone(), vec![100_001]].concat());
 }
 
 /// A running node's data directory cannot be made read-only under it

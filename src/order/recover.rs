@@ -77,11 +77,13 @@ fn mount_point(path: &Path) -> Option<PathBuf> {
 /// The operator's message: what failed, what the node does meanwhile, and
 /// what to do.
 fn describe(error: &str, data_dir: &Path, mount: Option<&Path>) -> String {
+    // openraft's boxed error source prefixes the type name: noise here.
+    let error = error.replace("std::io::error::Error: ", "");
     let fs = match mount {
         Some(m) => format!("the file system mounted at {}", m.display()),
         None => format!("the file system holding {}", data_dir.display()),
     };
-    let advice = match classify(error) {
+    let advice = match classify(&error) {
         FaultKind::Full => format!("free space on {fs}"),
         FaultKind::ReadOnly => format!("make {fs} writable again"),
         FaultKind::Other => format!("check the disk under {fs} (see dmesg)"),
@@ -214,10 +216,10 @@ impl Sequencer {
                 }
                 // Once per distinct failure: the retries go on every 2 s.
                 Err(e) if e != last_failure => {
-                    tracing::warn!("still waiting to resume after the storage fault: {e}");
+                    tracing::warn!("not resumed yet: {e}");
                     last_failure = e;
                 }
-                Err(e) => tracing::debug!("still waiting to resume after the storage fault: {e}"),
+                Err(e) => tracing::debug!("not resumed yet: {e}"),
             }
         }
     }
@@ -261,12 +263,15 @@ mod tests {
     fn the_advice_fits_the_fault() {
         let dir = Path::new("/var/lib/quorate");
         let full = describe(
-            "when Write Logs: /var/lib/quorate/log/log-1.seg: No space left on device (os error 28)",
+            "when Write Logs: std::io::error::Error: /var/lib/quorate/log/log-1.seg: No space left on device (os error 28)",
             dir,
             Some(Path::new("/var")),
         );
         assert!(full.contains("free space on the file system mounted at /var"), "{full}");
-        assert!(full.contains("No space left on device"), "{full}");
+        assert!(
+            full.contains("Logs: /var/lib/quorate/log/log-1.seg: No space left on device"),
+            "{full}"
+        );
         assert!(full.contains("resumes by itself"), "{full}");
         let ro = describe("Read-only file system (os error 30)", dir, None);
         assert!(
