@@ -143,18 +143,19 @@ fn not_primary_reason(node: &TestNode) -> Option<String> {
     s["cluster"]["not_primary_reason"].as_str().map(str::to_string)
 }
 
-/// Write 256 KiB rows with ids from `first` on `writer` until one is
-/// refused; the ids acknowledged and the refusal. `fault_seen` decides,
-/// after each write, whether the fault under test has shown.
+/// Write rows of `kib` KiB with ids from `first` on `writer` until
+/// `fault_seen` says (after each write) that the fault under test has
+/// shown; the ids acknowledged and the last answer. 400 rows must fill the
+/// disk (the log and the database each keep a copy of every row).
 fn fill_until_refused(
     writer: &TestNode,
     first: i64,
+    kib: usize,
     fault_seen: impl Fn(&Option<(u16, String)>) -> bool,
 ) -> (Vec<i64>, Option<(u16, String)>) {
-    let blob = "x".repeat(256 * 1024);
+    let blob = "x".repeat(kib * 1024);
     let mut kept = Vec::new();
-    // 24 MiB holds fewer than 100 such rows (the log keeps a copy of each).
-    for id in first..first + 200 {
+    for id in first..first + 400 {
         let started = Instant::now();
         let answer = try_post(
             writer,
@@ -172,7 +173,7 @@ fn fill_until_refused(
             return (kept, answer);
         }
     }
-    panic!("200 writes of 256 KiB fitted in 24 MiB")
+    panic!("400 writes of {kib} KiB did not fill the disk")
 }
 
 /// Retry a write on `node` until it is acknowledged (the node serves
@@ -208,7 +209,7 @@ fn a_full_disk_refuses_writes_and_resumes_without_a_restart_when_space_returns()
     let pid = node.child.as_ref().map(|c| c.id());
     // Until Raft itself stopped on the full disk (a refusal in the local
     // SQLite transaction alone leaves the node Primary).
-    let (kept, refusal) = fill_until_refused(&node, 1, |answer| {
+    let (kept, refusal) = fill_until_refused(&node, 1, 256, |answer| {
         !acknowledged(answer) && not_primary_reason(&node).is_some()
     });
     eprintln!("refused after {} writes: {refusal:?}", kept.len());
@@ -280,6 +281,70 @@ fn a_full_disk_refuses_writes_and_resumes_without_a_restart_when_space_returns()
         assert!(now.contains(id), "acknowledged row {id} is gone after resuming");
     }
     restart_and_check(&mut node, &[kept.clone(), vec![100_001]].concat());
+}
+
+/// One member of three on a small disk: it fills and drops out while the
+/// other two keep committing; once space returns it catches up by itself
+/// (no restart) and all three hold the same rows, every acknowledged one.
+#[test]
+fn a_member_with_a_full_disk_drops_out_and_catches_up_when_space_returns() {
+    if !can_mount("a_member_with_a_full_disk_drops_out_and_catches_up_when_space_returns") {
+        return;
+    }
+    let mut c = Cluster::new(3, "");
+    let fs = Tmpfs::mount(&c.nodes[2].data_dir(), "12m");
+    c.nodes[0].start(&["--bootstrap"]);
+    c.nodes[0].wait_primary(Duration::from_secs(30));
+    for node in c.nodes.iter_mut().skip(1) {
+        node.start(&[]);
+    }
+    c.wait_size(&[0, 1, 2], 3, Duration::from_secs(60));
+    let pid = c.nodes[2].child.as_ref().map(|ch| ch.id());
+    c.nodes[0].execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]));
+
+    // Writes go to node-1 until node-3 reports the fault. Rows are small
+    // enough that a follower a few entries behind catches up within one
+    // replication round trip on a loaded machine.
+    let (mut kept, _) = fill_until_refused(&c.nodes[0], 1, 64, |_| {
+        not_primary_reason(&c.nodes[2]).is_some_and(|r| says_disk_full(&r))
+    });
+    let reason = not_primary_reason(&c.nodes[2]).unwrap();
+    assert!(reason.contains("free space on"), "{reason}");
+    let (code, text) =
+        try_post(&c.nodes[2], &json!([["INSERT INTO t(id, v) VALUES(100000, 'no')"]])).unwrap();
+    assert!(
+        code == 503 && text.contains("free space on"),
+        "the full member must refuse writes naming the fault: {code} {text}"
+    );
+    // The other two go on.
+    for id in 1_000..1_010 {
+        c.nodes[(id as usize) % 2].execute_ok(json!([["INSERT INTO t(id, v) VALUES(?, 'two')", id]]));
+        kept.push(id);
+    }
+    c.wait_converged(&[0, 1], "t", Duration::from_secs(60));
+
+    fs.remount("size=256m");
+    c.wait_size(&[0, 1, 2], 3, Duration::from_secs(120));
+    c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(120));
+    assert_eq!(c.nodes[2].child.as_ref().map(|ch| ch.id()), pid, "node-3 restarted");
+    assert!(
+        c.nodes[2].log().contains("storage fault cleared"),
+        "{}",
+        tail(&c.nodes[2].log(), 30)
+    );
+    for node in &c.nodes {
+        let now = ids(node);
+        for id in &kept {
+            assert!(now.contains(id), "acknowledged row {id} is missing on {}", node.name);
+        }
+    }
+    // And it takes writes itself again.
+    write_when_served(&c.nodes[2], 100_001, Duration::from_secs(60));
+    c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(60));
+    let _ = c.nodes[2].stop();
+    integrity_check(&c.nodes[2].data_dir().join("db.sqlite"));
+    quorate::grastate::GrastateFile::read(&c.nodes[2].grastate_path())
+        .expect("grastate.dat must stay readable");
 }
 
 /// A running node's data directory cannot be made read-only under it
