@@ -200,9 +200,9 @@ fn sync_loop(rx: mpsc::Receiver<SyncJob>) {
         }
         for job in jobs {
             job.done.io_completed(
-                result
-                    .clone()
-                    .map_err(|e| io::Error::other(format!("fsync of the write-set log failed: {e}"))),
+                result.clone().map_err(|e| {
+                    io::Error::other(format!("fsync of the write-set log failed: {e}"))
+                }),
             );
         }
     }
@@ -304,7 +304,9 @@ impl Inner {
     ) -> io::Result<Arc<File>> {
         let path = segment_path(&self.dir, seg_first);
         let seg = self.active()?.1;
-        seg.file.write_all_at(buf, seg.len).map_err(at_path(&path))?;
+        seg.file
+            .write_all_at(buf, seg.len)
+            .map_err(at_path(&path))?;
         seg.len += buf.len() as u64;
         let file = seg.file.clone();
         for p in pending {

@@ -120,10 +120,7 @@ impl Sequencer {
     }
 
     fn set_storage_fault(&self, fault: Option<String>) {
-        *self
-            .storage_fault
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = fault;
+        *self.storage_fault.lock().unwrap_or_else(|p| p.into_inner()) = fault;
     }
 
     /// Watch Raft for a stop on a storage error and restart it once the
@@ -192,10 +189,11 @@ impl Sequencer {
             }
             wait = (wait * 2).min(MAX_RETRY);
             let dirs = [self.data_dir.clone(), self.log_dir()];
-            let probed = tokio::task::spawn_blocking(move || dirs.iter().try_for_each(|d| probe(d)))
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))
-                .and_then(|r| r);
+            let probed =
+                tokio::task::spawn_blocking(move || dirs.iter().try_for_each(|d| probe(d)))
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+                    .and_then(|r| r);
             let attempt = match probed {
                 Err(e) => Err(format!("the data directory still takes no writes: {e}")),
                 Ok(()) => self
@@ -267,7 +265,10 @@ mod tests {
             dir,
             Some(Path::new("/var")),
         );
-        assert!(full.contains("free space on the file system mounted at /var"), "{full}");
+        assert!(
+            full.contains("free space on the file system mounted at /var"),
+            "{full}"
+        );
         assert!(
             full.contains("Logs: /var/lib/quorate/log/log-1.seg: No space left on device"),
             "{full}"
