@@ -33,6 +33,12 @@ const PROBE_FILE: &str = ".quorate-write-probe";
 const PROBE_BYTES: usize = 1 << 20;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(2);
+/// A fault again within this long of resuming is the same trouble (a disk
+/// with just enough room for the probe, damage that a restart meets
+/// again): the first retry then waits longer, doubling up to
+/// [`MAX_REPEAT_WAIT`], so the node does not restart Raft in a tight loop.
+const RELAPSE_WITHIN: Duration = Duration::from_secs(60);
+const MAX_REPEAT_WAIT: Duration = Duration::from_secs(60);
 
 /// What kind of fault the error text describes, for the advice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +133,8 @@ impl Sequencer {
     /// disk takes writes again (see the module doc). Runs until `shutdown`
     /// or [`Sequencer::shutdown`].
     pub async fn resume_after_storage_faults(&self, mut shutdown: watch::Receiver<bool>) {
+        let mut last_resumed: Option<std::time::Instant> = None;
+        let mut relapses: u32 = 0;
         loop {
             let raft = self.raft();
             let mut metrics = raft.metrics();
@@ -151,9 +159,17 @@ impl Sequencer {
             }
             match stopped {
                 Fatal::StorageError(e) => {
-                    if !self.resume(&e.to_string(), &mut shutdown).await {
+                    relapses = match last_resumed {
+                        Some(at) if at.elapsed() < RELAPSE_WITHIN => relapses.saturating_add(1),
+                        _ => 0,
+                    };
+                    let first_wait = FIRST_RETRY
+                        .saturating_mul(1 << relapses.min(6))
+                        .min(MAX_REPEAT_WAIT);
+                    if !self.resume(&e.to_string(), first_wait, &mut shutdown).await {
                         return;
                     }
+                    last_resumed = Some(std::time::Instant::now());
                 }
                 // Stopped on purpose (fenced, removed, a forced bootstrap
                 // about to replace it): look again in a while.
@@ -169,7 +185,12 @@ impl Sequencer {
 
     /// Say what failed, then probe and restart until Raft runs again;
     /// `false` when the node stops meanwhile.
-    async fn resume(&self, error: &str, shutdown: &mut watch::Receiver<bool>) -> bool {
+    async fn resume(
+        &self,
+        error: &str,
+        first_wait: Duration,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
         let reason = describe(
             error,
             &self.data_dir,
@@ -177,7 +198,7 @@ impl Sequencer {
         );
         tracing::error!("{reason}");
         self.set_storage_fault(Some(reason));
-        let mut wait = FIRST_RETRY;
+        let mut wait = first_wait;
         let mut last_failure = String::new();
         loop {
             tokio::select! {
@@ -187,7 +208,7 @@ impl Sequencer {
             if self.stopping.load(Ordering::SeqCst) || *shutdown.borrow() {
                 return false;
             }
-            wait = (wait * 2).min(MAX_RETRY);
+            wait = (wait * 2).min(MAX_RETRY.max(first_wait));
             let dirs = [self.data_dir.clone(), self.log_dir()];
             let probed =
                 tokio::task::spawn_blocking(move || dirs.iter().try_for_each(|d| probe(d)))
@@ -231,6 +252,10 @@ impl Sequencer {
     async fn restart_raft_on_same_storage(&self) -> Result<(), OrderError> {
         let _only_one = self.restarting.lock().await;
         let old = self.raft();
+        // A forced bootstrap may have replaced it meanwhile: leave that one be.
+        if old.metrics().borrow_watched().running_state.is_ok() {
+            return Ok(());
+        }
         // Already stopped by the fault; this waits for its tasks to end.
         let _ = old.shutdown().await;
         drop(old);
