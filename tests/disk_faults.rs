@@ -316,32 +316,30 @@ fn a_full_disk_refuses_writes_and_resumes_without_a_restart_when_space_returns()
 /// One member of three on a small disk: it fills and drops out while the
 /// other two keep committing; once space returns it catches up by itself
 /// (no restart) and all three hold the same rows, every acknowledged one.
-#[test]
-fn a_member_with_a_full_disk_drops_out_and_catches_up_when_space_returns() {
-    if !can_mount("a_member_with_a_full_disk_drops_out_and_catches_up_when_space_returns") {
-        return;
-    }
+/// node-1 bootstraps, so it leads at first.
+fn a_member_with_a_full_disk_catches_up(full: usize) {
     let mut c = Cluster::new(3, "");
-    let fs = Tmpfs::mount(&c.nodes[2].data_dir(), "12m");
+    let fs = Tmpfs::mount(&c.nodes[full].data_dir(), "12m");
     c.nodes[0].start(&["--bootstrap"]);
     c.nodes[0].wait_primary(Duration::from_secs(30));
     for node in c.nodes.iter_mut().skip(1) {
         node.start(&[]);
     }
     c.wait_size(&[0, 1, 2], 3, Duration::from_secs(60));
-    let pid = c.nodes[2].child.as_ref().map(|ch| ch.id());
-    c.nodes[0].execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]));
+    let others: Vec<usize> = (0..3).filter(|&i| i != full).collect();
+    let pid = c.nodes[full].child.as_ref().map(|ch| ch.id());
+    c.nodes[others[0]].execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]));
 
-    // Writes go to node-1 until node-3 reports the fault. Rows are small
-    // enough that a follower a few entries behind catches up within one
-    // replication round trip on a loaded machine.
-    let (mut kept, _) = fill_until_refused(&c.nodes[0], 1, 64, |_| {
-        not_primary_reason(&c.nodes[2]).is_some_and(|r| says_disk_full(&r))
+    // Writes go to another node until the full one reports the fault. Rows
+    // are small enough that a follower a few entries behind catches up
+    // within one replication round trip on a loaded machine.
+    let (mut kept, _) = fill_until_refused(&c.nodes[others[0]], 1, 64, |_| {
+        not_primary_reason(&c.nodes[full]).is_some_and(|r| says_disk_full(&r))
     });
-    let reason = not_primary_reason(&c.nodes[2]).unwrap();
+    let reason = not_primary_reason(&c.nodes[full]).unwrap();
     assert!(reason.contains("free space on"), "{reason}");
     let (code, text) = try_post(
-        &c.nodes[2],
+        &c.nodes[full],
         &json!([["INSERT INTO t(id, v) VALUES(100000, 'no')"]]),
     )
     .unwrap();
@@ -349,26 +347,28 @@ fn a_member_with_a_full_disk_drops_out_and_catches_up_when_space_returns() {
         code == 503 && text.contains("free space on"),
         "the full member must refuse writes naming the fault: {code} {text}"
     );
-    // The other two go on.
+    // The other two go on (a new leader among them if the full one led).
+    c.wait_size(&others, 3, Duration::from_secs(60));
     for id in 1_000..1_010 {
-        c.nodes[(id as usize) % 2]
+        c.nodes[others[id as usize % 2]]
             .execute_ok(json!([["INSERT INTO t(id, v) VALUES(?, 'two')", id]]));
         kept.push(id);
     }
-    c.wait_converged(&[0, 1], "t", Duration::from_secs(60));
+    c.wait_converged(&others, "t", Duration::from_secs(60));
 
     fs.remount("size=256m");
     c.wait_size(&[0, 1, 2], 3, Duration::from_secs(120));
     c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(120));
+    let name = c.nodes[full].name.clone();
     assert_eq!(
-        c.nodes[2].child.as_ref().map(|ch| ch.id()),
+        c.nodes[full].child.as_ref().map(|ch| ch.id()),
         pid,
-        "node-3 restarted"
+        "{name} restarted"
     );
     assert!(
-        c.nodes[2].log().contains("storage fault cleared"),
+        c.nodes[full].log().contains("storage fault cleared"),
         "{}",
-        tail(&c.nodes[2].log(), 30)
+        tail(&c.nodes[full].log(), 30)
     );
     for node in &c.nodes {
         let now = ids(node);
@@ -381,12 +381,27 @@ fn a_member_with_a_full_disk_drops_out_and_catches_up_when_space_returns() {
         }
     }
     // And it takes writes itself again.
-    write_when_served(&c.nodes[2], 100_001, Duration::from_secs(60));
+    write_when_served(&c.nodes[full], 100_001, Duration::from_secs(60));
     c.wait_converged(&[0, 1, 2], "t", Duration::from_secs(60));
-    let _ = c.nodes[2].stop();
-    integrity_check(&c.nodes[2].data_dir().join("db.sqlite"));
-    quorate::grastate::GrastateFile::read(&c.nodes[2].grastate_path())
+    let _ = c.nodes[full].stop();
+    integrity_check(&c.nodes[full].data_dir().join("db.sqlite"));
+    quorate::grastate::GrastateFile::read(&c.nodes[full].grastate_path())
         .expect("grastate.dat must stay readable");
+}
+
+#[test]
+fn a_follower_with_a_full_disk_drops_out_and_catches_up_when_space_returns() {
+    if can_mount("a_follower_with_a_full_disk_drops_out_and_catches_up_when_space_returns") {
+        a_member_with_a_full_disk_catches_up(2);
+    }
+}
+
+/// The leader's disk fills: the other two elect a leader and go on.
+#[test]
+fn the_leader_with_a_full_disk_drops_out_and_catches_up_when_space_returns() {
+    if can_mount("the_leader_with_a_full_disk_drops_out_and_catches_up_when_space_returns") {
+        a_member_with_a_full_disk_catches_up(0);
+    }
 }
 
 /// Loop devices, mkfs.ext4 and ext4's error trigger: root and e2fsprogs
