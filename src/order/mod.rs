@@ -996,6 +996,9 @@ impl Sequencer {
 
     pub async fn shutdown(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        // Not while a restart after a storage fault swaps Raft: the new
+        // instance would outlive this stop.
+        let _only_one = self.restarting.lock().await;
         if let Err(e) = self.raft().shutdown().await {
             tracing::warn!("Raft shutdown: {e}");
         }
