@@ -425,7 +425,7 @@ impl Inner {
                 )));
             }
             tracing::warn!(
-                "write-set log {}: {what}; cutting the torn tail at byte {offset} (a write interrupted by a crash was never acknowledged)",
+                "write-set log {}: {what}; cutting the torn tail at byte {offset} (a write cut short by a crash or a failed write was never acknowledged)",
                 path.display()
             );
             file.set_len(offset)?;
