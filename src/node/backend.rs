@@ -123,6 +123,15 @@ impl Node {
 }
 
 impl Node {
+    /// The refusal of a node outside the primary component; on a storage
+    /// fault it says what failed and what to do.
+    fn not_primary_text(&self) -> String {
+        match self.seq.storage_fault() {
+            Some(fault) => format!("{NOT_PRIMARY}; {fault}"),
+            None => NOT_PRIMARY.to_string(),
+        }
+    }
+
     fn refuse_if_arbitrator(&self) -> Result<(), ApiError> {
         if self.is_arbitrator() {
             return Err(ApiError::NotPrimary(ARBITRATOR.into()));
@@ -142,7 +151,7 @@ impl Node {
     /// costs at worst a retryable conflict.
     async fn sync_wait(&self) -> Result<(), ApiError> {
         if !self.is_primary() {
-            return Err(ApiError::NotPrimary(NOT_PRIMARY.into()));
+            return Err(ApiError::NotPrimary(self.not_primary_text()));
         }
         match tokio::time::timeout(self.primary_timeout(), self.seq.causal_barrier()).await {
             Ok(Ok(())) => {}
@@ -274,7 +283,7 @@ impl Backend for Node {
             ReadLevel::Weak => self.sync_wait().await?,
             ReadLevel::Linearizable | ReadLevel::Strong => {
                 if !self.is_primary() {
-                    return Err(ApiError::NotPrimary(NOT_PRIMARY.into()));
+                    return Err(ApiError::NotPrimary(self.not_primary_text()));
                 }
                 self.seq
                     .linearizable_barrier()
@@ -405,7 +414,7 @@ impl Backend for Node {
         if self.is_primary() {
             Ok(())
         } else {
-            Err(NOT_PRIMARY.to_string())
+            Err(self.not_primary_text())
         }
     }
 }

@@ -836,6 +836,9 @@ impl Node {
         if primary || self.seq.fence().is_fenced() {
             return None;
         }
+        if let Some(fault) = self.seq.storage_fault() {
+            return Some(fault);
+        }
         let me = self.seq.node_id();
         let members = self.seq.members();
         let voters: Vec<&(NodeId, NodeInfo, bool)> = members.iter().filter(|m| m.2).collect();

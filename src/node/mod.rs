@@ -362,6 +362,9 @@ impl Node {
         }
         self.spawn_join_loop();
         self.spawn_fence_watcher();
+        let node = self.clone();
+        let shutdown = self.shutdown_tx.subscribe();
+        tokio::spawn(async move { node.seq.resume_after_storage_faults(shutdown).await });
         self.spawn_event_logger();
         self.spawn_member_watch();
         self.write_grastate_running().await?;
@@ -391,9 +394,6 @@ impl Node {
                 if primary != was_primary {
                     let size = node.seq.voters().len();
                     if primary {
-                        tracing::info!(members = size, "became Primary: this node serves clients");
-                    } else if let Some(why) = node.not_primary_reason(false) {
-                        tracing::warn!("lost Primary: {why}");
                         tracing::info!(
                             members = size,
                             "became Primary: {}",
@@ -403,6 +403,8 @@ impl Node {
                                 "this node serves clients"
                             }
                         );
+                    } else if let Some(why) = node.not_primary_reason(false) {
+                        tracing::warn!("lost Primary: {why}");
                     } else {
                         tracing::warn!(
                             "lost Primary: no majority of the {size} members reached this node within \

@@ -92,6 +92,12 @@ fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
+/// The same error, naming the file it happened on (the operator must know
+/// which file system is full or read-only); the kind is kept.
+fn at_path(path: &Path) -> impl Fn(io::Error) -> io::Error + '_ {
+    move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
 fn segment_path(dir: &Path, first_index: u64) -> PathBuf {
     dir.join(format!("log-{first_index:020}.seg"))
 }
@@ -103,49 +109,7 @@ impl LogStore {
     }
 
     fn open_with_segment_bytes(dir: &Path, segment_bytes: u64) -> io::Result<LogStore> {
-        fs::create_dir_all(dir)?;
-        let meta = read_meta(dir)?;
-        let mut inner = Inner {
-            dir: dir.to_path_buf(),
-            segments: BTreeMap::new(),
-            locations: BTreeMap::new(),
-            last_log_id: None,
-            meta,
-            segment_bytes,
-            recent: BTreeMap::new(),
-        };
-        let mut firsts: Vec<u64> = Vec::new();
-        for dirent in fs::read_dir(dir)? {
-            let name = dirent?.file_name();
-            let name = name.to_string_lossy();
-            if let Some(num) = name
-                .strip_prefix("log-")
-                .and_then(|n| n.strip_suffix(".seg"))
-            {
-                let first = num.parse::<u64>().map_err(|_| {
-                    invalid(format!(
-                        "unexpected file {name} in log directory {}",
-                        dir.display()
-                    ))
-                })?;
-                firsts.push(first);
-            }
-        }
-        firsts.sort_unstable();
-        let count = firsts.len();
-        for (i, first) in firsts.into_iter().enumerate() {
-            let is_last = i + 1 == count;
-            inner.load_segment(first, is_last)?;
-        }
-        if inner.segments.is_empty() {
-            let next = inner
-                .meta
-                .last_purged
-                .as_ref()
-                .map(|l| l.index + 1)
-                .unwrap_or(0);
-            inner.create_segment(next)?;
-        }
+        let inner = Inner::load(dir, segment_bytes)?;
         let (tx, rx) = mpsc::channel::<SyncJob>();
         std::thread::Builder::new()
             .name("quorate-log-sync".into())
@@ -155,6 +119,18 @@ impl LogStore {
             syncer: tx,
             incarnation: Arc::default(),
         })
+    }
+
+    /// Forget what memory says the log holds and read it again from its
+    /// files, repairing the tail as on open. After a failed write (a full
+    /// disk, a file system gone read-only) memory may index records that
+    /// never reached the disk, or the file may end in half a record: only
+    /// the files count. Every clone sees the reloaded log.
+    pub fn reload(&self) -> io::Result<()> {
+        let mut inner = self.lock()?;
+        let fresh = Inner::load(&inner.dir, inner.segment_bytes)?;
+        *inner = fresh;
+        Ok(())
     }
 
     /// Remember the incarnations these entries start (see `incarnation`).
@@ -224,9 +200,9 @@ fn sync_loop(rx: mpsc::Receiver<SyncJob>) {
         }
         for job in jobs {
             job.done.io_completed(
-                result
-                    .clone()
-                    .map_err(|e| io::Error::other(format!("fsync of the log failed: {e}"))),
+                result.clone().map_err(|e| {
+                    io::Error::other(format!("fsync of the write-set log failed: {e}"))
+                }),
             );
         }
     }
@@ -270,6 +246,54 @@ struct Pending {
 }
 
 impl Inner {
+    /// Read the log in `dir` (created if missing), cutting a torn tail.
+    fn load(dir: &Path, segment_bytes: u64) -> io::Result<Inner> {
+        fs::create_dir_all(dir)?;
+        let meta = read_meta(dir)?;
+        let mut inner = Inner {
+            dir: dir.to_path_buf(),
+            segments: BTreeMap::new(),
+            locations: BTreeMap::new(),
+            last_log_id: None,
+            meta,
+            segment_bytes,
+            recent: BTreeMap::new(),
+        };
+        let mut firsts: Vec<u64> = Vec::new();
+        for dirent in fs::read_dir(dir)? {
+            let name = dirent?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(num) = name
+                .strip_prefix("log-")
+                .and_then(|n| n.strip_suffix(".seg"))
+            {
+                let first = num.parse::<u64>().map_err(|_| {
+                    invalid(format!(
+                        "unexpected file {name} in log directory {}",
+                        dir.display()
+                    ))
+                })?;
+                firsts.push(first);
+            }
+        }
+        firsts.sort_unstable();
+        let count = firsts.len();
+        for (i, first) in firsts.into_iter().enumerate() {
+            let is_last = i + 1 == count;
+            inner.load_segment(first, is_last)?;
+        }
+        if inner.segments.is_empty() {
+            let next = inner
+                .meta
+                .last_purged
+                .as_ref()
+                .map(|l| l.index + 1)
+                .unwrap_or(0);
+            inner.create_segment(next)?;
+        }
+        Ok(inner)
+    }
+
     /// Write `buf` at the end of the active segment (which starts at
     /// `seg_first`) and index the records it holds; returns the segment's file.
     fn write_pending(
@@ -278,8 +302,11 @@ impl Inner {
         buf: &[u8],
         pending: impl Iterator<Item = Pending>,
     ) -> io::Result<Arc<File>> {
+        let path = segment_path(&self.dir, seg_first);
         let seg = self.active()?.1;
-        seg.file.write_all_at(buf, seg.len)?;
+        seg.file
+            .write_all_at(buf, seg.len)
+            .map_err(at_path(&path))?;
         seg.len += buf.len() as u64;
         let file = seg.file.clone();
         for p in pending {
@@ -298,7 +325,8 @@ impl Inner {
 
     fn write_meta(&self) -> io::Result<()> {
         let bytes = serde_json::to_vec(&self.meta).map_err(io::Error::other)?;
-        write_file_durably(&self.dir.join(META_FILE), &bytes)
+        let path = self.dir.join(META_FILE);
+        write_file_durably(&path, &bytes).map_err(at_path(&path))
     }
 
     fn create_segment(&mut self, first: u64) -> io::Result<()> {
@@ -308,8 +336,11 @@ impl Inner {
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&path)?;
-        File::open(&self.dir)?.sync_all()?;
+            .open(&path)
+            .map_err(at_path(&path))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(at_path(&self.dir))?;
         self.segments.insert(
             first,
             Segment {
@@ -394,7 +425,7 @@ impl Inner {
                 )));
             }
             tracing::warn!(
-                "write-set log {}: {what}; cutting the torn tail at byte {offset} (a write interrupted by a crash was never acknowledged)",
+                "write-set log {}: {what}; cutting the torn tail at byte {offset} (a write cut short by a crash or a failed write was never acknowledged)",
                 path.display()
             );
             file.set_len(offset)?;
@@ -706,6 +737,38 @@ mod tests {
             store.try_get_log_entries(101..105).await.unwrap()
         };
         assert_eq!(entries.len(), 4);
+    }
+
+    /// A write that failed half-way (a full disk) leaves half a record
+    /// after the last whole one while memory indexes more: a reload trusts
+    /// the file, cuts the half record, and appending goes on from there.
+    #[tokio::test]
+    async fn reload_trusts_the_files_and_cuts_a_half_written_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(dir.path()).unwrap();
+        append(&mut store, (0..5).map(|i| entry(1, i)).collect()).await;
+        let seg = segment_path(dir.path(), 0);
+        let before = fs::read(&seg).unwrap().len();
+        append(&mut store, (5..8).map(|i| entry(1, i)).collect()).await;
+        let after = fs::read(&seg).unwrap();
+        // What reached the disk of the second append: record 5, half of 6.
+        let record = (after.len() - before) / 3;
+        fs::write(&seg, &after[..before + record + record / 2]).unwrap();
+        let clone = store.clone();
+        clone.reload().unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(5));
+        assert_eq!(fs::read(&seg).unwrap().len(), before + record);
+        assert!(store.try_get_log_entries(6..8).await.unwrap().is_empty());
+        append(&mut store, vec![entry(2, 6)]).await;
+        drop(store);
+        drop(clone);
+        let mut again = LogStore::open(dir.path()).unwrap();
+        let got = again.try_get_log_entries(0..100).await.unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.index()).collect::<Vec<_>>(),
+            (0..7).collect::<Vec<_>>()
+        );
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ pub mod fence;
 pub mod flow;
 pub mod log_store;
 pub mod network;
+pub mod recover;
 pub mod state_machine;
 pub mod types;
 
@@ -100,6 +101,15 @@ pub struct Sequencer {
     last_leader_contact_ms: AtomicU64,
     transfers: Arc<network::TransferCounters>,
     flow: flow::FlowControl,
+    data_dir: std::path::PathBuf,
+    /// Set while Raft is stopped on a storage error (see `recover`): what
+    /// failed and what to do.
+    storage_fault: std::sync::Mutex<Option<String>>,
+    /// Set by [`Sequencer::shutdown`]: Raft is not to be started again.
+    stopping: std::sync::atomic::AtomicBool,
+    /// Held while Raft is being replaced (a forced bootstrap, a restart
+    /// after a storage fault), so that two never interleave.
+    restarting: tokio::sync::Mutex<()>,
 }
 
 /// Transport kinds of the node-level requests between members.
@@ -227,7 +237,52 @@ impl Sequencer {
             last_leader_contact_ms: AtomicU64::new(0),
             transfers,
             flow: flow::FlowControl::new(opts.flow_control_limit),
+            data_dir: data_dir.to_path_buf(),
+            storage_fault: std::sync::Mutex::new(None),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            restarting: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// A new Raft instance on this node's storage as it is on disk, with
+    /// a state machine that reads its position from the database again.
+    async fn start_raft(&self) -> Result<Raft, OrderError> {
+        let sm = StateMachine::open(
+            self.store.clone(),
+            &self.snapshot_dir,
+            self.waiters.clone(),
+            self.fence.clone(),
+        )
+        .map_err(|source| OrderError::Log {
+            path: self.snapshot_dir.display().to_string(),
+            source,
+        })?;
+        let sm = if self.node_info.arbitrator {
+            sm.for_arbitrator(self.snapshot_dir.with_file_name(arbitrator::STATE_FILE))
+        } else {
+            sm
+        };
+        Raft::new(
+            self.node_id,
+            self.raft_config.clone(),
+            network::RaftNetwork::new(
+                self.transport.clone(),
+                self.transfers.clone(),
+                self.fence.clone(),
+            ),
+            self.log.clone(),
+            sm,
+        )
+        .await
+        .map_err(|e| OrderError::Start(e.to_string()))
+    }
+
+    /// Make `raft` the instance every caller of [`Self::raft`] gets.
+    fn replace_raft(&self, raft: Raft) {
+        match self.raft.write() {
+            Ok(mut r) => *r = raft,
+            Err(poisoned) => *poisoned.into_inner() = raft,
+        }
     }
 
     pub fn flow(&self) -> &flow::FlowControl {
@@ -326,6 +381,7 @@ impl Sequencer {
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             OrderError::Bootstrap(format!("forced bootstrap: {what}: {e}"))
         };
+        let _only_one = self.restarting.lock().await;
         let old = self.raft();
         if let Err(e) = old.shutdown().await {
             tracing::warn!("forced bootstrap: stopping Raft: {e}");
@@ -402,35 +458,11 @@ impl Sequencer {
             position.state_uuid,
             position.seqno
         );
-        let sm = StateMachine::open(
-            self.store.clone(),
-            &self.snapshot_dir,
-            self.waiters.clone(),
-            self.fence.clone(),
-        )
-        .map_err(|e| fail("reopening the state machine", &e))?;
-        let sm = if self.node_info.arbitrator {
-            sm.for_arbitrator(self.snapshot_dir.with_file_name(arbitrator::STATE_FILE))
-        } else {
-            sm
-        };
-        let raft = Raft::new(
-            self.node_id,
-            self.raft_config.clone(),
-            network::RaftNetwork::new(
-                self.transport.clone(),
-                self.transfers.clone(),
-                self.fence.clone(),
-            ),
-            self.log.clone(),
-            sm,
-        )
-        .await
-        .map_err(|e| fail("restarting Raft", &e))?;
-        match self.raft.write() {
-            Ok(mut r) => *r = raft.clone(),
-            Err(poisoned) => *poisoned.into_inner() = raft.clone(),
-        }
+        let raft = self
+            .start_raft()
+            .await
+            .map_err(|e| fail("restarting Raft", &e))?;
+        self.replace_raft(raft.clone());
         // Primary once it leads and applied the entry that bumps the incarnation.
         let target = last_index + 2;
         let mut m = raft.metrics();
@@ -977,6 +1009,10 @@ impl Sequencer {
     }
 
     pub async fn shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // Not while a restart after a storage fault swaps Raft: the new
+        // instance would outlive this stop.
+        let _only_one = self.restarting.lock().await;
         if let Err(e) = self.raft().shutdown().await {
             tracing::warn!("Raft shutdown: {e}");
         }
