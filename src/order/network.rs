@@ -117,6 +117,9 @@ const SUSPECT_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
 /// calls the member unreachable; a dead member is still found at once by
 /// the transport when its connection fails.
 const APPEND_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+/// ... plus the time its bytes take at this rate, well below what a slow
+/// link and disk manage.
+const SLOWEST_APPEND_BYTES_PER_SEC: f64 = 8.0 * 1024.0 * 1024.0;
 
 /// How the leader's replication to each member fares, for the "member
 /// suspected" and "member back" log lines.
@@ -227,8 +230,13 @@ impl Connection {
         // that outlives it is usually a busy follower (an fsync behind a
         // checkpoint), not a lost one, and failing it as unreachable parks
         // replication to that member for openraft's whole backoff.
+        // A large batch (a member catching up on big write-sets) gets time
+        // to travel and be synced too, or it would fail forever.
         let patience = if kind == kind::APPEND {
-            option.hard_ttl().max(APPEND_PATIENCE)
+            let transfer = body.len() as f64 / SLOWEST_APPEND_BYTES_PER_SEC;
+            option
+                .hard_ttl()
+                .max(APPEND_PATIENCE + std::time::Duration::from_secs_f64(transfer))
         } else {
             option.hard_ttl()
         };
