@@ -32,12 +32,7 @@ fn can_mount(what: &str) -> bool {
         let _ = Command::new("umount").arg(probe.path()).status();
         return true;
     }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{what} needs root and mount(8) to make a small tmpfs; CI must run it as root"
-    );
-    eprintln!("SKIPPED {what}: needs root and mount(8) to make a small tmpfs");
-    false
+    common::prerequisite_missing(what, "needs root and mount(8) to make a small tmpfs")
 }
 
 /// A tmpfs mounted on a node's data directory, unmounted on drop.
@@ -434,12 +429,10 @@ fn can_loop_mount(what: &str) -> bool {
     if works.is_ok() {
         return true;
     }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{what} needs losetup, mkfs.ext4 and loop devices; CI must provide them"
-    );
-    eprintln!("SKIPPED {what}: needs losetup, mkfs.ext4 (e2fsprogs) and loop devices");
-    false
+    common::prerequisite_missing(
+        what,
+        "needs losetup, mkfs.ext4 (e2fsprogs) and loop devices",
+    )
 }
 
 /// An ext4 file system in an image file, on a loop device, mounted with

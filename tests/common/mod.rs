@@ -352,6 +352,19 @@ impl Drop for TestNode {
     }
 }
 
+/// A test whose prerequisite (root, a tool, a kernel feature) is missing:
+/// a failure under CI, which must provide it (`.ci/run`), and elsewhere a
+/// line on stderr saying what did not run and why. Returns `false`, for
+/// `if !can { return; }` style callers.
+pub fn prerequisite_missing(what: &str, why: &str) -> bool {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{what} cannot run under CI=true: {why}; .ci/run must provide it"
+    );
+    eprintln!("SKIPPED {what}: {why}");
+    false
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
