@@ -14,7 +14,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
-use raw_peer::{client, connect_and_hello, exchange, frame, parse_answer, runtime, signed_cert};
+use raw_peer::{client, connect_and_hello, exchange, frame, parse_answer, runtime, valid_cert};
 use serde_json::json;
 
 /// A size field of /proc/PID/status (`VmRSS`: resident memory; `VmSize`:
@@ -238,11 +238,6 @@ fn idle_and_trickling_api_connections_are_closed_and_slow_answers_are_not_cut() 
     assert!(!node.log().contains("panicked"));
 }
 
-fn cluster_still_serves(c: &Cluster, id: i64) {
-    c.nodes[0].execute_ok(json!([["INSERT INTO t(id, v) VALUES(?, 'ok')", id]]));
-    c.wait_converged(&[0, 1], "t", Duration::from_secs(30));
-}
-
 /// The status probe: a request kind whose body is ignored, answered with a
 /// Response by a healthy node.
 const PROBE: u8 = 32;
@@ -251,17 +246,9 @@ const PROBE: u8 = 32;
 fn replication_connections_are_bounded_and_a_junk_sending_peer_is_disconnected() {
     let c = Cluster::start(2, "max_peer_connections = 6\n");
     c.nodes[0].execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]));
-    cluster_still_serves(&c, 1);
+    c.still_serves(1);
     let target = SocketAddr::from(([127, 0, 0, 1], c.repl_ports[0]));
-    let now = time::OffsetDateTime::now_utc();
-    let cert = || {
-        signed_cert(
-            c.tls.path(),
-            "node-9",
-            now - time::Duration::days(1),
-            now + time::Duration::days(30),
-        )
-    };
+    let cert = || valid_cert(c.tls.path(), "node-9");
     let rt = runtime();
     rt.block_on(async {
         let endpoint = client(c.tls.path(), Some(cert()));
@@ -388,7 +375,7 @@ fn replication_connections_are_bounded_and_a_junk_sending_peer_is_disconnected()
         }
         conn.close(0u32.into(), b"done");
     });
-    cluster_still_serves(&c, 2);
+    c.still_serves(2);
     let log = c.nodes[0].log();
     assert!(
         log.contains("raise replication.max_peer_connections"),

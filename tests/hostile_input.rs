@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::cluster::Cluster;
-use raw_peer::{client, connect_and_hello, exchange, frame, parse_answer, runtime, signed_cert};
+use raw_peer::{client, connect_and_hello, exchange, frame, parse_answer, runtime, valid_cert};
 use serde_json::json;
 
 /// Counts the bytes live on each thread and the peak since the last reset,
@@ -128,16 +128,6 @@ fn length_prefixes_do_not_size_allocations() {
     );
 }
 
-/// Writes on node 0 still commit and reach node 1.
-fn cluster_still_serves(c: &Cluster, id: i64) {
-    c.nodes[0].execute_ok(json!([["INSERT INTO t(id, v) VALUES(?, 'ok')", id]]));
-    c.wait_converged(&[0, 1], "t", Duration::from_secs(30));
-    assert_eq!(
-        c.nodes[1].scalar(&format!("SELECT COUNT(*) FROM t WHERE id = {id}")),
-        1
-    );
-}
-
 fn junk(seed: u64, len: usize) -> Vec<u8> {
     // xorshift: reproducible junk without a dependency.
     let mut x = seed | 1;
@@ -163,7 +153,7 @@ const BODILESS_KINDS: [u8; 3] = [
 fn garbage_on_the_replication_port_is_refused_and_the_cluster_keeps_serving() {
     let c = Cluster::start(2, "");
     c.nodes[0].execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]));
-    cluster_still_serves(&c, 1);
+    c.still_serves(1);
     let target = SocketAddr::from(([127, 0, 0, 1], c.repl_ports[0]));
     let rt = runtime();
 
@@ -180,17 +170,9 @@ fn garbage_on_the_replication_port_is_refused_and_the_cluster_keeps_serving() {
         }
         udp.send_to(&d, target).unwrap();
     }
-    cluster_still_serves(&c, 2);
+    c.still_serves(2);
 
-    let now = time::OffsetDateTime::now_utc();
-    let cert = || {
-        signed_cert(
-            c.tls.path(),
-            "node-9",
-            now - time::Duration::days(1),
-            now + time::Duration::days(30),
-        )
-    };
+    let cert = || valid_cert(c.tls.path(), "node-9");
 
     rt.block_on(async {
         // Junk instead of a Hello: the connection is refused with a reason.
@@ -299,7 +281,7 @@ fn garbage_on_the_replication_port_is_refused_and_the_cluster_keeps_serving() {
             assert!(closed.is_ok(), "a connection without a hello was kept open");
         }
     });
-    cluster_still_serves(&c, 3);
+    c.still_serves(3);
     let log = c.nodes[0].log();
     assert!(
         !log.contains("panicked"),

@@ -71,6 +71,17 @@ fn remove_dead(node: &TestNode, name: &str) -> String {
     }
 }
 
+/// The CLI on `node` with `args`, which must fail: what it said.
+fn refused(node: &TestNode, args: &[&str]) -> String {
+    let out = node.cli(args);
+    assert!(
+        !out.status.success(),
+        "{args:?} succeeded: {}",
+        stdout(&out)
+    );
+    stderr(&out)
+}
+
 fn gcomm_uuid(node: &TestNode) -> String {
     let (_, s) = node.get("/status");
     s["cluster"]["gcomm_uuid"]
@@ -116,16 +127,12 @@ fn remove_a_killed_member_and_refuse_its_silent_return() {
     );
 
     // An alive member is not removed: it should be stopped gracefully.
-    let out = c.nodes[0].cli(&["--remove-node", "node-3"]);
-    assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = refused(&c.nodes[0], &["--remove-node", "node-3"]);
     assert!(
         err.contains("node-3 is alive") && err.contains("stop it gracefully"),
         "{err}"
     );
-    let out = c.nodes[0].cli(&["--remove-node", "node-9"]);
-    assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = refused(&c.nodes[0], &["--remove-node", "node-9"]);
     assert!(
         err.contains("no member is named \"node-9\"") && err.contains("node-1, node-2, node-3"),
         "{err}"
@@ -464,9 +471,8 @@ fn two_node_survivor_explains_why_it_stops_serving() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // Nor can the survivor remove its dead peer: that needs a quorum.
-    let out = c.nodes[0].cli(&["--remove-node", "node-2"]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("not Primary"), "{}", stderr(&out));
+    let err = refused(&c.nodes[0], &["--remove-node", "node-2"]);
+    assert!(err.contains("not Primary"), "{err}");
     let rows = members(&c.nodes[0]);
     assert_eq!(
         row(&rows, "node-2").unwrap()["state"],

@@ -361,14 +361,13 @@ impl Store {
         raft_state: &[u8],
     ) -> Result<(), StoreError> {
         let w = self.lock_writer()?;
-        w.apply
-            .execute_batch("BEGIN IMMEDIATE")
-            .and_then(|()| meta::record_removed(&w.apply, node_id, record, raft_state))
-            .and_then(|()| w.apply.execute_batch("COMMIT"))
-            .map_err(|e| {
-                let _ = w.apply.execute_batch("ROLLBACK");
-                sqlite_err(&self.path)(e)
-            })
+        // Rolled back on drop if anything fails.
+        let tx = w.apply.unchecked_transaction();
+        tx.and_then(|tx| {
+            meta::record_removed(&tx, node_id, record, raft_state)?;
+            tx.commit()
+        })
+        .map_err(sqlite_err(&self.path))
     }
 
     /// The removal record of `node_id`, if it was removed.

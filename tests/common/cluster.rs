@@ -206,6 +206,19 @@ impl Cluster {
         );
     }
 
+    /// Writes on node 0 still commit and reach node 1 (table `t(id, v)`).
+    pub fn still_serves(&self, id: i64) {
+        self.nodes[0].execute_ok(serde_json::json!([[
+            "INSERT INTO t(id, v) VALUES(?, 'ok')",
+            id
+        ]]));
+        self.wait_converged(&[0, 1], "t", Duration::from_secs(30));
+        assert_eq!(
+            self.nodes[1].scalar(&format!("SELECT COUNT(*) FROM t WHERE id = {id}")),
+            1
+        );
+    }
+
     pub fn status(&self, i: usize) -> Value {
         let (_, s) = self.nodes[i].get("/status");
         s

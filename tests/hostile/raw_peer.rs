@@ -36,6 +36,17 @@ pub struct ClientCert {
 /// A node certificate for `name` signed by the CA that `quorate tls ca`
 /// wrote into `tls_dir`, valid from `not_before` to `not_after`: what
 /// `quorate tls node` would make, but with any validity a test needs.
+/// A certificate for `name` signed by the cluster CA and valid now.
+pub fn valid_cert(tls_dir: &Path, name: &str) -> ClientCert {
+    let now = time::OffsetDateTime::now_utc();
+    signed_cert(
+        tls_dir,
+        name,
+        now - time::Duration::days(1),
+        now + time::Duration::days(30),
+    )
+}
+
 pub fn signed_cert(
     tls_dir: &Path,
     name: &str,
