@@ -8,8 +8,10 @@
 pub mod arbitrator;
 pub mod fence;
 pub mod flow;
+pub mod forward;
 pub mod log_store;
 pub mod network;
+pub mod propose;
 pub mod recover;
 pub mod state_machine;
 pub mod types;
@@ -20,7 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::Instant as _;
 use openraft::{Config as RaftConfig, ServerState, SnapshotPolicy};
 
@@ -68,6 +69,16 @@ pub enum ForwardOutcome {
     Failed(String),
 }
 
+impl From<propose::Proposed> for ForwardOutcome {
+    fn from(p: propose::Proposed) -> Self {
+        match p {
+            propose::Proposed::Ordered => ForwardOutcome::Ordered,
+            propose::Proposed::NotLeader(_) => ForwardOutcome::NotLeader,
+            propose::Proposed::Failed(m) => ForwardOutcome::Failed(m),
+        }
+    }
+}
+
 /// Tunables of the sequencer, from the config.
 #[derive(Debug, Clone)]
 pub struct SequencerOptions {
@@ -85,7 +96,11 @@ pub struct SequencerOptions {
 pub struct Sequencer {
     /// Replaced (under this lock) only by a forced bootstrap, which restarts
     /// Raft on rewritten storage; everything else clones it per use.
-    raft: std::sync::RwLock<Raft>,
+    raft: Arc<std::sync::RwLock<Raft>>,
+    /// Batches this node's proposals into openraft (see `propose`).
+    proposer: propose::Proposer,
+    /// Batches write-sets forwarded to the leader (with a transport).
+    forwarder: Option<forward::Forwarder>,
     raft_config: Arc<RaftConfig>,
     store: Arc<Store>,
     fence: Arc<fence::Fence>,
@@ -120,6 +135,8 @@ pub mod peer_kind {
     pub const READ_INDEX: u8 = 21;
     /// A follower asks the leader what it knows to be committed (no quorum round).
     pub const COMMIT_INDEX: u8 = 22;
+    /// A follower hands several write-sets to the leader at once.
+    pub const FORWARD_WRITES: u8 = 23;
 }
 
 /// Node ids are made once per data directory and never reused.
@@ -221,8 +238,11 @@ impl Sequencer {
         )
         .await
         .map_err(|e| OrderError::Start(e.to_string()))?;
+        let raft = Arc::new(std::sync::RwLock::new(raft));
         Ok(Sequencer {
-            raft: std::sync::RwLock::new(raft),
+            proposer: propose::Proposer::start(raft.clone()),
+            forwarder: transport.clone().map(forward::Forwarder::start),
+            raft,
             raft_config: config,
             store,
             fence,
@@ -507,11 +527,8 @@ impl Sequencer {
             }
             return self.await_verdict(trx_id, verdict, timeout).await;
         }
-        let submitted = tokio::time::timeout(
-            timeout,
-            self.raft().client_write(Request::WriteSet(ws.clone())),
-        )
-        .await;
+        let submitted =
+            tokio::time::timeout(timeout, self.proposer.propose(ws.clone())).await;
         match submitted {
             Err(_) => {
                 self.waiters.forget(trx_id);
@@ -520,23 +537,20 @@ impl Sequencer {
                     timeout.as_millis()
                 )));
             }
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+            Ok(propose::Proposed::NotLeader(leader)) => {
                 // Not the leader: hand the write-set to the one that is.
-                if let Err(e) = self
-                    .forward_write(f.leader_node.as_ref(), &ws, timeout)
-                    .await
-                {
+                if let Err(e) = self.forward_write(leader.as_ref(), &ws, timeout).await {
                     self.waiters.forget(trx_id);
                     return Err(e);
                 }
             }
-            Ok(Err(e)) => {
+            Ok(propose::Proposed::Failed(e)) => {
                 self.waiters.forget(trx_id);
                 return Err(SubmitError::Unknown(format!(
                     "ordering failed after submission: {e}"
                 )));
             }
-            Ok(Ok(_)) => {}
+            Ok(propose::Proposed::Ordered) => {}
         }
         self.await_verdict(trx_id, verdict, timeout).await
     }
@@ -581,7 +595,7 @@ impl Sequencer {
         timeout: Duration,
     ) -> Result<(), SubmitError> {
         use crate::transport::TransportError as T;
-        let Some(t) = &self.transport else {
+        let Some(forwarder) = &self.forwarder else {
             return Err(SubmitError::NotPrimary(
                 "no leader is known; nothing was applied".into(),
             ));
@@ -606,23 +620,19 @@ impl Sequencer {
             match target {
                 Some(l) if l.name == self.node_info.name => {
                     // Leadership came here meanwhile.
-                    match self
-                        .raft()
-                        .client_write(Request::WriteSet(ws.clone()))
-                        .await
-                    {
-                        Ok(_) => return Ok(()),
-                        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
-                        Err(e) => {
+                    match self.proposer.propose(ws.clone()).await {
+                        propose::Proposed::Ordered => return Ok(()),
+                        propose::Proposed::NotLeader(_) => {}
+                        propose::Proposed::Failed(e) => {
                             maybe_sent = true;
-                            last_error = e.to_string();
+                            last_error = e;
                         }
                     }
                 }
                 Some(l) => match l.repl_addr.parse::<std::net::SocketAddr>() {
                     Err(_) => last_error = format!("leader {} has no valid address", l.name),
                     Ok(addr) => match tokio::select! {
-                        r = t.call_timeout(addr, Some(&l.name), peer_kind::FORWARD_WRITE, body.clone(), timeout) => r,
+                        r = forwarder.forward(addr, &l.name, body.clone(), timeout) => r,
                         // The leader died and another was elected: its answer
                         // will not come; retrying is safe (exactly-once apply).
                         () = self.leader_changed_from(&l.name) => Err(crate::transport::TransportError::Connection {
@@ -630,7 +640,7 @@ impl Sequencer {
                             reason: format!("{} is no longer the leader", l.name),
                         }),
                     } {
-                        Ok(reply) => match network::decode::<ForwardOutcome>(&reply) {
+                        Ok(outcome) => match outcome {
                             Ok(ForwardOutcome::Ordered) => return Ok(()),
                             Ok(ForwardOutcome::NotLeader) => {
                                 last_error = format!("{} is no longer the leader", l.name)
@@ -741,14 +751,30 @@ impl Sequencer {
                         peer.node_name, ws.origin
                     ));
                 }
-                let outcome = match self.raft().client_write(Request::WriteSet(ws)).await {
-                    Ok(_) => ForwardOutcome::Ordered,
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                        ForwardOutcome::NotLeader
-                    }
-                    Err(e) => ForwardOutcome::Failed(e.to_string()),
-                };
-                network::encode(&outcome)
+                network::encode(&ForwardOutcome::from(self.proposer.propose(ws).await))
+            }
+            peer_kind::FORWARD_WRITES => {
+                let batch: Vec<WriteSet> = network::decode(body)?;
+                if let Some(ws) = batch.iter().find(|ws| ws.origin != peer.node_name) {
+                    tracing::warn!(
+                        peer = %peer.addr,
+                        "refused forwarded write-sets: {} sent one in the name of {}",
+                        peer.node_name,
+                        ws.origin
+                    );
+                    return Err(format!(
+                        "{} may not forward a write-set of {}",
+                        peer.node_name, ws.origin
+                    ));
+                }
+                let outcomes: Vec<ForwardOutcome> = self
+                    .proposer
+                    .propose_all(batch)
+                    .await
+                    .into_iter()
+                    .map(ForwardOutcome::from)
+                    .collect();
+                network::encode(&outcomes)
             }
             peer_kind::COMMIT_INDEX => {
                 let raft = self.raft();
@@ -767,7 +793,7 @@ impl Sequencer {
                     .map_err(|e| format!("not the leader: {e}"))?;
                 network::encode(&Some(read.index()))
             }
-            other => Err(format!("unknown request kind {other}")),
+            other => Err(format!("{} {other}", forward::UNKNOWN_KIND)),
         }
     }
 

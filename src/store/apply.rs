@@ -902,7 +902,8 @@ mod tests {
                     let w = s.capture(&[update(i)], false).unwrap().writeset.unwrap();
                     WriteSet {
                         origin: "m".into(),
-                        trx_id: i as u64,
+                        // Ids unique across the rounds: a repeated one is a duplicate.
+                        trx_id: (batch * n) as u64 + i as u64,
                         snapshot_seqno: w.snapshot_seqno,
                         keys: w.keys,
                         payload: w.payload,

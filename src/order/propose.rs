@@ -1,0 +1,149 @@
+//! Proposing write-sets to openraft many at a time.
+//!
+//! openraft's core runs its storage and replication commands after every
+//! message it takes (`run_command_threshold = 0` in 0.10.0-alpha.37), so
+//! each `client_write` costs its own log append, and usually its own
+//! AppendEntries to every follower. The proposer queues the write-sets of
+//! this node's clients and of forwarded batches, and hands whatever is
+//! waiting to openraft as one `client_write_many`: one message, one append,
+//! one replication round for all of them. It never waits for more to come:
+//! it only lets the tasks that are ready to run go first (one yield), so a
+//! lone writer is proposed at once and a busy node proposes in batches.
+
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt;
+use openraft::error::ClientWriteError;
+use tokio::sync::{mpsc, oneshot};
+
+use super::types::{NodeInfo, Raft, Request, TypeConfig};
+use crate::writeset::WriteSet;
+
+/// At most this many write-sets go into one proposal; openraft splits
+/// replication by its own limits, this only bounds one core message.
+const MAX_BATCH: usize = 256;
+
+/// What became of one proposed write-set.
+#[derive(Debug)]
+pub enum Proposed {
+    /// Committed and applied on this node (its verdict is with the waiters).
+    Ordered,
+    /// Never appended: this node does not lead (the leader, if known).
+    NotLeader(Option<NodeInfo>),
+    /// Appended or not: unknown.
+    Failed(String),
+}
+
+struct Proposal {
+    ws: WriteSet,
+    done: oneshot::Sender<Proposed>,
+}
+
+/// The queue in front of this node's Raft (see the module documentation).
+pub struct Proposer {
+    queue: mpsc::UnboundedSender<Proposal>,
+}
+
+impl Proposer {
+    /// Starts the proposing task; it proposes through whatever Raft `raft`
+    /// holds at the time (a forced bootstrap replaces it) and ends when the
+    /// proposer is dropped.
+    pub fn start(raft: Arc<RwLock<Raft>>) -> Proposer {
+        let (queue, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(raft, rx));
+        Proposer { queue }
+    }
+
+    /// Propose one write-set and wait until it is applied here (or refused).
+    pub async fn propose(&self, ws: WriteSet) -> Proposed {
+        let (done, answer) = oneshot::channel();
+        if self.queue.send(Proposal { ws, done }).is_err() {
+            return Proposed::NotLeader(None);
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Proposed::Failed("the proposer stopped".into()))
+    }
+
+    /// Propose several write-sets (a forwarded batch) and wait for all;
+    /// the answers are in the order of `batch`.
+    pub async fn propose_all(&self, batch: Vec<WriteSet>) -> Vec<Proposed> {
+        let answers: Vec<_> = batch
+            .into_iter()
+            .map(|ws| {
+                let (done, answer) = oneshot::channel();
+                let queued = self.queue.send(Proposal { ws, done }).is_ok();
+                (queued, answer)
+            })
+            .collect();
+        let mut out = Vec::with_capacity(answers.len());
+        for (queued, answer) in answers {
+            out.push(if !queued {
+                Proposed::NotLeader(None)
+            } else {
+                answer
+                    .await
+                    .unwrap_or_else(|_| Proposed::Failed("the proposer stopped".into()))
+            });
+        }
+        out
+    }
+}
+
+fn current(raft: &RwLock<Raft>) -> Raft {
+    match raft.read() {
+        Ok(r) => r.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
+async fn run(raft: Arc<RwLock<Raft>>, mut queue: mpsc::UnboundedReceiver<Proposal>) {
+    while let Some(first) = queue.recv().await {
+        // The tasks that are ready now (other clients' requests read in
+        // the same poll) get to queue theirs before this batch closes.
+        tokio::task::yield_now().await;
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let (payloads, done): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|p| (Request::WriteSet(p.ws), p.done))
+            .unzip();
+        match current(&raft).client_write_many(payloads).await {
+            Err(fatal) => {
+                for d in done {
+                    let _ = d.send(Proposed::Failed(fatal.to_string()));
+                }
+            }
+            // Answered as each is applied, in log order, while the next
+            // batch is proposed.
+            Ok(results) => {
+                tokio::spawn(answer(results, done));
+            }
+        }
+    }
+}
+
+type Results = futures::stream::BoxStream<
+    'static,
+    Result<openraft::raft::WriteResult<TypeConfig>, openraft::errors::Fatal<TypeConfig>>,
+>;
+
+async fn answer(mut results: Results, done: Vec<oneshot::Sender<Proposed>>) {
+    for d in done {
+        let outcome = match results.next().await {
+            Some(Ok(Ok(_))) => Proposed::Ordered,
+            Some(Ok(Err(ClientWriteError::ForwardToLeader(f)))) => {
+                Proposed::NotLeader(f.leader_node)
+            }
+            Some(Ok(Err(e))) => Proposed::Failed(e.to_string()),
+            Some(Err(fatal)) => Proposed::Failed(fatal.to_string()),
+            None => Proposed::Failed("openraft gave fewer answers than proposals".into()),
+        };
+        let _ = d.send(outcome);
+    }
+}
