@@ -375,3 +375,76 @@ fn garbage_http_bodies_get_client_errors() {
     drop(idle_admin);
     assert_eq!(node.scalar("SELECT COUNT(*) FROM t"), 1);
 }
+
+/// A forwarded write-set speaks for its origin's client: a peer may only
+/// forward its own, one at a time or in a batch, and a batch with one
+/// forged write-set is refused whole (nothing of it is ordered).
+#[test]
+fn a_peer_cannot_forward_write_sets_in_another_nodes_name() {
+    use quorate::order::peer_kind::{FORWARD_WRITE, FORWARD_WRITES};
+    use quorate::sql::{Params, Statement};
+    use quorate::writeset::{Payload, WriteSet};
+
+    let c = Cluster::start(2, "");
+    c.nodes[0].execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]));
+    let insert = |origin: &str, id: i64| WriteSet {
+        origin: origin.into(),
+        trx_id: 1_000 + id as u64,
+        snapshot_seqno: 0,
+        keys: Vec::new(),
+        payload: Payload::Statements(vec![Statement {
+            sql: format!("INSERT INTO t VALUES({id}, 'forged')"),
+            params: Params::None,
+        }]),
+    };
+    let request = |kind: u8, body: Vec<u8>| {
+        let mut payload = vec![kind];
+        payload.extend_from_slice(&body);
+        frame(raw_peer::REQUEST, &payload)
+    };
+    let cases = [
+        (
+            "one forged",
+            request(
+                FORWARD_WRITE,
+                bincode::serialize(&insert("node-2", 101)).unwrap(),
+            ),
+        ),
+        (
+            "a batch, its second forged",
+            request(
+                FORWARD_WRITES,
+                bincode::serialize(&vec![insert("node-9", 102), insert("node-2", 103)]).unwrap(),
+            ),
+        ),
+    ];
+    let rt = runtime();
+    rt.block_on(async {
+        let endpoint = client(c.tls.path(), Some(valid_cert(c.tls.path(), "node-9")));
+        for (node, port) in c.nodes.iter().zip(&c.repl_ports) {
+            let target = SocketAddr::from(([127, 0, 0, 1], *port));
+            let conn = connect_and_hello(&endpoint, target, &node.name, "test", "node-9")
+                .await
+                .expect("hello with a valid certificate");
+            for (case, bytes) in &cases {
+                let answer = exchange(&conn, bytes).await.expect("an answer");
+                let (ty, reason) = parse_answer(&answer).expect("a readable answer");
+                let reason = String::from_utf8_lossy(&reason);
+                assert_eq!(ty, raw_peer::FAILURE, "{case} on port {port}: {reason}");
+                assert!(
+                    reason.contains("node-9 may not forward a write-set of node-2"),
+                    "{case} on port {port}: {reason}"
+                );
+            }
+        }
+    });
+    c.still_serves(2);
+    for node in &c.nodes {
+        assert_eq!(
+            node.scalar("SELECT count(*) FROM t WHERE v = 'forged'"),
+            0,
+            "{}: a forged batch was ordered",
+            node.name
+        );
+    }
+}

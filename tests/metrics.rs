@@ -132,7 +132,12 @@ fn metrics_parse_and_carry_the_cluster_figures() {
         ("quorate_sst_donor_sent_bytes", "gauge"),
         ("quorate_sst_donor_total_bytes", "gauge"),
         ("quorate_sst_joiner_received_bytes", "gauge"),
+        ("quorate_proposals_total", "counter"),
+        ("quorate_proposed_writesets_total", "counter"),
+        ("quorate_forward_requests_total", "counter"),
+        ("quorate_forwarded_writesets_total", "counter"),
     ];
+    let mut proposed_everywhere = 0.0;
     let mut leaders = 0;
     for (i, node) in c.nodes.iter().enumerate() {
         let text = metrics_text(node);
@@ -185,6 +190,22 @@ fn metrics_parse_and_carry_the_cluster_figures() {
             node.name
         );
         assert_eq!(v("quorate_commits_total"), commits, "{}", node.name);
+        // Batches hold at least one write-set each.
+        assert!(v("quorate_proposals_total") <= v("quorate_proposed_writesets_total"));
+        assert!(v("quorate_forward_requests_total") <= v("quorate_forwarded_writesets_total"));
+        proposed_everywhere += v("quorate_proposed_writesets_total");
+        if i == 1 {
+            // Each of the six went to the order once: proposed here as the
+            // leader, or forwarded to the leader.
+            assert_eq!(
+                v("quorate_proposed_writesets_total") + v("quorate_forwarded_writesets_total"),
+                6.0,
+                "{}",
+                node.name
+            );
+        } else {
+            assert_eq!(v("quorate_forwarded_writesets_total"), 0.0, "{}", node.name);
+        }
         if i == 1 {
             // Five rows of "some text" and a CREATE TABLE are more than 100 bytes.
             assert!(v("quorate_replicated_bytes_total") > 100.0);
@@ -249,6 +270,9 @@ fn metrics_parse_and_carry_the_cluster_figures() {
         }
     }
     assert_eq!(leaders, 1, "exactly one node reports member lag");
+    // The CREATE TABLE and the five rows, and the bootstrap's own entries
+    // go in by other paths: six proposed write-sets in all, wherever.
+    assert_eq!(proposed_everywhere, 6.0);
 }
 
 fn member_lags(scrape: &Scrape) -> Vec<f64> {

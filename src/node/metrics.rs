@@ -240,6 +240,32 @@ impl Node {
              snapshots and answers (frame payloads).",
             self.transport().map_or(0, |t| t.received_bytes()),
         );
+        let proposed = self.seq.proposal_counts();
+        counter(
+            &mut out,
+            "quorate_proposals_total",
+            "Batches of write-sets this node proposed to the order while it led (one log append each).",
+            proposed.proposals.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "quorate_proposed_writesets_total",
+            "Write-sets in those proposals: this node's own and those forwarded to it.",
+            proposed.writesets.load(Ordering::Relaxed),
+        );
+        let forwarded = self.seq.forward_counts();
+        counter(
+            &mut out,
+            "quorate_forward_requests_total",
+            "Requests that carried this node's write-sets to the leader.",
+            forwarded.map_or(0, |f| f.requests.load(Ordering::Relaxed)),
+        );
+        counter(
+            &mut out,
+            "quorate_forwarded_writesets_total",
+            "Write-sets this node forwarded to the leader (a retry counts again).",
+            forwarded.map_or(0, |f| f.writesets.load(Ordering::Relaxed)),
+        );
         let tc = self.seq.transfer_counters();
         gauge(
             &mut out,

@@ -11,7 +11,7 @@
 //! does not know `FORWARD_WRITES` (an older build) gets single requests.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,13 +43,27 @@ struct Item {
 /// The queue of write-sets on their way to the leader.
 pub struct Forwarder {
     queue: mpsc::UnboundedSender<Item>,
+    counts: Arc<ForwardCounts>,
+}
+
+/// Requests to the leader that carried forwarded write-sets, and how many
+/// write-sets they carried (`/metrics`).
+#[derive(Debug, Default)]
+pub struct ForwardCounts {
+    pub requests: AtomicU64,
+    pub writesets: AtomicU64,
 }
 
 impl Forwarder {
     pub fn start(transport: Transport) -> Forwarder {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(transport, rx));
-        Forwarder { queue }
+        let counts = Arc::new(ForwardCounts::default());
+        tokio::spawn(run(transport, rx, counts.clone()));
+        Forwarder { queue, counts }
+    }
+
+    pub fn counts(&self) -> &ForwardCounts {
+        &self.counts
     }
 
     /// Send one encoded write-set to the leader `leader` at `addr` and wait
@@ -76,7 +90,11 @@ impl Forwarder {
     }
 }
 
-async fn run(transport: Transport, mut queue: mpsc::UnboundedReceiver<Item>) {
+async fn run(
+    transport: Transport,
+    mut queue: mpsc::UnboundedReceiver<Item>,
+    counts: Arc<ForwardCounts>,
+) {
     let batches_refused = Arc::new(AtomicBool::new(false));
     while let Some(first) = queue.recv().await {
         tokio::task::yield_now().await;
@@ -97,18 +115,35 @@ async fn run(transport: Transport, mut queue: mpsc::UnboundedReceiver<Item>) {
             let (same, rest): (Vec<Item>, Vec<Item>) =
                 items.into_iter().partition(|i| i.addr == addr);
             items = rest;
-            tokio::spawn(send(transport.clone(), same, batches_refused.clone()));
+            tokio::spawn(send(
+                transport.clone(),
+                same,
+                batches_refused.clone(),
+                counts.clone(),
+            ));
         }
     }
 }
 
-async fn send(transport: Transport, items: Vec<Item>, batches_refused: Arc<AtomicBool>) {
+async fn send(
+    transport: Transport,
+    items: Vec<Item>,
+    batches_refused: Arc<AtomicBool>,
+    counts: Arc<ForwardCounts>,
+) {
+    counts
+        .writesets
+        .fetch_add(items.len() as u64, Ordering::Relaxed);
     if items.len() == 1 || batches_refused.load(Ordering::Relaxed) {
+        counts
+            .requests
+            .fetch_add(items.len() as u64, Ordering::Relaxed);
         for item in items {
             tokio::spawn(send_one(transport.clone(), item));
         }
         return;
     }
+    counts.requests.fetch_add(1, Ordering::Relaxed);
     let first = &items[0];
     let (addr, leader) = (first.addr, first.leader.clone());
     let timeout = items.iter().map(|i| i.timeout).max().unwrap_or_default();
@@ -157,6 +192,9 @@ async fn send(transport: Transport, items: Vec<Item>, batches_refused: Arc<Atomi
                 "the leader does not take batches of forwarded write-sets (an older build); forwarding them one by one"
             );
             batches_refused.store(true, Ordering::Relaxed);
+            counts
+                .requests
+                .fetch_add(items.len() as u64, Ordering::Relaxed);
             for item in items {
                 tokio::spawn(send_one(transport.clone(), item));
             }

@@ -305,6 +305,16 @@ impl Sequencer {
         }
     }
 
+    /// Proposals to openraft and the write-sets in them.
+    pub fn proposal_counts(&self) -> &propose::ProposalCounts {
+        self.proposer.counts()
+    }
+
+    /// Forward requests to the leader and the write-sets in them.
+    pub fn forward_counts(&self) -> Option<&forward::ForwardCounts> {
+        self.forwarder.as_ref().map(|f| f.counts())
+    }
+
     pub fn flow(&self) -> &flow::FlowControl {
         &self.flow
     }
@@ -527,8 +537,7 @@ impl Sequencer {
             }
             return self.await_verdict(trx_id, verdict, timeout).await;
         }
-        let submitted =
-            tokio::time::timeout(timeout, self.proposer.propose(ws.clone())).await;
+        let submitted = tokio::time::timeout(timeout, self.proposer.propose(ws.clone())).await;
         match submitted {
             Err(_) => {
                 self.waiters.forget(trx_id);

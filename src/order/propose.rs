@@ -10,6 +10,7 @@
 //! it only lets the tasks that are ready to run go first (one yield), so a
 //! lone writer is proposed at once and a busy node proposes in batches.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
@@ -42,6 +43,15 @@ struct Proposal {
 /// The queue in front of this node's Raft (see the module documentation).
 pub struct Proposer {
     queue: mpsc::UnboundedSender<Proposal>,
+    counts: Arc<ProposalCounts>,
+}
+
+/// How many proposals this node made and how many write-sets they held
+/// (`/metrics`: their ratio is the batch size).
+#[derive(Debug, Default)]
+pub struct ProposalCounts {
+    pub proposals: AtomicU64,
+    pub writesets: AtomicU64,
 }
 
 impl Proposer {
@@ -50,8 +60,13 @@ impl Proposer {
     /// proposer is dropped.
     pub fn start(raft: Arc<RwLock<Raft>>) -> Proposer {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx));
-        Proposer { queue }
+        let counts = Arc::new(ProposalCounts::default());
+        tokio::spawn(run(raft, rx, counts.clone()));
+        Proposer { queue, counts }
+    }
+
+    pub fn counts(&self) -> &ProposalCounts {
+        &self.counts
     }
 
     /// Propose one write-set and wait until it is applied here (or refused).
@@ -97,7 +112,11 @@ fn current(raft: &RwLock<Raft>) -> Raft {
     }
 }
 
-async fn run(raft: Arc<RwLock<Raft>>, mut queue: mpsc::UnboundedReceiver<Proposal>) {
+async fn run(
+    raft: Arc<RwLock<Raft>>,
+    mut queue: mpsc::UnboundedReceiver<Proposal>,
+    counts: Arc<ProposalCounts>,
+) {
     while let Some(first) = queue.recv().await {
         // The tasks that are ready now (other clients' requests read in
         // the same poll) get to queue theirs before this batch closes.
@@ -109,6 +128,10 @@ async fn run(raft: Arc<RwLock<Raft>>, mut queue: mpsc::UnboundedReceiver<Proposa
                 Err(_) => break,
             }
         }
+        counts.proposals.fetch_add(1, Ordering::Relaxed);
+        counts
+            .writesets
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let (payloads, done): (Vec<_>, Vec<_>) = batch
             .into_iter()
             .map(|p| (Request::WriteSet(p.ws), p.done))
