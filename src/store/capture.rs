@@ -13,7 +13,9 @@ use rusqlite::Connection;
 
 use super::auth::{self, AuthHandle, ClientScope, StmtInfo};
 use super::schema::SchemaCache;
-use super::{keys, sqlite_err, values, Captured, CapturedWriteSet, StoreError, Writer};
+use super::{
+    exec_cached, keys, sqlite_err, values, Captured, CapturedWriteSet, StoreError, Writer,
+};
 use crate::sql::{ExecResult, Params, QueryResult, SqlValue, Statement};
 use crate::writeset::{Payload, Seqno};
 
@@ -38,14 +40,14 @@ pub(crate) fn capture(
         w.stmt_info.clear();
         w.capture.flush_prepared_statement_cache();
     }
-    w.capture.execute_batch("BEGIN").map_err(&err)?;
+    exec_cached(&w.capture, "BEGIN").map_err(&err)?;
     let mut txn = Txn::default();
     let outcome = run(w, stmts, transaction, snapshot, max_bytes, &mut txn, path);
     // Whatever happened, nothing captured may stay in the local database.
     let rolled_back = if w.capture.is_autocommit() {
         Ok(())
     } else {
-        w.capture.execute_batch("ROLLBACK")
+        exec_cached(&w.capture, "ROLLBACK")
     };
     if txn.schema_touched {
         w.schema_changed();
@@ -88,7 +90,7 @@ fn run(
 
     for st in stmts {
         if !transaction {
-            conn.execute_batch(STMT_SAVEPOINT).map_err(&err)?;
+            exec_cached(conn, STMT_SAVEPOINT).map_err(&err)?;
         }
         let outcome = execute(conn, capture_auth, schema, stmt_info, st, txn);
         if conn.is_autocommit() {
@@ -108,7 +110,7 @@ fn run(
         match outcome {
             Ok(result) => {
                 if !transaction {
-                    conn.execute_batch(STMT_RELEASE).map_err(&err)?;
+                    exec_cached(conn, STMT_RELEASE).map_err(&err)?;
                 }
                 txn.results.push(result);
                 txn.done.push(st.clone());
