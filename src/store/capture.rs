@@ -40,14 +40,16 @@ pub(crate) fn capture(
         w.stmt_info.clear();
         w.capture.flush_prepared_statement_cache();
     }
-    exec_cached(&w.capture, "BEGIN").map_err(&err)?;
+    // Not from the statement cache: client statements share it, and a
+    // client's `BEGIN` served from it would never meet the authorizer.
+    w.capture.execute_batch("BEGIN").map_err(&err)?;
     let mut txn = Txn::default();
     let outcome = run(w, stmts, transaction, snapshot, max_bytes, &mut txn, path);
     // Whatever happened, nothing captured may stay in the local database.
     let rolled_back = if w.capture.is_autocommit() {
         Ok(())
     } else {
-        exec_cached(&w.capture, "ROLLBACK")
+        w.capture.execute_batch("ROLLBACK")
     };
     if txn.schema_touched {
         w.schema_changed();
@@ -90,7 +92,7 @@ fn run(
 
     for st in stmts {
         if !transaction {
-            exec_cached(conn, STMT_SAVEPOINT).map_err(&err)?;
+            conn.execute_batch(STMT_SAVEPOINT).map_err(&err)?;
         }
         let outcome = execute(conn, capture_auth, schema, stmt_info, st, txn);
         if conn.is_autocommit() {
@@ -110,7 +112,7 @@ fn run(
         match outcome {
             Ok(result) => {
                 if !transaction {
-                    exec_cached(conn, STMT_RELEASE).map_err(&err)?;
+                    conn.execute_batch(STMT_RELEASE).map_err(&err)?;
                 }
                 txn.results.push(result);
                 txn.done.push(st.clone());

@@ -133,9 +133,10 @@ impl Writer {
     }
 }
 
-/// Run one of the fixed transaction-control statements of every capture
-/// and apply from the statement cache: parsing them anew each time cost
-/// more than running them.
+/// Run one of the fixed transaction-control statements of every apply from
+/// the statement cache: parsing them anew each time cost more than running
+/// them. Only for connections that never run client SQL from the cache:
+/// a cached statement is not authorized again.
 pub(crate) fn exec_cached(conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([])?;
     Ok(())
