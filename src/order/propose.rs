@@ -136,16 +136,18 @@ async fn run(
             .into_iter()
             .map(|p| (Request::WriteSet(p.ws), p.done))
             .unzip();
-        match current(&raft).client_write_many(payloads).await {
+        let raft = current(&raft);
+        match raft.client_write_many(payloads).await {
             Err(fatal) => {
+                let why = stop_reason(&raft, fatal).await;
                 for d in done {
-                    let _ = d.send(Proposed::Failed(fatal.to_string()));
+                    let _ = d.send(Proposed::Failed(why.clone()));
                 }
             }
             // Answered as each is applied, in log order, while the next
             // batch is proposed.
             Ok(results) => {
-                tokio::spawn(answer(results, done));
+                tokio::spawn(answer(raft, results, done));
             }
         }
     }
@@ -156,7 +158,7 @@ type Results = futures::stream::BoxStream<
     Result<openraft::raft::WriteResult<TypeConfig>, openraft::errors::Fatal<TypeConfig>>,
 >;
 
-async fn answer(mut results: Results, done: Vec<oneshot::Sender<Proposed>>) {
+async fn answer(raft: Raft, mut results: Results, done: Vec<oneshot::Sender<Proposed>>) {
     for d in done {
         let outcome = match results.next().await {
             Some(Ok(Ok(_))) => Proposed::Ordered,
@@ -164,9 +166,39 @@ async fn answer(mut results: Results, done: Vec<oneshot::Sender<Proposed>>) {
                 Proposed::NotLeader(f.leader_node)
             }
             Some(Ok(Err(e))) => Proposed::Failed(e.to_string()),
-            Some(Err(fatal)) => Proposed::Failed(fatal.to_string()),
+            Some(Err(fatal)) => Proposed::Failed(stop_reason(&raft, fatal).await),
             None => Proposed::Failed("openraft gave fewer answers than proposals".into()),
         };
         let _ = d.send(outcome);
     }
 }
+
+/// Why Raft stopped under a proposal. `client_write_many` answers only
+/// "stopped" when the core ends; the reason (a full disk, a read-only file
+/// system) is in its metrics, and the client and the operator need it.
+async fn stop_reason(raft: &Raft, fatal: openraft::errors::Fatal<TypeConfig>) -> String {
+    use openraft::async_runtime::WatchReceiver;
+    if !matches!(fatal, openraft::errors::Fatal::Stopped) {
+        return fatal.to_string();
+    }
+    let mut metrics = raft.metrics();
+    let give_up = tokio::time::sleep(STOP_REASON_WAIT);
+    tokio::pin!(give_up);
+    loop {
+        if let Err(e) = &metrics.borrow_watched().running_state {
+            return e.to_string();
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { break },
+            () = &mut give_up => break,
+        }
+    }
+    let last = metrics.borrow_watched().running_state.clone();
+    match last {
+        Err(e) => e.to_string(),
+        Ok(()) => fatal.to_string(),
+    }
+}
+
+/// How long a stopped core gets to publish why it stopped.
+const STOP_REASON_WAIT: std::time::Duration = std::time::Duration::from_secs(1);

@@ -13,9 +13,7 @@ use rusqlite::Connection;
 
 use super::auth::{self, AuthHandle, ClientScope, StmtInfo};
 use super::schema::SchemaCache;
-use super::{
-    exec_cached, keys, sqlite_err, values, Captured, CapturedWriteSet, StoreError, Writer,
-};
+use super::{keys, sqlite_err, values, Captured, CapturedWriteSet, StoreError, Writer};
 use crate::sql::{ExecResult, Params, QueryResult, SqlValue, Statement};
 use crate::writeset::{Payload, Seqno};
 
