@@ -760,6 +760,9 @@ impl Sequencer {
                         peer.node_name, ws.origin
                     ));
                 }
+                if let Some(refusal) = self.refuse_non_member_forward(peer) {
+                    return refusal;
+                }
                 network::encode(&ForwardOutcome::from(self.proposer.propose(ws).await))
             }
             peer_kind::FORWARD_WRITES => {
@@ -775,6 +778,9 @@ impl Sequencer {
                         "{} may not forward a write-set of {}",
                         peer.node_name, ws.origin
                     ));
+                }
+                if let Some(refusal) = self.refuse_non_member_forward(peer) {
+                    return refusal;
                 }
                 let outcomes: Vec<ForwardOutcome> = self
                     .proposer
@@ -908,6 +914,43 @@ impl Sequencer {
         let watch = raft.metrics();
         let m = watch.borrow_watched();
         m.membership_config.membership().get_node(&id).is_some()
+    }
+
+    /// Whether a node of this name is in the current membership (as voter
+    /// or learner).
+    fn has_member_named(&self, name: &str) -> bool {
+        let raft = self.raft();
+        let watch = raft.metrics();
+        let m = watch.borrow_watched();
+        let found = m
+            .membership_config
+            .membership()
+            .nodes()
+            .any(|(_, n)| n.name == name);
+        found
+    }
+
+    /// Write-sets forwarded by a node outside the membership are refused
+    /// unread: a node of an older incarnation (fenced, or about to be) must
+    /// not have its writes ordered here. A forward it sent to this node while
+    /// this node was paused, and that arrives after a forced bootstrap,
+    /// would otherwise merge the old incarnation's write silently.
+    fn refuse_non_member_forward(
+        &self,
+        peer: &PeerIdentity,
+    ) -> Option<Result<bytes::Bytes, String>> {
+        if self.has_member_named(&peer.node_name) {
+            return None;
+        }
+        tracing::warn!(
+            peer = %peer.addr,
+            "refused write-sets forwarded by {}: it is not a member of this cluster's membership",
+            peer.node_name
+        );
+        Some(Err(format!(
+            "{} is not a member of this cluster's membership; its write-sets are not ordered here",
+            peer.node_name
+        )))
     }
 
     /// Voting members of the current membership.
