@@ -245,26 +245,26 @@ impl Node {
             &mut out,
             "quorate_proposals_total",
             "Batches of write-sets this node proposed to the order while it led (one log append each).",
-            proposed.proposals.load(Ordering::Relaxed),
+            proposed.batches(),
         );
         counter(
             &mut out,
             "quorate_proposed_writesets_total",
             "Write-sets in those proposals: this node's own and those forwarded to it.",
-            proposed.writesets.load(Ordering::Relaxed),
+            proposed.writesets(),
         );
         let forwarded = self.seq.forward_counts();
         counter(
             &mut out,
             "quorate_forward_requests_total",
             "Requests that carried this node's write-sets to the leader.",
-            forwarded.map_or(0, |f| f.requests.load(Ordering::Relaxed)),
+            forwarded.map_or(0, |f| f.batches()),
         );
         counter(
             &mut out,
             "quorate_forwarded_writesets_total",
             "Write-sets this node forwarded to the leader (a retry counts again).",
-            forwarded.map_or(0, |f| f.writesets.load(Ordering::Relaxed)),
+            forwarded.map_or(0, |f| f.writesets()),
         );
         let tc = self.seq.transfer_counters();
         gauge(

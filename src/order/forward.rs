@@ -11,7 +11,7 @@
 //! does not know `FORWARD_WRITES` (an older build) gets single requests.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 
 use super::network;
+use super::propose::BatchCounts;
 use super::{peer_kind, ForwardOutcome};
 use crate::transport::{Transport, TransportError};
 
@@ -43,26 +44,19 @@ struct Item {
 /// The queue of write-sets on their way to the leader.
 pub struct Forwarder {
     queue: mpsc::UnboundedSender<Item>,
-    counts: Arc<ForwardCounts>,
-}
-
-/// Requests to the leader that carried forwarded write-sets, and how many
-/// write-sets they carried (`/metrics`).
-#[derive(Debug, Default)]
-pub struct ForwardCounts {
-    pub requests: AtomicU64,
-    pub writesets: AtomicU64,
+    /// Requests to the leader and the write-sets they carried.
+    counts: Arc<BatchCounts>,
 }
 
 impl Forwarder {
     pub fn start(transport: Transport) -> Forwarder {
         let (queue, rx) = mpsc::unbounded_channel();
-        let counts = Arc::new(ForwardCounts::default());
+        let counts = Arc::new(BatchCounts::default());
         tokio::spawn(run(transport, rx, counts.clone()));
         Forwarder { queue, counts }
     }
 
-    pub fn counts(&self) -> &ForwardCounts {
+    pub fn counts(&self) -> &BatchCounts {
         &self.counts
     }
 
@@ -93,7 +87,7 @@ impl Forwarder {
 async fn run(
     transport: Transport,
     mut queue: mpsc::UnboundedReceiver<Item>,
-    counts: Arc<ForwardCounts>,
+    counts: Arc<BatchCounts>,
 ) {
     let batches_refused = Arc::new(AtomicBool::new(false));
     while let Some(first) = queue.recv().await {
@@ -129,21 +123,13 @@ async fn send(
     transport: Transport,
     items: Vec<Item>,
     batches_refused: Arc<AtomicBool>,
-    counts: Arc<ForwardCounts>,
+    counts: Arc<BatchCounts>,
 ) {
-    counts
-        .writesets
-        .fetch_add(items.len() as u64, Ordering::Relaxed);
     if items.len() == 1 || batches_refused.load(Ordering::Relaxed) {
-        counts
-            .requests
-            .fetch_add(items.len() as u64, Ordering::Relaxed);
-        for item in items {
-            tokio::spawn(send_one(transport.clone(), item));
-        }
+        send_singly(&transport, items, &counts);
         return;
     }
-    counts.requests.fetch_add(1, Ordering::Relaxed);
+    counts.note(1, items.len());
     let first = &items[0];
     let (addr, leader) = (first.addr, first.leader.clone());
     let timeout = items.iter().map(|i| i.timeout).max().unwrap_or_default();
@@ -162,29 +148,8 @@ async fn send(
             timeout,
         )
         .await;
-    match reply {
-        Ok(reply) => match network::decode::<Vec<ForwardOutcome>>(&reply) {
-            Ok(outcomes) if outcomes.len() == items.len() => {
-                for (item, outcome) in items.into_iter().zip(outcomes) {
-                    let _ = item.done.send(Ok(Ok(outcome)));
-                }
-            }
-            Ok(outcomes) => {
-                let why = format!(
-                    "the leader answered {} outcomes for {} write-sets",
-                    outcomes.len(),
-                    items.len()
-                );
-                for item in items {
-                    let _ = item.done.send(Ok(Err(why.clone())));
-                }
-            }
-            Err(why) => {
-                for item in items {
-                    let _ = item.done.send(Ok(Err(why.clone())));
-                }
-            }
-        },
+    let reply = match reply {
+        Ok(reply) => reply,
         Err(TransportError::Remote { message, .. }) if message.contains(UNKNOWN_KIND) => {
             // Nothing of the batch was read: send each alone from now on.
             tracing::info!(
@@ -192,18 +157,47 @@ async fn send(
                 "the leader does not take batches of forwarded write-sets (an older build); forwarding them one by one"
             );
             batches_refused.store(true, Ordering::Relaxed);
-            counts
-                .requests
-                .fetch_add(items.len() as u64, Ordering::Relaxed);
-            for item in items {
-                tokio::spawn(send_one(transport.clone(), item));
-            }
+            send_singly(&transport, items, &counts);
+            return;
         }
         Err(e) => {
+            // Whether it may have reached the leader is kept in the copy.
             for item in items {
-                let _ = item.done.send(Err(same_error(&e)));
+                let _ = item.done.send(Err(e.duplicate()));
+            }
+            return;
+        }
+    };
+    let outcomes = network::decode::<Vec<ForwardOutcome>>(&reply).and_then(|o| {
+        if o.len() == items.len() {
+            Ok(o)
+        } else {
+            Err(format!(
+                "the leader answered {} outcomes for {} write-sets",
+                o.len(),
+                items.len()
+            ))
+        }
+    });
+    match outcomes {
+        Ok(outcomes) => {
+            for (item, outcome) in items.into_iter().zip(outcomes) {
+                let _ = item.done.send(Ok(Ok(outcome)));
             }
         }
+        Err(why) => {
+            for item in items {
+                let _ = item.done.send(Ok(Err(why.clone())));
+            }
+        }
+    }
+}
+
+/// Each write-set in a request of its own (`FORWARD_WRITE`).
+fn send_singly(transport: &Transport, items: Vec<Item>, counts: &BatchCounts) {
+    counts.note(items.len(), items.len());
+    for item in items {
+        tokio::spawn(send_one(transport.clone(), item));
     }
 }
 
@@ -222,53 +216,4 @@ async fn send_one(transport: Transport, item: Item) {
         .await
         .map(|reply| network::decode::<ForwardOutcome>(&reply));
     let _ = item.done.send(reply);
-}
-
-/// One failed batch RPC, told to each of its write-sets. Whether a
-/// write-set may have reached the leader is kept: a connection that was
-/// never made (unreachable, TLS, refused) sent nothing.
-fn same_error(e: &TransportError) -> TransportError {
-    use TransportError as T;
-    match e {
-        T::Unreachable { peer, reason } => T::Unreachable {
-            peer: *peer,
-            reason: reason.clone(),
-        },
-        T::Tls { peer, reason } => T::Tls {
-            peer: *peer,
-            reason: reason.clone(),
-        },
-        T::Refused { peer, reason } => T::Refused {
-            peer: *peer,
-            reason: reason.clone(),
-        },
-        T::Connection { peer, reason } => T::Connection {
-            peer: *peer,
-            reason: reason.clone(),
-        },
-        T::Timeout { peer, after } => T::Timeout {
-            peer: *peer,
-            after: *after,
-        },
-        T::Remote { peer, message } => T::Remote {
-            peer: *peer,
-            message: message.clone(),
-        },
-        T::Closed => T::Closed,
-        // Bind/Identity/Config never come from a call; the rest broke
-        // mid-request, so the batch may have been read.
-        other => T::Stream {
-            peer: peer_of(other),
-            reason: other.to_string(),
-        },
-    }
-}
-
-fn peer_of(e: &TransportError) -> SocketAddr {
-    use TransportError as T;
-    match e {
-        T::Stream { peer, .. } | T::Frame { peer, .. } | T::Source { peer, .. } => *peer,
-        T::Bind { addr, .. } => *addr,
-        _ => SocketAddr::from(([0, 0, 0, 0], 0)),
-    }
 }

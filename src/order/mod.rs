@@ -306,12 +306,12 @@ impl Sequencer {
     }
 
     /// Proposals to openraft and the write-sets in them.
-    pub fn proposal_counts(&self) -> &propose::ProposalCounts {
+    pub fn proposal_counts(&self) -> &propose::BatchCounts {
         self.proposer.counts()
     }
 
     /// Forward requests to the leader and the write-sets in them.
-    pub fn forward_counts(&self) -> Option<&forward::ForwardCounts> {
+    pub fn forward_counts(&self) -> Option<&propose::BatchCounts> {
         self.forwarder.as_ref().map(|f| f.counts())
     }
 
@@ -746,42 +746,12 @@ impl Sequencer {
             }
             peer_kind::FORWARD_WRITE => {
                 let ws: WriteSet = network::decode(body)?;
-                // The origin names whose client waits for the verdict and keys
-                // exactly-once delivery: a peer may only speak for itself.
-                if ws.origin != peer.node_name {
-                    tracing::warn!(
-                        peer = %peer.addr,
-                        "refused a forwarded write-set: {} sent one in the name of {}",
-                        peer.node_name,
-                        ws.origin
-                    );
-                    return Err(format!(
-                        "{} may not forward a write-set of {}",
-                        peer.node_name, ws.origin
-                    ));
-                }
-                if let Some(refusal) = self.refuse_non_member_forward(peer) {
-                    return refusal;
-                }
+                self.check_forwarded(peer, std::slice::from_ref(&ws))?;
                 network::encode(&ForwardOutcome::from(self.proposer.propose(ws).await))
             }
             peer_kind::FORWARD_WRITES => {
                 let batch: Vec<WriteSet> = network::decode(body)?;
-                if let Some(ws) = batch.iter().find(|ws| ws.origin != peer.node_name) {
-                    tracing::warn!(
-                        peer = %peer.addr,
-                        "refused forwarded write-sets: {} sent one in the name of {}",
-                        peer.node_name,
-                        ws.origin
-                    );
-                    return Err(format!(
-                        "{} may not forward a write-set of {}",
-                        peer.node_name, ws.origin
-                    ));
-                }
-                if let Some(refusal) = self.refuse_non_member_forward(peer) {
-                    return refusal;
-                }
+                self.check_forwarded(peer, &batch)?;
                 let outcomes: Vec<ForwardOutcome> = self
                     .proposer
                     .propose_all(batch)
@@ -930,27 +900,41 @@ impl Sequencer {
         found
     }
 
-    /// Write-sets forwarded by a node outside the membership are refused
-    /// unread: a node of an older incarnation (fenced, or about to be) must
-    /// not have its writes ordered here. A forward it sent to this node while
-    /// this node was paused, and that arrives after a forced bootstrap,
-    /// would otherwise merge the old incarnation's write silently.
-    fn refuse_non_member_forward(
-        &self,
-        peer: &PeerIdentity,
-    ) -> Option<Result<bytes::Bytes, String>> {
-        if self.has_member_named(&peer.node_name) {
-            return None;
+    /// Whether `peer` may have these forwarded write-sets ordered; a batch
+    /// with one refused write-set is refused whole.
+    ///
+    /// The origin names whose client waits for the verdict and keys
+    /// exactly-once delivery: a peer may only speak for itself. And a node
+    /// outside the membership is refused: a node of an older incarnation
+    /// (fenced, or about to be) must not have its writes ordered here. A
+    /// forward it sent to this node while this node was paused, arriving
+    /// after a forced bootstrap, would otherwise merge the old
+    /// incarnation's write silently.
+    fn check_forwarded(&self, peer: &PeerIdentity, batch: &[WriteSet]) -> Result<(), String> {
+        if let Some(ws) = batch.iter().find(|ws| ws.origin != peer.node_name) {
+            tracing::warn!(
+                peer = %peer.addr,
+                "refused forwarded write-sets: {} sent one in the name of {}",
+                peer.node_name,
+                ws.origin
+            );
+            return Err(format!(
+                "{} may not forward a write-set of {}",
+                peer.node_name, ws.origin
+            ));
         }
-        tracing::warn!(
-            peer = %peer.addr,
-            "refused write-sets forwarded by {}: it is not a member of this cluster's membership",
-            peer.node_name
-        );
-        Some(Err(format!(
-            "{} is not a member of this cluster's membership; its write-sets are not ordered here",
-            peer.node_name
-        )))
+        if !self.has_member_named(&peer.node_name) {
+            tracing::warn!(
+                peer = %peer.addr,
+                "refused write-sets forwarded by {}: it is not a member of this cluster's membership",
+                peer.node_name
+            );
+            return Err(format!(
+                "{} is not a member of this cluster's membership; its write-sets are not ordered here",
+                peer.node_name
+            ));
+        }
+        Ok(())
     }
 
     /// Voting members of the current membership.

@@ -43,15 +43,32 @@ struct Proposal {
 /// The queue in front of this node's Raft (see the module documentation).
 pub struct Proposer {
     queue: mpsc::UnboundedSender<Proposal>,
-    counts: Arc<ProposalCounts>,
+    /// Proposals this node made and the write-sets they held.
+    counts: Arc<BatchCounts>,
 }
 
-/// How many proposals this node made and how many write-sets they held
-/// (`/metrics`: their ratio is the batch size).
+/// Batches a batcher (proposer or forwarder) sent and the write-sets in
+/// them (`/metrics`: their ratio is the batch size).
 #[derive(Debug, Default)]
-pub struct ProposalCounts {
-    pub proposals: AtomicU64,
-    pub writesets: AtomicU64,
+pub struct BatchCounts {
+    batches: AtomicU64,
+    writesets: AtomicU64,
+}
+
+impl BatchCounts {
+    pub fn note(&self, batches: usize, writesets: usize) {
+        self.batches.fetch_add(batches as u64, Ordering::Relaxed);
+        self.writesets
+            .fetch_add(writesets as u64, Ordering::Relaxed);
+    }
+
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+
+    pub fn writesets(&self) -> u64 {
+        self.writesets.load(Ordering::Relaxed)
+    }
 }
 
 impl Proposer {
@@ -60,48 +77,45 @@ impl Proposer {
     /// proposer is dropped.
     pub fn start(raft: Arc<RwLock<Raft>>) -> Proposer {
         let (queue, rx) = mpsc::unbounded_channel();
-        let counts = Arc::new(ProposalCounts::default());
+        let counts = Arc::new(BatchCounts::default());
         tokio::spawn(run(raft, rx, counts.clone()));
         Proposer { queue, counts }
     }
 
-    pub fn counts(&self) -> &ProposalCounts {
+    pub fn counts(&self) -> &BatchCounts {
         &self.counts
     }
 
     /// Propose one write-set and wait until it is applied here (or refused).
     pub async fn propose(&self, ws: WriteSet) -> Proposed {
-        let (done, answer) = oneshot::channel();
-        if self.queue.send(Proposal { ws, done }).is_err() {
-            return Proposed::NotLeader(None);
-        }
-        answer
-            .await
-            .unwrap_or_else(|_| Proposed::Failed("the proposer stopped".into()))
+        outcome(self.enqueue(ws)).await
     }
 
     /// Propose several write-sets (a forwarded batch) and wait for all;
     /// the answers are in the order of `batch`.
     pub async fn propose_all(&self, batch: Vec<WriteSet>) -> Vec<Proposed> {
-        let answers: Vec<_> = batch
-            .into_iter()
-            .map(|ws| {
-                let (done, answer) = oneshot::channel();
-                let queued = self.queue.send(Proposal { ws, done }).is_ok();
-                (queued, answer)
-            })
-            .collect();
-        let mut out = Vec::with_capacity(answers.len());
-        for (queued, answer) in answers {
-            out.push(if !queued {
-                Proposed::NotLeader(None)
-            } else {
-                answer
-                    .await
-                    .unwrap_or_else(|_| Proposed::Failed("the proposer stopped".into()))
-            });
+        // All queued before the first wait, so they can share a proposal.
+        let queued: Vec<_> = batch.into_iter().map(|ws| self.enqueue(ws)).collect();
+        let mut out = Vec::with_capacity(queued.len());
+        for answer in queued {
+            out.push(outcome(answer).await);
         }
         out
+    }
+
+    /// `None` when the proposing task is gone (nothing was proposed).
+    fn enqueue(&self, ws: WriteSet) -> Option<oneshot::Receiver<Proposed>> {
+        let (done, answer) = oneshot::channel();
+        self.queue.send(Proposal { ws, done }).ok().map(|()| answer)
+    }
+}
+
+async fn outcome(answer: Option<oneshot::Receiver<Proposed>>) -> Proposed {
+    match answer {
+        None => Proposed::NotLeader(None),
+        Some(answer) => answer
+            .await
+            .unwrap_or_else(|_| Proposed::Failed("the proposer stopped".into())),
     }
 }
 
@@ -115,7 +129,7 @@ fn current(raft: &RwLock<Raft>) -> Raft {
 async fn run(
     raft: Arc<RwLock<Raft>>,
     mut queue: mpsc::UnboundedReceiver<Proposal>,
-    counts: Arc<ProposalCounts>,
+    counts: Arc<BatchCounts>,
 ) {
     while let Some(first) = queue.recv().await {
         // The tasks that are ready now (other clients' requests read in
@@ -128,10 +142,7 @@ async fn run(
                 Err(_) => break,
             }
         }
-        counts.proposals.fetch_add(1, Ordering::Relaxed);
-        counts
-            .writesets
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        counts.note(1, batch.len());
         let (payloads, done): (Vec<_>, Vec<_>) = batch
             .into_iter()
             .map(|p| (Request::WriteSet(p.ws), p.done))

@@ -15,7 +15,7 @@ use rusqlite::Connection;
 
 use super::auth::{AuthHandle, ClientScope};
 use super::schema::SchemaCache;
-use super::{changeset, exec_cached, is_environmental, keys, meta, values, Writer};
+use super::{changeset, is_environmental, keys, meta, values, Writer};
 use crate::certify::{certify, prune_below, CertIndex};
 use crate::sql::{ExecResult, Statement};
 use crate::writeset::{ApplyOutcome, CertKey, FailReason, Payload, Seqno, Verdict, WriteSet};
@@ -173,6 +173,15 @@ fn apply_in_txn(
         seqno,
         last_ddl_seqno: last_ddl,
     })
+}
+
+/// Run one of the fixed transaction-control statements of every apply from
+/// the statement cache: parsing them anew for each write-set cost more than
+/// running them. Not for the capture connection: client statements share
+/// its cache, and a cached statement is not authorized again.
+fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
 }
 
 /// `Ok(Err(message))`: the changeset fails (same on every node).

@@ -133,15 +133,6 @@ impl Writer {
     }
 }
 
-/// Run one of the fixed transaction-control statements of every apply from
-/// the statement cache: parsing them anew each time cost more than running
-/// them. Only for connections that never run client SQL from the cache:
-/// a cached statement is not authorized again.
-pub(crate) fn exec_cached(conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(sql)?.execute([])?;
-    Ok(())
-}
-
 impl Store {
     pub fn open(data_dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
