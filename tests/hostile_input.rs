@@ -448,3 +448,110 @@ fn a_peer_cannot_forward_write_sets_in_another_nodes_name() {
         );
     }
 }
+
+/// Two clusters made from one CA and one set of node names (a cloned lab
+/// setup, a wrong peers list): a node of the other cluster holds a valid
+/// certificate with a member's name, so neither the Hello nor the
+/// membership check tells it apart. The stamp its forwards carry does: the
+/// leader refuses them unread, names the two cluster states, and orders
+/// nothing. The same request stamped with this cluster's state is ordered,
+/// so the stamp is what refused it.
+#[test]
+fn a_forward_stamped_by_another_cluster_state_is_refused() {
+    use quorate::order::fence::{Reply, Stamp};
+    use quorate::order::peer_kind::FORWARD_STAMPED;
+    use quorate::order::ForwardOutcome;
+    use quorate::sql::{Params, Statement};
+    use quorate::writeset::{Payload, WriteSet};
+
+    let c = Cluster::start(2, "");
+    c.nodes[0].execute_ok(json!(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]));
+    let status = c.status(0);
+    let ours: uuid::Uuid = status["cluster"]["local_state_uuid"]
+        .as_str()
+        .and_then(|u| u.parse().ok())
+        .expect("the cluster's state uuid in /status");
+    let leader = status["store"]["leader"]["node_id"]
+        .as_str()
+        .expect("a leader")
+        .to_string();
+    let at = c
+        .nodes
+        .iter()
+        .position(|n| n.name == leader)
+        .expect("the leader is a node of the cluster");
+    let other = c
+        .nodes
+        .iter()
+        .find(|n| n.name != leader)
+        .expect("a second member")
+        .name
+        .clone();
+    let forward = |state_uuid: uuid::Uuid, id: i64| {
+        let ws = WriteSet {
+            origin: other.clone(),
+            trx_id: 2_000 + id as u64,
+            snapshot_seqno: 0,
+            keys: Vec::new(),
+            payload: Payload::Statements(vec![Statement {
+                sql: format!("INSERT INTO t VALUES({id}, 'stamped')"),
+                params: Params::None,
+            }]),
+        };
+        let stamp = Stamp {
+            state_uuid,
+            incarnation: 0,
+            fork_index: None,
+        };
+        let mut payload = vec![FORWARD_STAMPED];
+        payload.extend_from_slice(&bincode::serialize(&(stamp, vec![ws])).unwrap());
+        frame(raw_peer::REQUEST, &payload)
+    };
+    let rt = runtime();
+    let answers: Vec<Reply<Vec<ForwardOutcome>>> = rt.block_on(async {
+        let endpoint = client(c.tls.path(), Some(valid_cert(c.tls.path(), &other)));
+        let target = SocketAddr::from(([127, 0, 0, 1], c.repl_ports[at]));
+        let conn = connect_and_hello(&endpoint, target, &leader, "test", &other)
+            .await
+            .expect("hello with a valid certificate");
+        let mut answers = Vec::new();
+        for bytes in [forward(uuid::Uuid::new_v4(), 301), forward(ours, 302)] {
+            let answer = exchange(&conn, &bytes).await.expect("an answer");
+            let (ty, body) = parse_answer(&answer).expect("a readable answer");
+            assert_eq!(ty, raw_peer::RESPONSE, "{}", String::from_utf8_lossy(&body));
+            answers.push(bincode::deserialize(&body).expect("a stamped reply"));
+        }
+        answers
+    });
+    match &answers[0] {
+        Reply::Refused(why) => assert!(
+            why.contains("belongs to cluster state") && why.contains(&ours.to_string()),
+            "{why}"
+        ),
+        other => panic!("a forward of another cluster state was answered {other:?}"),
+    }
+    assert!(
+        matches!(&answers[1], Reply::Ok(o) if matches!(o.as_slice(), [ForwardOutcome::Ordered])),
+        "the same forward with this cluster's stamp: {:?}",
+        answers[1]
+    );
+    assert!(
+        c.nodes[at]
+            .log()
+            .contains("two different clusters never merge"),
+        "the refusal is logged"
+    );
+    c.still_serves(3);
+    for node in &c.nodes {
+        let rows = node.query_rows_level(
+            "SELECT id FROM t WHERE v = 'stamped' ORDER BY id",
+            "linearizable",
+        );
+        assert_eq!(
+            rows,
+            vec![json!([302])],
+            "{}: only the forward of this cluster's state is ordered",
+            node.name
+        );
+    }
+}

@@ -7,17 +7,22 @@
 //! batch at once (`propose`) and answers one outcome per write-set, in
 //! order. Like the proposer it never waits for more: one yield lets the
 //! tasks that are ready queue theirs, so a lone writer is sent at once.
-//! A batch of one goes as the older `FORWARD_WRITE`, and a leader that
-//! does not know `FORWARD_WRITES` (an older build) gets single requests.
+//! The request is `FORWARD_STAMPED`: the batch behind this node's fencing
+//! stamp, so the leader refuses a node of another cluster state, or of an
+//! older incarnation, as it refuses its Raft messages, and tells a fenced
+//! sender so. A leader that does not know it (an older build, during a
+//! rolling upgrade) gets `FORWARD_WRITES`, and one that does not know that
+//! either gets each write-set alone (`FORWARD_WRITE`).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 
+use super::fence::{Fence, Reply};
 use super::network;
 use super::propose::BatchCounts;
 use super::{peer_kind, ForwardOutcome};
@@ -49,10 +54,19 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    pub fn start(transport: Transport) -> Forwarder {
+    /// `fence` stamps every request and learns from the leader that this
+    /// node is fenced.
+    pub fn start(transport: Transport, fence: Arc<Fence>) -> Forwarder {
         let (queue, rx) = mpsc::unbounded_channel();
         let counts = Arc::new(BatchCounts::default());
-        tokio::spawn(run(transport, rx, counts.clone()));
+        let sender = Sender {
+            transport,
+            fence,
+            counts: counts.clone(),
+            leader_takes: Arc::new(AtomicU8::new(Takes::Stamped as u8)),
+            downgraded_at: Arc::default(),
+        };
+        tokio::spawn(run(sender, rx));
         Forwarder { queue, counts }
     }
 
@@ -84,12 +98,84 @@ impl Forwarder {
     }
 }
 
-async fn run(
+/// The newest request kind the leader answered (an older build knows fewer).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+enum Takes {
+    Singles = 0,
+    Batches = 1,
+    Stamped = 2,
+}
+
+impl Takes {
+    fn from_u8(v: u8) -> Takes {
+        match v {
+            0 => Takes::Singles,
+            1 => Takes::Batches,
+            _ => Takes::Stamped,
+        }
+    }
+}
+
+/// After this long on an older kind the newest is tried again: the leader
+/// may have been upgraded, or another one elected, meanwhile.
+const RETRY_NEWEST_AFTER: Duration = Duration::from_secs(60);
+
+/// What every request needs, cloned into the task that sends it.
+#[derive(Clone)]
+struct Sender {
     transport: Transport,
-    mut queue: mpsc::UnboundedReceiver<Item>,
+    fence: Arc<Fence>,
     counts: Arc<BatchCounts>,
-) {
-    let batches_refused = Arc::new(AtomicBool::new(false));
+    leader_takes: Arc<AtomicU8>,
+    /// When the leader last refused a kind as unknown.
+    downgraded_at: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
+}
+
+impl Sender {
+    fn takes(&self) -> Takes {
+        let takes = Takes::from_u8(self.leader_takes.load(Ordering::Relaxed));
+        if takes != Takes::Stamped {
+            if let Ok(mut at) = self.downgraded_at.lock() {
+                if at.is_some_and(|t| t.elapsed() >= RETRY_NEWEST_AFTER) {
+                    *at = None;
+                    self.leader_takes
+                        .store(Takes::Stamped as u8, Ordering::Relaxed);
+                    return Takes::Stamped;
+                }
+            }
+        }
+        takes
+    }
+
+    /// The leader refused `kind` as unknown: use the next older one.
+    fn downgrade(&self, leader: &str, from: Takes) {
+        let to = match from {
+            Takes::Stamped => Takes::Batches,
+            Takes::Batches | Takes::Singles => Takes::Singles,
+        };
+        if let Ok(mut at) = self.downgraded_at.lock() {
+            *at = Some(tokio::time::Instant::now());
+        }
+        if self.leader_takes.fetch_min(to as u8, Ordering::Relaxed) > to as u8 {
+            tracing::info!(
+                leader = %leader,
+                "the leader is an older build that does not take {}; forwarding {} for the next {} s",
+                match from {
+                    Takes::Stamped => "stamped batches of write-sets",
+                    _ => "batches of write-sets",
+                },
+                match to {
+                    Takes::Batches => "unstamped batches",
+                    _ => "write-sets one by one",
+                },
+                RETRY_NEWEST_AFTER.as_secs()
+            );
+        }
+    }
+}
+
+async fn run(sender: Sender, mut queue: mpsc::UnboundedReceiver<Item>) {
     while let Some(first) = queue.recv().await {
         tokio::task::yield_now().await;
         let mut bytes = first.body.len();
@@ -109,55 +195,58 @@ async fn run(
             let (same, rest): (Vec<Item>, Vec<Item>) =
                 items.into_iter().partition(|i| i.addr == addr);
             items = rest;
-            tokio::spawn(send(
-                transport.clone(),
-                same,
-                batches_refused.clone(),
-                counts.clone(),
-            ));
+            tokio::spawn(send(sender.clone(), same));
         }
     }
 }
 
-async fn send(
-    transport: Transport,
-    items: Vec<Item>,
-    batches_refused: Arc<AtomicBool>,
-    counts: Arc<BatchCounts>,
-) {
-    if items.len() == 1 || batches_refused.load(Ordering::Relaxed) {
-        send_singly(&transport, items, &counts);
+async fn send(sender: Sender, items: Vec<Item>) {
+    let takes = sender.takes();
+    if takes == Takes::Singles || (items.len() == 1 && takes == Takes::Batches) {
+        send_singly(&sender, items);
         return;
     }
-    counts.note(1, items.len());
+    sender.counts.note(1, items.len());
     let first = &items[0];
     let (addr, leader) = (first.addr, first.leader.clone());
     let timeout = items.iter().map(|i| i.timeout).max().unwrap_or_default();
-    // bincode's Vec<WriteSet>: the count, then each write-set as encoded.
-    let mut body = BytesMut::with_capacity(8 + items.iter().map(|i| i.body.len()).sum::<usize>());
+    // bincode's (Stamp, Vec<WriteSet>), or Vec<WriteSet> alone: the count,
+    // then each write-set as encoded.
+    let stamp = match takes {
+        Takes::Stamped => match network::encode(&sender.fence.stamp()) {
+            Ok(stamp) => stamp,
+            Err(e) => {
+                // Never sent, so never ordered.
+                for item in items {
+                    let _ = item.done.send(Ok(Ok(ForwardOutcome::Refused(e.clone()))));
+                }
+                return;
+            }
+        },
+        _ => Bytes::new(),
+    };
+    let mut body = BytesMut::with_capacity(
+        stamp.len() + 8 + items.iter().map(|i| i.body.len()).sum::<usize>(),
+    );
+    body.put_slice(&stamp);
     body.put_u64_le(items.len() as u64);
     for item in &items {
         body.put_slice(&item.body);
     }
-    let reply = transport
-        .call_timeout(
-            addr,
-            Some(&leader),
-            peer_kind::FORWARD_WRITES,
-            body.freeze(),
-            timeout,
-        )
+    let kind = match takes {
+        Takes::Stamped => peer_kind::FORWARD_STAMPED,
+        _ => peer_kind::FORWARD_WRITES,
+    };
+    let reply = sender
+        .transport
+        .call_timeout(addr, Some(&leader), kind, body.freeze(), timeout)
         .await;
     let reply = match reply {
         Ok(reply) => reply,
         Err(TransportError::Remote { message, .. }) if message.contains(UNKNOWN_KIND) => {
-            // Nothing of the batch was read: send each alone from now on.
-            tracing::info!(
-                leader = %leader,
-                "the leader does not take batches of forwarded write-sets (an older build); forwarding them one by one"
-            );
-            batches_refused.store(true, Ordering::Relaxed);
-            send_singly(&transport, items, &counts);
+            // Nothing of the batch was read: send it again the older way.
+            sender.downgrade(&leader, takes);
+            Box::pin(send(sender, items)).await;
             return;
         }
         Err(e) => {
@@ -168,7 +257,20 @@ async fn send(
             return;
         }
     };
-    let outcomes = network::decode::<Vec<ForwardOutcome>>(&reply).and_then(|o| {
+    let outcomes = match takes {
+        Takes::Stamped => match network::decode::<Reply<Vec<ForwardOutcome>>>(&reply) {
+            Ok(Reply::Ok(outcomes)) => Ok(outcomes),
+            Ok(Reply::Fenced(notice)) => {
+                let why = format!("this node is fenced: {notice}");
+                sender.fence.fence_self(notice);
+                Ok(vec![ForwardOutcome::Refused(why); items.len()])
+            }
+            Ok(Reply::Refused(why)) => Ok(vec![ForwardOutcome::Refused(why); items.len()]),
+            Err(e) => Err(e),
+        },
+        _ => network::decode::<Vec<ForwardOutcome>>(&reply),
+    };
+    let outcomes = outcomes.and_then(|o| {
         if o.len() == items.len() {
             Ok(o)
         } else {
@@ -194,10 +296,10 @@ async fn send(
 }
 
 /// Each write-set in a request of its own (`FORWARD_WRITE`).
-fn send_singly(transport: &Transport, items: Vec<Item>, counts: &BatchCounts) {
-    counts.note(items.len(), items.len());
+fn send_singly(sender: &Sender, items: Vec<Item>) {
+    sender.counts.note(items.len(), items.len());
     for item in items {
-        tokio::spawn(send_one(transport.clone(), item));
+        tokio::spawn(send_one(sender.transport.clone(), item));
     }
 }
 

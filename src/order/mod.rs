@@ -59,7 +59,7 @@ pub enum SubmitError {
 }
 
 /// What the leader says about a forwarded write-set.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum ForwardOutcome {
     /// Ordered (and applied on the leader); the origin waits for its own apply.
     Ordered,
@@ -67,6 +67,9 @@ pub enum ForwardOutcome {
     NotLeader,
     /// Appended or not: unknown.
     Failed(String),
+    /// Refused unread, and would be again: the sender is fenced, of another
+    /// cluster, or not a member (only in answers to `FORWARD_STAMPED`).
+    Refused(String),
 }
 
 impl From<propose::Proposed> for ForwardOutcome {
@@ -137,6 +140,10 @@ pub mod peer_kind {
     pub const COMMIT_INDEX: u8 = 22;
     /// A follower hands several write-sets to the leader at once.
     pub const FORWARD_WRITES: u8 = 23;
+    /// Like `FORWARD_WRITES`, with the follower's fencing stamp first, as
+    /// Raft messages carry it: a node of another cluster state or of an
+    /// older incarnation is refused by what it is, not only by its name.
+    pub const FORWARD_STAMPED: u8 = 24;
 }
 
 /// Node ids are made once per data directory and never reused.
@@ -241,7 +248,9 @@ impl Sequencer {
         let raft = Arc::new(std::sync::RwLock::new(raft));
         Ok(Sequencer {
             proposer: propose::Proposer::start(raft.clone()),
-            forwarder: transport.clone().map(forward::Forwarder::start),
+            forwarder: transport
+                .clone()
+                .map(|t| forward::Forwarder::start(t, fence.clone())),
             raft,
             raft_config: config,
             store,
@@ -658,6 +667,12 @@ impl Sequencer {
                                 maybe_sent = true;
                                 last_error = format!("the leader could not order it: {m}");
                             }
+                            Ok(ForwardOutcome::Refused(m)) => {
+                                return Err(SubmitError::NotPrimary(format!(
+                                    "the leader {} refused it: {m}; nothing was applied",
+                                    l.name
+                                )));
+                            }
                             Err(m) => {
                                 maybe_sent = true;
                                 last_error = m;
@@ -752,14 +767,21 @@ impl Sequencer {
             peer_kind::FORWARD_WRITES => {
                 let batch: Vec<WriteSet> = network::decode(body)?;
                 self.check_forwarded(peer, &batch)?;
-                let outcomes: Vec<ForwardOutcome> = self
-                    .proposer
-                    .propose_all(batch)
-                    .await
-                    .into_iter()
-                    .map(ForwardOutcome::from)
-                    .collect();
-                network::encode(&outcomes)
+                network::encode(&self.propose_forwarded(batch).await)
+            }
+            peer_kind::FORWARD_STAMPED => {
+                let (stamp, batch): (fence::Stamp, Vec<WriteSet>) = network::decode(body)?;
+                let member = self.has_member_named(&peer.node_name);
+                if let Err(refusal) =
+                    self.fence
+                        .admit::<Vec<ForwardOutcome>>(&stamp, &peer.node_name, member)
+                {
+                    return network::encode(&refusal);
+                }
+                if let Err(why) = self.check_forwarded(peer, &batch) {
+                    return network::encode(&fence::Reply::<Vec<ForwardOutcome>>::Refused(why));
+                }
+                network::encode(&fence::Reply::Ok(self.propose_forwarded(batch).await))
             }
             peer_kind::COMMIT_INDEX => {
                 let raft = self.raft();
@@ -935,6 +957,15 @@ impl Sequencer {
             ));
         }
         Ok(())
+    }
+
+    async fn propose_forwarded(&self, batch: Vec<WriteSet>) -> Vec<ForwardOutcome> {
+        self.proposer
+            .propose_all(batch)
+            .await
+            .into_iter()
+            .map(ForwardOutcome::from)
+            .collect()
     }
 
     /// Voting members of the current membership.

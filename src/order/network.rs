@@ -619,6 +619,10 @@ mod tests {
         let _ = decode::<SnapshotResponse<TypeConfig>>(bytes);
         let _ = decode::<WriteSet>(bytes);
         let _ = decode::<crate::order::ForwardOutcome>(bytes);
+        let _ = decode::<Vec<WriteSet>>(bytes);
+        let _ = decode::<Vec<crate::order::ForwardOutcome>>(bytes);
+        let _ = decode::<(Stamp, Vec<WriteSet>)>(bytes);
+        let _ = decode::<Reply<Vec<crate::order::ForwardOutcome>>>(bytes);
         let _ = decode::<u64>(bytes);
     }
 
