@@ -484,6 +484,47 @@ mod tests {
     }
 
     #[test]
+    fn a_statement_that_fails_part_way_leaves_nothing_in_the_write_set() {
+        let (_d, s) = store();
+        // The second row breaks the UNIQUE email after the first went in;
+        // SQLite takes the first back without the recorder seeing it.
+        let c = s
+            .capture(
+                &[
+                    st("INSERT INTO t(id, name, email) VALUES (1, 'a', 'x'), (2, 'b', 'x')"),
+                    st("INSERT INTO t(id, name) VALUES (3, 'c')"),
+                ],
+                false,
+            )
+            .unwrap();
+        let e = errors(&c);
+        assert!(
+            e[0].as_deref()
+                .unwrap_or_default()
+                .contains("UNIQUE constraint failed"),
+            "{e:?}"
+        );
+        assert_eq!(e[1], None);
+        let w = c.writeset.unwrap();
+        let ws = WriteSet {
+            origin: "o".into(),
+            trx_id: 2,
+            snapshot_seqno: 0,
+            keys: w.keys,
+            payload: w.payload,
+        };
+        apply_one(&s, &ws);
+        assert_eq!(
+            dump(&s, "t"),
+            vec![vec![
+                SqlValue::Integer(3),
+                SqlValue::Text("c".into()),
+                SqlValue::Null
+            ]]
+        );
+    }
+
+    #[test]
     fn in_a_transaction_the_first_error_aborts_everything() {
         let (_d, s) = store();
         let c = s

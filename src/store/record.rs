@@ -223,9 +223,9 @@ impl Drop for Recording<'_> {
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    // A panic while the lock was held can only have come from a bug in
-    // this module; the recording in progress is then marked failed (see the
-    // hook) or cleared at the next start, so the state is safe to reuse.
+    // Nothing here panics while holding the lock (the hook catches its
+    // own); should something anyway, the capture it broke fails and the
+    // next one starts from a cleared log.
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -385,9 +385,9 @@ impl Log {
         let mut nets: Vec<Option<Net>> = Vec::with_capacity(self.tables.len());
         for name in &self.tables {
             nets.push(match schema.table(conn, name)? {
-                // Without a primary key the session skips a table; capture
-                // refuses to write one, so only SQLite's own get here, and
-                // they were skipped already.
+                // Without a primary key the session skipped a table;
+                // capture refuses writes to one, so only sqlite_stat1's
+                // rolled-back changes get here.
                 Some(info) if !info.pk.is_empty() => Some(Net::new(info)),
                 Some(_) => None,
                 // Changed, then gone: only a rolled-back CREATE TABLE AS

@@ -26,7 +26,7 @@ pub(crate) struct TableInfo {
     /// as the session writes them.
     pub pk_flags: Vec<u8>,
     /// Column indexes of the declared PRIMARY KEY, in column order. Empty
-    /// when the table has none (then sessions skip it).
+    /// when the table has none (changesets skip such tables).
     pub pk: Vec<usize>,
     pub unique: Vec<UniqueIndex>,
     /// A column whose default reads the clock or random(); such defaults
