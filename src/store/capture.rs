@@ -1,6 +1,12 @@
 //! Capture (DESIGN.md §2 step 2): run a client transaction on the capture
-//! connection with a session attached, record the per-statement results,
-//! take the changeset and its keys, and roll back — always.
+//! connection while its row changes are recorded (`record`: the preupdate
+//! hook, not a SQLite session, which cost a third of capture and apply in
+//! reading table layouts and final rows back), record the per-statement
+//! results, take the changeset and its keys, and roll back — always.
+//!
+//! Without `transaction`, each statement runs in a savepoint and a failing
+//! one is rolled back alone; SQLite undoes it without the hook seeing, so
+//! the recording is rolled back with it.
 //!
 //! A transaction with a schema change is replicated as its statements
 //! instead (total order isolation), and must then be deterministic.
@@ -8,7 +14,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use rusqlite::session::Session;
 use rusqlite::Connection;
 
 use super::auth::{self, AuthHandle, ClientScope, StmtInfo};
@@ -80,15 +85,15 @@ fn run(
     let Writer {
         capture: conn,
         capture_auth,
+        recorder,
         schema,
         stmt_info,
         ..
     } = w;
-    let mut session = Session::new(conn).map_err(&err)?;
-    session.table_filter(Some(|t: &str| !auth::is_internal(t)));
-    session.attach::<&str>(None).map_err(&err)?;
+    let recording = recorder.start();
 
     for st in stmts {
+        let mark = recording.mark();
         if !transaction {
             conn.execute_batch(STMT_SAVEPOINT).map_err(&err)?;
         }
@@ -126,6 +131,7 @@ fn run(
                     });
                 }
                 conn.execute_batch(STMT_UNDO).map_err(&err)?;
+                recording.rollback_to(mark);
             }
         }
     }
@@ -145,8 +151,10 @@ fn run(
             size,
         )
     } else {
-        let mut bytes = Vec::new();
-        session.changeset_strm(&mut bytes).map_err(&err)?;
+        let bytes = recording
+            .changeset(conn, schema)
+            .map_err(&err)?
+            .map_err(StoreError::Refused)?;
         if bytes.is_empty() {
             return Ok(Captured {
                 results,
@@ -476,6 +484,47 @@ mod tests {
     }
 
     #[test]
+    fn a_statement_that_fails_part_way_leaves_nothing_in_the_write_set() {
+        let (_d, s) = store();
+        // The second row breaks the UNIQUE email after the first went in;
+        // SQLite takes the first back without the recorder seeing it.
+        let c = s
+            .capture(
+                &[
+                    st("INSERT INTO t(id, name, email) VALUES (1, 'a', 'x'), (2, 'b', 'x')"),
+                    st("INSERT INTO t(id, name) VALUES (3, 'c')"),
+                ],
+                false,
+            )
+            .unwrap();
+        let e = errors(&c);
+        assert!(
+            e[0].as_deref()
+                .unwrap_or_default()
+                .contains("UNIQUE constraint failed"),
+            "{e:?}"
+        );
+        assert_eq!(e[1], None);
+        let w = c.writeset.unwrap();
+        let ws = WriteSet {
+            origin: "o".into(),
+            trx_id: 2,
+            snapshot_seqno: 0,
+            keys: w.keys,
+            payload: w.payload,
+        };
+        apply_one(&s, &ws);
+        assert_eq!(
+            dump(&s, "t"),
+            vec![vec![
+                SqlValue::Integer(3),
+                SqlValue::Text("c".into()),
+                SqlValue::Null
+            ]]
+        );
+    }
+
+    #[test]
     fn in_a_transaction_the_first_error_aborts_everything() {
         let (_d, s) = store();
         let c = s
@@ -694,6 +743,32 @@ mod tests {
             .writeset
             .is_some());
         assert!(dump(&s, "b").is_empty());
+    }
+
+    #[test]
+    fn changes_to_sqlite_stat1_are_refused_unless_replayed_as_statements() {
+        let (_d, s) = store();
+        apply_one(
+            &s,
+            &capture_ws(&s, &[st("INSERT INTO t(id, name) VALUES (1, 'a')")], 2),
+        );
+        apply_one(&s, &capture_ws(&s, &[st("ANALYZE t")], 3));
+        // As row changes they were a changeset every node refused.
+        match s.capture(&[st("UPDATE sqlite_stat1 SET stat = '9'")], true) {
+            Err(StoreError::Refused(msg)) => assert!(msg.contains("changes sqlite_stat1"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+        let c = s
+            .capture(
+                &[st("ANALYZE t"), st("UPDATE sqlite_stat1 SET stat = '9'")],
+                true,
+            )
+            .unwrap();
+        assert_eq!(errors(&c), vec![None, None]);
+        assert!(matches!(
+            c.writeset.unwrap().payload,
+            Payload::Statements(_)
+        ));
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //!
 //! Files: `meta` (internal tables, position), `auth` (authorizer policy),
 //! `schema` (per-table PK / unique index cache), `keys` (certification keys
-//! of a changeset), `capture`, `apply`, `read` (queries), `snapshot`,
-//! `values` (value and parameter conversions).
+//! of a changeset), `capture`, `record` (a capture's changeset, from the
+//! preupdate hook), `apply`, `read` (queries), `snapshot`, `values` (value
+//! and parameter conversions).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ mod checkpoint;
 mod keys;
 mod meta;
 mod read;
+mod record;
 mod schema;
 mod snapshot;
 mod values;
@@ -119,6 +121,8 @@ struct Writer {
     /// Triggers on; only ever holds transactions that are rolled back.
     capture: Connection,
     capture_auth: auth::AuthHandle,
+    /// Records the capture connection's row changes while a capture runs.
+    recorder: record::Recorder,
     /// Triggers off, except while statements (DDL) payloads run.
     apply: Connection,
     apply_auth: auth::AuthHandle,
@@ -230,12 +234,15 @@ impl Store {
         let apply_auth = auth::install(&mut apply, auth::Role::Writer).map_err(err)?;
 
         let mut capture = open_connection(path).map_err(err)?;
+        // Before any statement is compiled: see `record::Recorder`.
+        let recorder = record::Recorder::install(&mut capture).map_err(err)?;
         let capture_auth = auth::install(&mut capture, auth::Role::Writer).map_err(err)?;
 
         let readers = read::ReaderPool::open(path, opts.read_connections.max(1)).map_err(err)?;
         let writer = Writer {
             capture,
             capture_auth,
+            recorder,
             apply,
             apply_auth,
             schema: schema::SchemaCache::default(),

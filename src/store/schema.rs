@@ -12,9 +12,21 @@ pub(crate) struct TableInfo {
     /// The name as declared.
     pub name: String,
     pub is_view: bool,
+    /// The columns a changeset carries: generated columns are left out, as
+    /// SQLite's session and apply leave them out.
     pub columns: Vec<String>,
+    /// For each of `columns`, its position among all the table's columns
+    /// (generated ones included): the index the preupdate hook reads it by.
+    pub hook_columns: Vec<usize>,
+    /// How many columns the table has, generated ones included: what the
+    /// preupdate hook reports.
+    pub all_columns: usize,
+    /// For each of `columns`, its position in the PRIMARY KEY (from 1; 0
+    /// when not in it), one byte each: the flags a changeset header holds,
+    /// as the session writes them.
+    pub pk_flags: Vec<u8>,
     /// Column indexes of the declared PRIMARY KEY, in column order. Empty
-    /// when the table has none (then sessions skip it).
+    /// when the table has none (changesets skip such tables).
     pub pk: Vec<usize>,
     pub unique: Vec<UniqueIndex>,
     /// A column whose default reads the clock or random(); such defaults
@@ -66,22 +78,35 @@ fn load(conn: &Connection, name: &str) -> rusqlite::Result<Option<TableInfo>> {
     };
 
     let mut columns = Vec::new();
+    let mut hook_columns = Vec::new();
+    let mut all_columns = 0;
+    let mut pk_flags = Vec::new();
     let mut pk = Vec::new();
     let mut nondeterministic_default = None;
     {
+        // table_xinfo rather than table_info: the preupdate hook numbers
+        // columns among all of them, generated ones included (`hidden` > 0),
+        // which table_info leaves out.
         let mut stmt = conn.prepare_cached(
-            "SELECT cid, name, pk, dflt_value FROM pragma_table_info(?1, 'main') ORDER BY cid",
+            "SELECT name, pk, dflt_value, hidden FROM pragma_table_xinfo(?1, 'main') ORDER BY cid",
         )?;
         let mut rows = stmt.query([&name])?;
         while let Some(r) = rows.next()? {
-            let cid: i64 = r.get(0)?;
-            let col: String = r.get(1)?;
-            let in_pk: i64 = r.get(2)?;
-            let default: Option<String> = r.get(3)?;
-            let idx = usize::try_from(cid).unwrap_or(usize::MAX);
-            if in_pk > 0 {
-                pk.push(idx);
+            let col: String = r.get(0)?;
+            let in_pk: i64 = r.get(1)?;
+            let default: Option<String> = r.get(2)?;
+            let hidden: i64 = r.get(3)?;
+            all_columns += 1;
+            if hidden != 0 {
+                continue;
             }
+            if in_pk > 0 {
+                pk.push(columns.len());
+            }
+            hook_columns.push(all_columns - 1);
+            // The session stores the flag in a byte (`u8 abPK[]`); keep
+            // exactly its truncation so headers stay byte for byte the same.
+            pk_flags.push((in_pk & 0xff) as u8);
             if nondeterministic_default.is_none()
                 && default.as_deref().is_some_and(reads_clock_or_random)
             {
@@ -129,6 +154,9 @@ fn load(conn: &Connection, name: &str) -> rusqlite::Result<Option<TableInfo>> {
         name,
         is_view: kind == "view",
         columns,
+        hook_columns,
+        all_columns,
+        pk_flags,
         pk,
         unique,
         nondeterministic_default,
