@@ -32,6 +32,9 @@ pub struct Config {
     pub runtime_dir: PathBuf,
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// Threads of the async runtime (network, HTTP, Raft); 0 = one per core.
+    #[serde(default = "default_worker_threads")]
+    pub worker_threads: usize,
     /// SIGTERM leaves the membership (Consul's `leave_on_terminate`).
     #[serde(default = "default_true")]
     pub leave_on_terminate: bool,
@@ -133,6 +136,13 @@ fn default_runtime_dir() -> PathBuf {
 }
 fn default_log_level() -> String {
     "info".into()
+}
+/// One async thread: see the `worker_threads` entry of [`KEYS`] for why.
+pub const DEFAULT_WORKER_THREADS: usize = 1;
+/// More would only add switching; a typo like 1000 is caught.
+pub const MAX_WORKER_THREADS: usize = 256;
+fn default_worker_threads() -> usize {
+    DEFAULT_WORKER_THREADS
 }
 fn default_true() -> bool {
     true
@@ -339,7 +349,7 @@ const fn doc(
 
 const SECTIONS: [&str; 4] = ["replication", "api", "tls", "storage"];
 
-static KEYS: [ConfigKeyDoc; 39] = [
+static KEYS: [ConfigKeyDoc; 40] = [
     doc("cluster_name", "\"quorate\"", "\"quorate\"", Kind::Text,
         "a name of letters, digits, '.', '_' and '-', at most 63 characters, like \"mail-gw\"",
         "Name of the cluster. Peers with another cluster_name are refused, so two clusters on \
@@ -359,6 +369,15 @@ static KEYS: [ConfigKeyDoc; 39] = [
         "a level (trace, debug, info, warn, error, off) or a filter like \"info,quorate=debug\"",
         "What to log: a level (trace, debug, info, warn, error, off) or a tracing filter such as \
          \"info,quorate=debug\". The RUST_LOG environment variable overrides it."),
+    doc("worker_threads", "1", "1", USIZE,
+        "a whole number from 0 to 256, like 1",
+        "Threads of the node's async runtime, which runs replication (QUIC, Raft), the HTTP API \
+         and the admin socket; 0 means one per CPU core. SQLite work and log fsyncs run on \
+         threads of their own whatever this says. One suits the small clusters quorate is made \
+         for: a write passes through a dozen tasks, and with one thread they hand over without \
+         waking another core (three nodes on two cores used 13% less CPU per transaction and \
+         committed 7-10% more than with one thread per core). Raise it only when one thread is \
+         busy all the time (top -H shows a quorated `tokio-runtime-w` thread near 100%)."),
     doc("leave_on_terminate", "true", "true", Kind::Bool, "true or false",
         "What SIGTERM (systemctl stop) does, as Consul's key of that name: true leaves the \
          membership, so the cluster shrinks and keeps its quorum arithmetic small (the graceful \
@@ -571,6 +590,7 @@ impl Config {
             data_dir: default_data_dir(),
             runtime_dir: default_runtime_dir(),
             log_level: default_log_level(),
+            worker_threads: DEFAULT_WORKER_THREADS,
             leave_on_terminate: true,
             skip_leave_on_interrupt: false,
             arbitrator: false,
@@ -720,6 +740,15 @@ impl Config {
                 ),
             )
         })?;
+        if self.worker_threads > MAX_WORKER_THREADS {
+            return Err(ConfigError::setting(
+                "worker_threads",
+                format!(
+                    "must be at most {MAX_WORKER_THREADS} (0 means one per CPU core), got {}",
+                    self.worker_threads
+                ),
+            ));
+        }
         self.validate_replication()?;
         self.validate_api()?;
         self.validate_tls()?;
@@ -1256,7 +1285,7 @@ key  = "/etc/quorate/tls/node-a.key"
             e,
             "unknown key `nodename` in the top level of /etc/quorate/quorate.toml (line 2); \
              expected one of: cluster_name, node_name, data_dir, runtime_dir, log_level, \
-             leave_on_terminate, skip_leave_on_interrupt, arbitrator, [replication], [api], \
+             worker_threads, leave_on_terminate, skip_leave_on_interrupt, arbitrator, [replication], [api], \
              [tls], [storage]"
         );
         let e = err("node_name = \"a\"\n\n[replicaton]\nlisten = \"0.0.0.0:1\"\n");
@@ -1446,6 +1475,23 @@ key  = "/etc/quorate/tls/node-a.key"
         assert!(e.starts_with("`storage.read_connections`"), "{e}");
         let e = err("node_name = \"a\"\n[storage]\nsnapshot_every_entries = 0\n");
         assert!(e.starts_with("`storage.snapshot_every_entries`"), "{e}");
+        let e = err("node_name = \"a\"\nworker_threads = 257\n");
+        assert!(
+            e.starts_with(
+                "`worker_threads` in /etc/quorate/quorate.toml (line 2): must be at most 256"
+            ),
+            "{e}"
+        );
+        let e = err("node_name = \"a\"\nworker_threads = -1\n");
+        assert!(e.starts_with("`worker_threads` in"), "{e}");
+        for (text, threads) in [
+            ("", 1),
+            ("worker_threads = 0\n", 0),
+            ("worker_threads = 256\n", 256),
+        ] {
+            let c = parse(&format!("node_name = \"a\"\n{text}")).expect(text);
+            assert_eq!(c.worker_threads, threads, "{text}");
+        }
     }
 
     #[test]

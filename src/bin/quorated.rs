@@ -56,10 +56,13 @@ fn main() -> ExitCode {
             .reload(filter)
             .map_err(|e| format!("cannot replace the log filter: {e}"))
     }));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    // 0 keeps tokio's default: one worker per core.
+    if config.worker_threads > 0 {
+        runtime.worker_threads(config.worker_threads);
+    }
+    let runtime = match runtime.build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("quorated: cannot start the async runtime: {e}");
