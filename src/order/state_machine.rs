@@ -22,8 +22,11 @@ use crate::writeset::{ApplyOutcome, Verdict, WriteSet};
 const MAX_GROUP: usize = 512;
 /// The largest group applied in place on the async worker (see
 /// `apply_group`); a larger one goes to the blocking pool, so one worker
-/// thread is never held for long.
-const INLINE_GROUP: usize = 8;
+/// thread is never held for long. With the one worker thread of the
+/// default `worker_threads`, moving every apply to the pool cost 5-14% more
+/// CPU per transaction (16 clients, two A/B rounds), and 32 in place
+/// instead of 8 saved another 3%.
+const INLINE_GROUP: usize = 32;
 
 /// What the state machine records about Raft inside the database, in the
 /// same SQLite transaction as the data it describes.
