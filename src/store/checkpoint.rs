@@ -4,7 +4,7 @@
 //! `wal_autocheckpoint` pages, so one write-set in every few hundred paid
 //! for copying the WAL back into the database. Here a thread of its own
 //! checkpoints on a timer; the apply connection's automatic checkpoint is
-//! only a backstop (`BACKSTOP_PAGES`) should this thread fall behind.
+//! only a backstop (`BACKSTOP_BYTES`) should this thread fall behind.
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -13,8 +13,20 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-/// WAL pages after which a commit checkpoints by itself anyway (~40 MiB).
-pub(crate) const BACKSTOP_PAGES: u32 = 10_000;
+/// WAL size after which a commit checkpoints by itself anyway. Sized in
+/// bytes, not pages: a write-set puts about five pages in the WAL (its row,
+/// its certification key, `_quorate_trx` and its index, `_quorate_meta`),
+/// so 16 clients wrote ~20,000 frames a second, and the 10,000 pages this
+/// used to be (10 MiB with the 1 KiB pages of new databases) sent a commit
+/// into a checkpoint twice a second, timer or not.
+pub(crate) const BACKSTOP_BYTES: u64 = 64 << 20;
+
+/// [`BACKSTOP_BYTES`] as `wal_autocheckpoint` pages for a database of this
+/// page size.
+pub(crate) fn backstop_pages(page_size: u32) -> u32 {
+    let pages = BACKSTOP_BYTES / u64::from(page_size.max(512));
+    u32::try_from(pages).unwrap_or(u32::MAX)
+}
 
 pub(crate) struct Checkpointer {
     stop: Option<mpsc::Sender<()>>,

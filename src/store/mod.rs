@@ -102,7 +102,6 @@ pub struct Store {
     _checkpointer: Option<checkpoint::Checkpointer>,
 }
 
-/// How often the WAL is copied back into the database file.
 /// Page size of a database this node creates. Every commit writes each
 /// page it touched to the WAL whole, and a write-set touches a few pages
 /// (its row, its certification key, `_quorate_trx`, `_quorate_meta`) with
@@ -114,6 +113,7 @@ pub struct Store {
 /// there; the settings and state rows quorate is for are far smaller.
 const NEW_DATABASE_PAGE_SIZE: u32 = 1024;
 
+/// How often the WAL is copied back into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Everything the writer lock protects.
@@ -216,8 +216,15 @@ impl Store {
         apply
             .query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
             .map_err(err)?;
+        let page_size: u32 = apply
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(err)?;
         apply
-            .pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)
+            .pragma_update(
+                None,
+                "wal_autocheckpoint",
+                checkpoint::backstop_pages(page_size),
+            )
             .map_err(err)?;
         // Room for the statements of each table's changes (see `changeset`)
         // beside the bookkeeping ones.
@@ -539,8 +546,18 @@ pub(crate) mod testutil {
                 .query_row("PRAGMA page_size", [], |r| r.get(0))
                 .unwrap()
         };
+        // The commit-path checkpoint waits for the same WAL size whatever
+        // the page size.
+        let backstop = |s: &Store| -> i64 {
+            let w = s.try_lock_writer().unwrap();
+            w.apply
+                .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+                .unwrap()
+        };
         let fresh = tempfile::TempDir::new().unwrap();
-        drop(open(fresh.path()));
+        let s = open(fresh.path());
+        assert_eq!(backstop(&s), 65536);
+        drop(s);
         assert_eq!(
             page_size(&fresh.path().join(DB_FILE)),
             i64::from(NEW_DATABASE_PAGE_SIZE)
@@ -555,6 +572,7 @@ pub(crate) mod testutil {
             .unwrap();
         let s = open(older.path());
         assert_eq!(page_size(&db), 4096);
+        assert_eq!(backstop(&s), 16384);
         assert!(dump(&s, "t").is_empty());
     }
 
