@@ -377,7 +377,8 @@ static KEYS: [ConfigKeyDoc; 40] = [
          for: a write passes through a dozen tasks, and with one thread they hand over without \
          waking another core (three nodes on two cores used 13% less CPU per transaction and \
          committed 7-10% more than with one thread per core). Raise it only when one thread is \
-         busy all the time (top -H shows a quorated `tokio-runtime-w` thread near 100%)."),
+         busy all the time (top -H shows a quorated `tokio-runtime-w` thread near 100%). A \
+         change needs a restart."),
     doc("leave_on_terminate", "true", "true", Kind::Bool, "true or false",
         "What SIGTERM (systemctl stop) does, as Consul's key of that name: true leaves the \
          membership, so the cluster shrinks and keeps its quorum arithmetic small (the graceful \
