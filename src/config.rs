@@ -138,9 +138,9 @@ fn default_log_level() -> String {
     "info".into()
 }
 /// One async thread: see the `worker_threads` entry of [`KEYS`] for why.
-pub const DEFAULT_WORKER_THREADS: usize = 1;
+const DEFAULT_WORKER_THREADS: usize = 1;
 /// More would only add switching; a typo like 1000 is caught.
-pub const MAX_WORKER_THREADS: usize = 256;
+const MAX_WORKER_THREADS: usize = 256;
 fn default_worker_threads() -> usize {
     DEFAULT_WORKER_THREADS
 }

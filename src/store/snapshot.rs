@@ -56,6 +56,10 @@ pub(crate) fn install(
     w.apply
         .restore("main", src, NO_PROGRESS)
         .map_err(sqlite_err(db))?;
+    // A donor of an older version may lack what this version adds to the
+    // internal tables (the `_quorate_trx` seqno index), as a database
+    // opened after an upgrade would.
+    meta::create_tables(&w.apply).map_err(sqlite_err(db))?;
     w.schema_changed();
     let (position, last_ddl) = meta::read_meta(&w.apply).map_err(sqlite_err(db))?;
     Ok((position, last_ddl))
@@ -131,6 +135,12 @@ mod tests {
         let pos = donor.snapshot_into(&file).unwrap();
         assert_eq!(pos, donor.position());
         assert_eq!(read_position(&file).unwrap(), Some(pos));
+        // As a donor of an older version sends it: without the trx index.
+        let index = "SELECT count(*) FROM sqlite_schema WHERE name = '_quorate_trx_by_seqno'";
+        rusqlite::Connection::open(&file)
+            .unwrap()
+            .execute_batch("DROP INDEX _quorate_trx_by_seqno")
+            .unwrap();
 
         let joiner = open(&dir.path().join("joiner"));
         apply_one(
@@ -143,6 +153,11 @@ mod tests {
         );
         assert_eq!(joiner.install_snapshot(&file).unwrap(), pos);
         assert_eq!(joiner.position(), pos);
+        let indexes: i64 = rusqlite::Connection::open(joiner.path())
+            .unwrap()
+            .query_row(index, [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(indexes, 1, "the installed database gets the index");
         assert_eq!(dump(&joiner, "t"), dump(&donor, "t"));
         let r = joiner
             .query(
