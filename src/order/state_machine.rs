@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use super::types::{LogId, Request, Response, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::store::Store;
-use crate::writeset::{ApplyOutcome, Verdict, WriteSet};
+use crate::writeset::{ApplyOutcome, Payload, Verdict, WriteSet};
 
 /// Entries applied per SQLite transaction at most.
 const MAX_GROUP: usize = 512;
@@ -27,6 +27,27 @@ const MAX_GROUP: usize = 512;
 /// CPU per transaction (16 clients, two A/B rounds), and 32 in place
 /// instead of 8 saved another 3%.
 const INLINE_GROUP: usize = 32;
+/// Changeset bytes of a group applied in place at most: a few large
+/// write-sets (up to `max_writeset_bytes` each) would hold the worker
+/// thread, and with it heartbeats and every connection, for milliseconds.
+const INLINE_BYTES: usize = 256 * 1024;
+
+/// Whether a group may be applied on the async worker: few write-sets,
+/// little data, and no statements (a schema change such as CREATE INDEX on
+/// a large table runs for as long as it takes).
+fn is_small(group: &[WriteSet]) -> bool {
+    if group.len() > INLINE_GROUP {
+        return false;
+    }
+    let mut bytes = 0;
+    for ws in group {
+        match &ws.payload {
+            Payload::Changeset(changes) => bytes += changes.len(),
+            Payload::Statements(_) => return false,
+        }
+    }
+    bytes <= INLINE_BYTES
+}
 
 /// What the state machine records about Raft inside the database, in the
 /// same SQLite transaction as the data it describes.
@@ -241,7 +262,7 @@ impl StateMachine {
         let inline = if identity.is_none()
             && removal.is_none()
             && !writesets.is_empty()
-            && writesets.len() <= INLINE_GROUP
+            && is_small(&writesets)
         {
             self.store.try_apply_batch(&writesets, &raft_state)
         } else {
@@ -563,5 +584,34 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     snapshot: SnapshotFile { path },
                 },
             ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::Statement;
+
+    fn writeset(payload: Payload) -> WriteSet {
+        WriteSet {
+            origin: "node-a".into(),
+            trx_id: 1,
+            snapshot_seqno: 0,
+            keys: Vec::new(),
+            payload,
+        }
+    }
+
+    #[test]
+    fn only_small_changeset_groups_are_applied_on_the_async_worker() {
+        let changes = |n: usize| writeset(Payload::Changeset(vec![0; n]));
+        assert!(is_small(&vec![changes(100); INLINE_GROUP]));
+        assert!(!is_small(&vec![changes(100); INLINE_GROUP + 1]));
+        assert!(is_small(&[changes(INLINE_BYTES)]));
+        assert!(!is_small(&[changes(INLINE_BYTES), changes(1)]));
+        let ddl = writeset(Payload::Statements(vec![Statement::new(
+            "CREATE INDEX i ON t(v)",
+        )]));
+        assert!(!is_small(&[changes(10), ddl]));
     }
 }
