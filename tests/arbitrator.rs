@@ -320,6 +320,12 @@ fn an_arbitrator_of_an_older_incarnation_is_fenced_and_rejoins_as_a_new_member()
 
     c.nodes[ARBITRATOR].start(&["--arbitrator"]);
     c.wait_size(&[0, ARBITRATOR], 2, Duration::from_secs(90));
+    // A voter counts in the size as soon as the membership entry reaches
+    // it; the entries that carry the new incarnation are applied after.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.status(ARBITRATOR)["cluster"]["incarnation"] != 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let log = c.nodes[ARBITRATOR].log();
     assert!(
         log.contains("FENCED at start") && log.contains("rejoins"),
