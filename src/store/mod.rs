@@ -113,6 +113,13 @@ pub struct Store {
 /// there; the settings and state rows quorate is for are far smaller.
 const NEW_DATABASE_PAGE_SIZE: u32 = 1024;
 
+/// Page cache of the connection that applies write-sets, in KiB (negative,
+/// as `PRAGMA cache_size` takes a size in KiB). Larger is not free: a b-tree
+/// split that renumbers pages parks one at a page number past the end, and
+/// the next commit then scans the cache's whole hash table for pages beyond
+/// the end (`pcache1TruncateUnsafe`); that table grows with the pages cached.
+const APPLY_CACHE_KIB: i64 = -16 * 1024;
+
 /// How often the WAL is copied back into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -225,6 +232,13 @@ impl Store {
                 "wal_autocheckpoint",
                 checkpoint::backstop_pages(page_size),
             )
+            .map_err(err)?;
+        // SQLite's default of 2 MiB is less than what every write touches
+        // (the client's table, `_quorate_cert`, the tails of `_quorate_trx`):
+        // under the 16-client benchmark the leader read about one page per
+        // transaction back from the file. Pages are allocated only as used.
+        apply
+            .pragma_update(None, "cache_size", APPLY_CACHE_KIB)
             .map_err(err)?;
         // Room for the statements of each table's changes (see `changeset`)
         // beside the bookkeeping ones.
