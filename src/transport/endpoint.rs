@@ -21,7 +21,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::task::JoinHandle;
 
 use super::frame::{
-    expect_frame, write_frame, FrameError, FrameType, Hello, WireError, HELLO_MAX_BYTES,
+    expect_frame, note_finished, write_frame, FrameError, FrameType, Hello, WireError,
+    HELLO_MAX_BYTES,
 };
 use super::tls::{
     check_hello, classify, negotiated_alpn, peer_certificate, quic_configs, shown, CLOSE_EVICTED,
@@ -153,6 +154,14 @@ impl Transport {
     }
 
     /// Peers this node has a live outgoing connection to.
+    /// The QUIC statistics of our connection to `addr`, for tests that
+    /// count what went over the wire.
+    #[cfg(test)]
+    pub(super) fn connection_stats(&self, addr: SocketAddr) -> Option<quinn::ConnectionStats> {
+        let slot = lock(&self.inner.peers).get(&addr).cloned()?;
+        slot.live().map(|pc| pc.conn.stats())
+    }
+
     pub fn connected_peers(&self) -> Vec<PeerIdentity> {
         let slots: Vec<_> = lock(&self.inner.peers)
             .iter()
@@ -720,6 +729,7 @@ async fn read_answer(
     let frame = expect_frame(recv, max, "the answer")
         .await
         .map_err(|e| wire_error(peer, e))?;
+    note_finished(recv);
     let text = || String::from_utf8_lossy(&frame.payload).into_owned();
     match frame.ty {
         FrameType::Response => Ok(frame.payload),

@@ -12,6 +12,10 @@
 //! The length is checked against the limit before anything is allocated,
 //! so a peer cannot make us reserve more than one frame's worth per stream.
 
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Waker};
+
 use bytes::{BufMut, Bytes, BytesMut};
 use quinn::{ReadError, ReadExactError, RecvStream, SendStream, WriteError};
 
@@ -176,6 +180,20 @@ pub(super) async fn read_frame(
         }
     }
     Ok(Some(decode(buf.freeze())?))
+}
+
+/// Takes note, without waiting, of the sender's end of stream when it has
+/// already arrived behind the last frame (a request or an answer is sent
+/// with its FIN in the same packet). quinn answers a receive stream dropped
+/// before its end was read with a STOP_SENDING frame and a wake-up of the
+/// connection's driver: two per RPC, for nothing.
+pub(super) fn note_finished(recv: &mut RecvStream) {
+    let mut cx = Context::from_waker(Waker::noop());
+    let read = recv.read_chunk(1, true);
+    let mut read = pin!(read);
+    // Data after the last frame is the peer's mistake; the drop then stops
+    // the stream as before. Pending (no FIN yet) leaves it to the drop too.
+    let _ = read.as_mut().poll(&mut cx);
 }
 
 /// Buffer reserved for a frame before its bytes arrive; it grows with them.

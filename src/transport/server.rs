@@ -18,7 +18,8 @@ use tracing::{debug, warn};
 use super::chunks::{ChunkItem, ChunkStream};
 use super::endpoint::Inner;
 use super::frame::{
-    decode_end, expect_frame, read_frame, write_frame, FrameType, Hello, WireError, HELLO_MAX_BYTES,
+    decode_end, expect_frame, note_finished, read_frame, write_frame, FrameType, Hello, WireError,
+    HELLO_MAX_BYTES,
 };
 use super::tls::{
     check_hello, negotiated_alpn, peer_certificate, CLOSE_MISBEHAVING, CLOSE_REFUSED,
@@ -290,6 +291,7 @@ async fn serve_stream<H: RpcHandler>(
         }
     };
     let answer = if first.ty == FrameType::Request {
+        note_finished(&mut recv);
         // A caller that gives up (timeout) stops reading: the handler's
         // work is then cancelled instead of piling up.
         tokio::select! {
@@ -386,6 +388,7 @@ async fn pump_chunks(
             }
             FrameType::End => match decode_end(&frame.payload) {
                 Ok(sent) if sent == total => {
+                    note_finished(recv);
                     let _ = tx.send(ChunkItem::End).await;
                     return;
                 }

@@ -410,3 +410,33 @@ async fn measure_small_calls() {
     a.t.close().await;
     b.t.close().await;
 }
+
+/// Each side reads the other's end of stream behind the last frame, so an
+/// RPC costs no STOP_SENDING frame either way (quinn sends one, and wakes
+/// the connection, for every receive stream dropped before its end).
+#[tokio::test]
+async fn an_rpc_leaves_no_stop_sending_behind() {
+    let p = pki();
+    let a = node(&p, "mine", "node-a").await;
+    let b = node(&p, "mine", "node-b").await;
+    const CALLS: u64 = 200;
+    for i in 0..CALLS {
+        let body = Bytes::from(format!("call {i}"));
+        a.t.call(b.addr(), Some("node-b"), ECHO, body)
+            .await
+            .unwrap();
+    }
+    // Let the last frames the calls queued go out and arrive.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stats = a.t.connection_stats(b.addr()).unwrap();
+    let (sent, received) = (stats.frame_tx.stop_sending, stats.frame_rx.stop_sending);
+    assert!(stats.frame_tx.stream >= CALLS, "{stats:?}");
+    // A FIN that trails its frame into a later packet leaves a stop behind;
+    // rare on loopback, and one per call without the read of the end.
+    assert!(
+        sent <= CALLS / 20 && received <= CALLS / 20,
+        "{sent} STOP_SENDING sent and {received} received for {CALLS} calls"
+    );
+    a.t.close().await;
+    b.t.close().await;
+}
