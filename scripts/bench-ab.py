@@ -2,14 +2,15 @@
 """The standard performance measurement of issue 3, for one build or an A/B
 pair of builds, alternating so that both see the same machine.
 
-    scripts/bench-ab.py [--rounds 2] [--duration 12] [--warmup 0] [--rows 10000] DIR [DIR ...]
+    scripts/bench-ab.py [--rounds 2] [--duration 12] [--warmup 0] [--rows 10000] [--clients 16] DIR [DIR ...]
 
 Each DIR holds a `quorated` and a `quorate` binary (target/release, or a copy
 of an older build). Every round runs, for each DIR in turn, on a fresh local
 3-node cluster (scripts/local-cluster.sh):
-- 16 clients spread over the three nodes (`quorate bench --clients 16`);
+- 16 clients spread over the three nodes (`quorate bench --clients 16`, or
+  `--clients N`);
 - one client on the leader (node-1) and one on a follower (node-2);
-- the nodes' CPU time per committed transaction under 16 clients (user +
+- the nodes' CPU time per committed transaction under that load (user +
   system from /proc, summed over the three processes);
 - the idle RSS of each node before the load.
 
@@ -71,7 +72,7 @@ def cluster(bindir, action):
                    stdout=subprocess.DEVNULL)
 
 
-def measure(bindir, seconds, warmup, rows):
+def measure(bindir, seconds, warmup, rows, clients):
     cluster(bindir, "up")
     try:
         time.sleep(2)
@@ -79,14 +80,14 @@ def measure(bindir, seconds, warmup, rows):
         if warmup > 0:
             bench(bindir, NODES, 16, warmup, True, rows)
         t0 = cpu_ticks()
-        many = bench(bindir, NODES, 16, seconds, warmup == 0, rows)
+        many = bench(bindir, NODES, clients, seconds, warmup == 0, rows)
         ticks = cpu_ticks() - t0
         leader = bench(bindir, "127.0.0.1:4001", 1, max(4, seconds * 2 // 3), False, rows)
         follower = bench(bindir, "127.0.0.1:4002", 1, max(4, seconds * 2 // 3), False, rows)
     finally:
         cluster(bindir, "down")
     cpu_us = ticks / TICK * 1e6 / max(1, many["transactions"])
-    return (f"16 clients {many['tps']:7.0f} tps p50 {many['p50_ms']:5.2f} p95 {many['p95_ms']:5.2f} "
+    return (f"{clients} clients {many['tps']:7.0f} tps p50 {many['p50_ms']:5.2f} p95 {many['p95_ms']:5.2f} "
             f"p99 {many['p99_ms']:6.2f} max {many['max_ms']:6.1f} ms | 1 client p50 leader {leader['p50_ms']:.3f} "
             f"follower {follower['p50_ms']:.3f} ms | CPU/txn {cpu_us:4.0f} us | "
             f"idle RSS {max(rss):.0f} MB")
@@ -96,7 +97,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dirs", nargs="+", help="directories holding quorated and quorate")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--duration", type=int, default=12, help="seconds of the 16-client run")
+    ap.add_argument("--duration", type=int, default=12, help="seconds of the measured run")
+    ap.add_argument("--clients", type=int, default=16,
+                    help="clients of the measured run (the warm-up uses 16); with fewer, the nodes "
+                         "are not saturated and CPU/txn shows the cost of a replication round, "
+                         "which fewer transactions share")
     ap.add_argument("--warmup", type=int, default=0,
                     help="seconds of 16-client writes before the measured run; 40 fills the "
                          "certification window (100,000 write-sets), so its prune runs as in "
@@ -109,7 +114,7 @@ def main():
                 sys.exit(f"{d}/{b}: not an executable (build with cargo build --release)")
     for r in range(1, args.rounds + 1):
         for d in args.dirs:
-            print(f"round {r} {d}: {measure(d, args.duration, args.warmup, args.rows)}",
+            print(f"round {r} {d}: {measure(d, args.duration, args.warmup, args.rows, args.clients)}",
                   flush=True)
 
 
