@@ -9,8 +9,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -25,8 +25,8 @@ use super::frame::{
     HELLO_MAX_BYTES,
 };
 use super::tls::{
-    check_hello, classify, negotiated_alpn, peer_certificate, quic_configs, shown, CLOSE_EVICTED,
-    CLOSE_REFUSED, CLOSE_SHUTDOWN, UNKNOWN_PEER_SNI,
+    check_hello, classify, negotiated_alpn, peer_certificate, quic_configs, shown, CLOSE_DUPLICATE,
+    CLOSE_EVICTED, CLOSE_REFUSED, CLOSE_SHUTDOWN, UNKNOWN_PEER_SNI,
 };
 use super::{
     server, PeerIdentity, RpcHandler, TransportError, TransportOptions, CHUNK_BYTES,
@@ -55,6 +55,7 @@ pub(super) struct Inner {
     closed: AtomicBool,
     /// Payload bytes received from peers: requests, upload chunks, answers.
     pub received_bytes: AtomicU64,
+    stream_server: OnceLock<StreamServer>,
 }
 
 #[derive(Default)]
@@ -73,11 +74,44 @@ struct DialFailure {
 }
 
 #[derive(Clone)]
-struct PeerConn {
-    conn: quinn::Connection,
+pub(super) struct PeerConn {
+    pub conn: quinn::Connection,
     /// Verified: in the peer's certificate and in its Hello.
-    name: Arc<str>,
+    pub name: Arc<str>,
+    /// We dialled it (else the peer did, and we adopted it).
+    pub dialled: bool,
+    /// Streams open on it, both ways: a connection no longer used for new
+    /// calls is closed only once this is zero.
+    pub active: Arc<AtomicUsize>,
 }
+
+impl PeerConn {
+    pub(super) fn new(conn: quinn::Connection, name: &str, dialled: bool) -> PeerConn {
+        PeerConn {
+            conn,
+            name: name.into(),
+            dialled,
+            active: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Counts a stream as open until the guard drops.
+    pub(super) fn stream_open(&self) -> ActiveStream {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        ActiveStream(self.active.clone())
+    }
+}
+
+pub(super) struct ActiveStream(Arc<AtomicUsize>);
+
+impl Drop for ActiveStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Serves the peer's RPCs on a connection we dialled (set by `serve`).
+type StreamServer = Box<dyn Fn(PeerConn, PeerIdentity) + Send + Sync>;
 
 impl Transport {
     /// Binds the node's UDP port. `opts.node_name` must be a name in the
@@ -129,6 +163,7 @@ impl Transport {
                 peers: Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
                 received_bytes: AtomicU64::new(0),
+                stream_server: OnceLock::new(),
             }),
         })
     }
@@ -144,6 +179,33 @@ impl Transport {
     /// Accepts peers and answers their RPCs with `handler` until
     /// [`Transport::close`].
     pub fn serve<H: RpcHandler>(&self, handler: Arc<H>) -> JoinHandle<()> {
+        // A peer may call us on the connection we dialled, as we call it on
+        // the one it dialled: one connection per pair of nodes.
+        let weak = Arc::downgrade(&self.inner);
+        let h = handler.clone();
+        let stream_server: StreamServer = Box::new(move |pc, peer| {
+            if let Some(inner) = weak.upgrade() {
+                tokio::spawn(server::serve_streams(inner, h.clone(), pc, peer));
+            }
+        });
+        if self.inner.stream_server.set(stream_server).is_ok() {
+            // Connections dialled before now get served too.
+            let slots: Vec<_> = lock(&self.inner.peers)
+                .iter()
+                .map(|(addr, slot)| (*addr, slot.clone()))
+                .collect();
+            for (addr, slot) in slots {
+                if let (Some(pc), Some(serve)) = (slot.live(), self.inner.stream_server.get()) {
+                    if pc.dialled {
+                        let identity = PeerIdentity {
+                            node_name: pc.name.to_string(),
+                            addr,
+                        };
+                        serve(pc, identity);
+                    }
+                }
+            }
+        }
         tokio::spawn(server::accept_loop(self.inner.clone(), handler))
     }
 
@@ -211,6 +273,7 @@ impl Transport {
             Ok(pc) => pc?,
             Err(_) => return Err(not_connected(peer, timeout)),
         };
+        let open = pc.stream_open();
         let result =
             match tokio::time::timeout_at(deadline, request(&pc.conn, peer, kind, body, max)).await
             {
@@ -220,6 +283,7 @@ impl Transport {
                     after: timeout,
                 }),
             };
+        drop(open);
         self.inner.evict_on_failure(peer, &pc, &result);
         self.inner.count_received(&result);
         result
@@ -254,6 +318,7 @@ impl Transport {
             Ok(pc) => pc?,
             Err(_) => return Err(not_connected(peer, step)),
         };
+        let open = pc.stream_open();
         let result = upload(
             &pc.conn,
             peer,
@@ -264,6 +329,7 @@ impl Transport {
             progress,
         )
         .await;
+        drop(open);
         self.inner.evict_on_failure(peer, &pc, &result);
         self.inner.count_received(&result);
         result
@@ -370,8 +436,23 @@ impl Inner {
                 return Err(TransportError::Closed);
             }
             Ok(pc) => {
-                *lock(&slot.conn) = Some(pc.clone());
                 *lock(&slot.failure) = None;
+                let kept = self.install(slot, pc.clone());
+                if kept.conn.stable_id() != pc.conn.stable_id() {
+                    // The peer's own connection arrived meanwhile and wins.
+                    pc.conn.close(
+                        CLOSE_DUPLICATE,
+                        b"another connection to this node is in use",
+                    );
+                    return Ok(kept);
+                }
+                if let Some(serve) = self.stream_server.get() {
+                    let identity = PeerIdentity {
+                        node_name: pc.name.to_string(),
+                        addr: peer,
+                    };
+                    serve(pc.clone(), identity);
+                }
             }
             Err(e) => {
                 *lock(&slot.failure) = Some(DialFailure {
@@ -409,10 +490,7 @@ impl Inner {
         })?;
         let conn = connecting.await.map_err(|e| classify(peer, e))?;
         match self.exchange_hello(&conn, peer, expected).await {
-            Ok(name) => Ok(PeerConn {
-                conn,
-                name: name.into(),
-            }),
+            Ok(name) => Ok(PeerConn::new(conn, &name, true)),
             Err(e) => {
                 // Tells the listener why, when the refusal is ours; a no-op
                 // when the connection is already gone.
@@ -466,6 +544,48 @@ impl Inner {
         Ok(theirs.node_name)
     }
 
+    /// Offers a connection the peer at `addr` dialled and we accepted, for
+    /// our calls to it too (the listener's side of one connection per pair).
+    pub(super) fn adopt(&self, addr: SocketAddr, pc: PeerConn) {
+        if self.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let slot = lock(&self.peers).entry(addr).or_default().clone();
+        self.install(&slot, pc);
+    }
+
+    /// Puts `new` in `slot` unless the connection there should stay, and
+    /// returns the one that is there afterwards. When both nodes dial each
+    /// other at once, both keep the connection dialled by the node whose
+    /// name sorts first; a newer connection from the peer replaces an older
+    /// one from it (the peer restarted). A connection we dialled that loses
+    /// its place is closed once no stream is open on it.
+    fn install(&self, slot: &PeerSlot, new: PeerConn) -> PeerConn {
+        let mut cached = lock(&slot.conn);
+        let keep_old = cached.as_ref().is_some_and(|old| {
+            old.conn.close_reason().is_none()
+                && old.conn.stable_id() != new.conn.stable_id()
+                && match (old.dialled, new.dialled) {
+                    // Ours stays if we come first.
+                    (true, false) => *self.opts.node_name < *new.name,
+                    // The peer's stays if it comes first.
+                    (false, true) => *old.name < *self.opts.node_name,
+                    _ => false,
+                }
+        });
+        if keep_old {
+            if let Some(old) = cached.as_ref() {
+                return old.clone();
+            }
+        }
+        if let Some(old) = cached.replace(new.clone()) {
+            if old.dialled && old.conn.stable_id() != new.conn.stable_id() {
+                tokio::spawn(retire(old, self.opts.rpc_timeout));
+            }
+        }
+        new
+    }
+
     fn evict_on_failure<T>(
         &self,
         peer: SocketAddr,
@@ -514,6 +634,25 @@ impl PeerSlot {
             .as_ref()
             .filter(|pc| pc.conn.close_reason().is_none())
             .cloned()
+    }
+}
+
+/// Closes a connection we dialled that another one replaced, once no
+/// stream is open on it (an upload may take a while).
+async fn retire(pc: PeerConn, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if pc.conn.close_reason().is_some() {
+            return;
+        }
+        if pc.active.load(Ordering::SeqCst) == 0 {
+            tracing::debug!(node = %pc.name, "closed a duplicate connection to a peer");
+            pc.conn.close(
+                CLOSE_DUPLICATE,
+                b"another connection to this node is in use",
+            );
+            return;
+        }
     }
 }
 

@@ -8,6 +8,11 @@
 //!   share one cached connection (`endpoint`); each RPC is one
 //!   bidirectional stream. A call that times out or hits a connection error
 //!   evicts the connection, so a dead peer never leaves a zombie behind.
+//! - One connection per pair of nodes: the listener adopts the connection
+//!   a peer dialled for its own calls to that peer, and the dialler serves
+//!   the peer's calls on it. When both dial at once, both keep the one
+//!   dialled by the node whose name sorts first; the dialler of the other
+//!   closes it once no stream is open on it.
 //! - TLS 1.3 only, both sides present a certificate of the cluster CA, and
 //!   ALPN `quorate/1` gates the protocol version (`tls`).
 //! - A CA signature is not an identity: the first stream of every

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, warn};
 
 use super::chunks::{ChunkItem, ChunkStream};
-use super::endpoint::Inner;
+use super::endpoint::{Inner, PeerConn};
 use super::frame::{
     decode_end, expect_frame, note_finished, read_frame, write_frame, FrameType, Hello, WireError,
     HELLO_MAX_BYTES,
@@ -145,15 +145,30 @@ async fn serve_connection<H: RpcHandler>(
         Err(_) => return refuse(&conn, addr, &no_hello(limit)),
     };
     debug!(peer = %addr, node = %peer.node_name, "peer connected");
+    let pc = PeerConn::new(conn, &peer.node_name, false);
+    // Our calls to this peer may go on its connection too.
+    inner.adopt(addr, pc.clone());
+    serve_streams(inner, handler, pc, peer).await;
+}
+
+/// Answers the peer's streams on `pc` until the connection ends: one we
+/// accepted, or one we dialled that the peer also calls us on.
+pub(super) async fn serve_streams<H: RpcHandler>(
+    inner: Arc<Inner>,
+    handler: Arc<H>,
+    pc: PeerConn,
+    peer: PeerIdentity,
+) {
     let strikes = Arc::new(Strikes::new(
-        conn.clone(),
+        pc.conn.clone(),
         peer.clone(),
         inner.opts.max_bad_frames,
         BAD_FRAME_WINDOW,
     ));
     loop {
-        match conn.accept_bi().await {
+        match pc.conn.accept_bi().await {
             Ok((send, recv)) => {
+                let open = pc.stream_open();
                 let task = serve_stream(
                     inner.clone(),
                     handler.clone(),
@@ -162,10 +177,13 @@ async fn serve_connection<H: RpcHandler>(
                     send,
                     recv,
                 );
-                tokio::spawn(task);
+                tokio::spawn(async move {
+                    task.await;
+                    drop(open);
+                });
             }
             Err(e) => {
-                debug!(peer = %addr, node = %peer.node_name, reason = %e, "peer disconnected");
+                debug!(peer = %peer.addr, node = %peer.node_name, reason = %e, "peer disconnected");
                 break;
             }
         }

@@ -31,6 +31,9 @@ pub(super) const CLOSE_MISBEHAVING: VarInt = VarInt::from_u32(4);
 /// Connection close code: this node serves its maximum of incoming
 /// connections already.
 pub(super) const CLOSE_BUSY: VarInt = VarInt::from_u32(5);
+/// Connection close code: both nodes dialled each other; the other
+/// connection carries the traffic of the pair.
+pub(super) const CLOSE_DUPLICATE: VarInt = VarInt::from_u32(6);
 
 /// SNI sent when dialling an address whose node name is not known yet; the
 /// name is then learnt from the Hello and checked against the certificate.

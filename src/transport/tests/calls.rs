@@ -440,3 +440,64 @@ async fn an_rpc_leaves_no_stop_sending_behind() {
     a.t.close().await;
     b.t.close().await;
 }
+
+/// The node called second answers on the caller's connection and calls
+/// back on it: one connection per pair of nodes, whoever dialled.
+#[tokio::test]
+async fn calls_both_ways_share_one_connection() {
+    let p = pki();
+    let a = node(&p, "mine", "node-a").await;
+    let b = node(&p, "mine", "node-b").await;
+    for _ in 0..3 {
+        let got =
+            a.t.call(b.addr(), Some("node-b"), ECHO, Bytes::from_static(b"ab"));
+        assert_eq!(got.await.unwrap(), echo_answer("node-b", "node-a", "ab"));
+        let got =
+            b.t.call(a.addr(), Some("node-a"), ECHO, Bytes::from_static(b"ba"));
+        assert_eq!(got.await.unwrap(), echo_answer("node-a", "node-b", "ba"));
+    }
+    assert_eq!(a.t.connection_count(), 1);
+    assert_eq!(b.t.connection_count(), 1);
+    assert_eq!(b.t.connected_peers().len(), 1);
+    a.t.close().await;
+    b.t.close().await;
+}
+
+/// Both nodes dial at once: both end up on the connection dialled by the
+/// node whose name sorts first, and the other one is closed.
+#[tokio::test]
+async fn nodes_dialling_each_other_at_once_keep_one_connection() {
+    let p = pki();
+    for round in 0..5 {
+        let a = node(&p, "mine", "node-a").await;
+        let b = node(&p, "mine", "node-b").await;
+        let (x, y) = tokio::join!(
+            a.t.call(b.addr(), Some("node-b"), ECHO, Bytes::from_static(b"ab")),
+            b.t.call(a.addr(), Some("node-a"), ECHO, Bytes::from_static(b"ba")),
+        );
+        assert_eq!(x.unwrap(), echo_answer("node-b", "node-a", "ab"));
+        assert_eq!(y.unwrap(), echo_answer("node-a", "node-b", "ba"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while (a.t.connection_count(), b.t.connection_count()) != (1, 1) {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: {} and {} connections",
+                a.t.connection_count(),
+                b.t.connection_count()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // And the survivor carries calls both ways.
+        for _ in 0..3 {
+            let got =
+                a.t.call(b.addr(), Some("node-b"), ECHO, Bytes::from_static(b"1"));
+            assert_eq!(got.await.unwrap(), echo_answer("node-b", "node-a", "1"));
+            let got =
+                b.t.call(a.addr(), Some("node-a"), ECHO, Bytes::from_static(b"2"));
+            assert_eq!(got.await.unwrap(), echo_answer("node-a", "node-b", "2"));
+        }
+        assert_eq!((a.t.connection_count(), b.t.connection_count()), (1, 1));
+        a.t.close().await;
+        b.t.close().await;
+    }
+}
