@@ -215,7 +215,6 @@ impl Transport {
         self.inner.endpoint.open_connections()
     }
 
-    /// Peers this node has a live outgoing connection to.
     /// The QUIC statistics of our connection to `addr`, for tests that
     /// count what went over the wire.
     #[cfg(test)]
@@ -224,6 +223,7 @@ impl Transport {
         slot.live().map(|pc| pc.conn.stats())
     }
 
+    /// Peers this node has a live connection to, dialled or adopted.
     pub fn connected_peers(&self) -> Vec<PeerIdentity> {
         let slots: Vec<_> = lock(&self.inner.peers)
             .iter()
@@ -565,13 +565,16 @@ impl Inner {
         let keep_old = cached.as_ref().is_some_and(|old| {
             old.conn.close_reason().is_none()
                 && old.conn.stable_id() != new.conn.stable_id()
-                && match (old.dialled, new.dialled) {
+                // Another node at that address does not displace a working
+                // connection to the one we know there.
+                && (old.name != new.name
+                    || match (old.dialled, new.dialled) {
                     // Ours stays if we come first.
                     (true, false) => *self.opts.node_name < *new.name,
                     // The peer's stays if it comes first.
                     (false, true) => *old.name < *self.opts.node_name,
                     _ => false,
-                }
+                })
         });
         if keep_old {
             if let Some(old) = cached.as_ref() {
