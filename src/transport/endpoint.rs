@@ -195,14 +195,8 @@ impl Transport {
                 .map(|(addr, slot)| (*addr, slot.clone()))
                 .collect();
             for (addr, slot) in slots {
-                if let (Some(pc), Some(serve)) = (slot.live(), self.inner.stream_server.get()) {
-                    if pc.dialled {
-                        let identity = PeerIdentity {
-                            node_name: pc.name.to_string(),
-                            addr,
-                        };
-                        serve(pc, identity);
-                    }
+                if let Some(pc) = slot.live().filter(|pc| pc.dialled) {
+                    self.inner.serve_dialled(pc, addr);
                 }
             }
         }
@@ -440,19 +434,10 @@ impl Inner {
                 let kept = self.install(slot, pc.clone());
                 if kept.conn.stable_id() != pc.conn.stable_id() {
                     // The peer's own connection arrived meanwhile and wins.
-                    pc.conn.close(
-                        CLOSE_DUPLICATE,
-                        b"another connection to this node is in use",
-                    );
+                    close_duplicate(pc);
                     return Ok(kept);
                 }
-                if let Some(serve) = self.stream_server.get() {
-                    let identity = PeerIdentity {
-                        node_name: pc.name.to_string(),
-                        addr: peer,
-                    };
-                    serve(pc.clone(), identity);
-                }
+                self.serve_dialled(pc.clone(), peer);
             }
             Err(e) => {
                 *lock(&slot.failure) = Some(DialFailure {
@@ -542,6 +527,18 @@ impl Inner {
         )
         .map_err(refused)?;
         Ok(theirs.node_name)
+    }
+
+    /// Answers the peer's calls on a connection we dialled to `addr`, once
+    /// `Transport::serve` gave us a handler.
+    fn serve_dialled(&self, pc: PeerConn, addr: SocketAddr) {
+        if let Some(serve) = self.stream_server.get() {
+            let identity = PeerIdentity {
+                node_name: pc.name.to_string(),
+                addr,
+            };
+            serve(pc, identity);
+        }
     }
 
     /// Offers a connection the peer at `addr` dialled and we accepted, for
@@ -649,14 +646,17 @@ async fn retire(pc: PeerConn, every: Duration) {
             return;
         }
         if pc.active.load(Ordering::SeqCst) == 0 {
-            tracing::debug!(node = %pc.name, "closed a duplicate connection to a peer");
-            pc.conn.close(
-                CLOSE_DUPLICATE,
-                b"another connection to this node is in use",
-            );
-            return;
+            return close_duplicate(&pc);
         }
     }
+}
+
+fn close_duplicate(pc: &PeerConn) {
+    tracing::debug!(node = %pc.name, "closed a duplicate connection to a peer");
+    pc.conn.close(
+        CLOSE_DUPLICATE,
+        b"another connection to this node is in use",
+    );
 }
 
 /// A poisoned lock only means another task panicked mid-update of a cache

@@ -448,14 +448,7 @@ async fn calls_both_ways_share_one_connection() {
     let p = pki();
     let a = node(&p, "mine", "node-a").await;
     let b = node(&p, "mine", "node-b").await;
-    for _ in 0..3 {
-        let got =
-            a.t.call(b.addr(), Some("node-b"), ECHO, Bytes::from_static(b"ab"));
-        assert_eq!(got.await.unwrap(), echo_answer("node-b", "node-a", "ab"));
-        let got =
-            b.t.call(a.addr(), Some("node-a"), ECHO, Bytes::from_static(b"ba"));
-        assert_eq!(got.await.unwrap(), echo_answer("node-a", "node-b", "ba"));
-    }
+    echo_both_ways(&a, &b).await;
     assert_eq!(a.t.connection_count(), 1);
     assert_eq!(b.t.connection_count(), 1);
     assert_eq!(b.t.connected_peers().len(), 1);
@@ -488,16 +481,21 @@ async fn nodes_dialling_each_other_at_once_keep_one_connection() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // And the survivor carries calls both ways.
-        for _ in 0..3 {
-            let got =
-                a.t.call(b.addr(), Some("node-b"), ECHO, Bytes::from_static(b"1"));
-            assert_eq!(got.await.unwrap(), echo_answer("node-b", "node-a", "1"));
-            let got =
-                b.t.call(a.addr(), Some("node-a"), ECHO, Bytes::from_static(b"2"));
-            assert_eq!(got.await.unwrap(), echo_answer("node-a", "node-b", "2"));
-        }
+        echo_both_ways(&a, &b).await;
         assert_eq!((a.t.connection_count(), b.t.connection_count()), (1, 1));
         a.t.close().await;
         b.t.close().await;
+    }
+}
+
+/// Three echo calls each way between node-a and node-b.
+async fn echo_both_ways(a: &Node, b: &Node) {
+    for _ in 0..3 {
+        let got =
+            a.t.call(b.addr(), Some("node-b"), ECHO, Bytes::from_static(b"ab"));
+        assert_eq!(got.await.unwrap(), echo_answer("node-b", "node-a", "ab"));
+        let got =
+            b.t.call(a.addr(), Some("node-a"), ECHO, Bytes::from_static(b"ba"));
+        assert_eq!(got.await.unwrap(), echo_answer("node-a", "node-b", "ba"));
     }
 }
