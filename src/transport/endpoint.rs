@@ -83,6 +83,8 @@ pub(super) struct PeerConn {
     /// Streams open on it, both ways: a connection no longer used for new
     /// calls is closed only once this is zero.
     pub active: Arc<AtomicUsize>,
+    /// When its handshake and Hello completed.
+    pub since: Instant,
 }
 
 impl PeerConn {
@@ -92,6 +94,7 @@ impl PeerConn {
             name: name.into(),
             dialled,
             active: Arc::new(AtomicUsize::new(0)),
+            since: Instant::now(),
         }
     }
 
@@ -551,27 +554,21 @@ impl Inner {
         self.install(&slot, pc);
     }
 
-    /// Puts `new` in `slot` unless the connection there should stay, and
-    /// returns the one that is there afterwards. When both nodes dial each
-    /// other at once, both keep the connection dialled by the node whose
-    /// name sorts first; a newer connection from the peer replaces an older
-    /// one from it (the peer restarted). A connection we dialled that loses
-    /// its place is closed once no stream is open on it.
+    /// Puts `new` in `slot` unless the connection there should stay (see
+    /// [`old_stays`]), and returns the one that is there afterwards. A
+    /// connection we dialled that loses its place is closed once no stream
+    /// is open on it.
     fn install(&self, slot: &PeerSlot, new: PeerConn) -> PeerConn {
         let mut cached = lock(&slot.conn);
         let keep_old = cached.as_ref().is_some_and(|old| {
             old.conn.close_reason().is_none()
                 && old.conn.stable_id() != new.conn.stable_id()
-                // Another node at that address does not displace a working
-                // connection to the one we know there.
-                && (old.name != new.name
-                    || match (old.dialled, new.dialled) {
-                    // Ours stays if we come first.
-                    (true, false) => *self.opts.node_name < *new.name,
-                    // The peer's stays if it comes first.
-                    (false, true) => *old.name < *self.opts.node_name,
-                    _ => false,
-                })
+                && old_stays(
+                    &self.opts.node_name,
+                    Candidate::of(old),
+                    Candidate::of(&new),
+                    self.opts.connect_timeout,
+                )
         });
         if keep_old {
             if let Some(old) = cached.as_ref() {
@@ -634,6 +631,51 @@ impl PeerSlot {
             .as_ref()
             .filter(|pc| pc.conn.close_reason().is_none())
             .cloned()
+    }
+}
+
+/// What [`old_stays`] weighs of a connection.
+#[derive(Debug, Clone, Copy)]
+struct Candidate<'a> {
+    /// The peer's verified name.
+    name: &'a str,
+    /// We dialled it (else the peer did).
+    dialled: bool,
+    /// Since its handshake and Hello completed.
+    age: Duration,
+}
+
+impl<'a> Candidate<'a> {
+    fn of(pc: &'a PeerConn) -> Candidate<'a> {
+        Candidate {
+            name: &pc.name,
+            dialled: pc.dialled,
+            age: pc.since.elapsed(),
+        }
+    }
+}
+
+/// Whether the live connection `old` in a peer's slot stays when `new`
+/// arrives for the same address, as seen by node `me`.
+///
+/// - Another node at that address does not displace a working connection
+///   to the node we know there.
+/// - Both nodes dialled each other at once: both keep the connection
+///   dialled by the node whose name sorts first. A dial crossing ours
+///   arrives within one handshake (`race_window`, the connect timeout) of
+///   ours completing, since the peer dials only while it holds no
+///   connection to us.
+/// - A connection from the peer arriving later means the peer restarted
+///   (a crashed process sends no close, so ours would look alive until its
+///   idle timeout) or gave ours up: the new one wins.
+fn old_stays(me: &str, old: Candidate<'_>, new: Candidate<'_>, race_window: Duration) -> bool {
+    if old.name != new.name {
+        return true;
+    }
+    match (old.dialled, new.dialled) {
+        (true, false) => old.age < race_window && me < new.name,
+        (false, true) => old.name < me,
+        _ => false,
     }
 }
 
@@ -887,5 +929,87 @@ async fn read_answer(
             peer,
             source: frame.unexpected("an answer"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{old_stays, Candidate};
+    use std::time::Duration;
+
+    const WINDOW: Duration = Duration::from_secs(3);
+
+    fn conn(name: &str, dialled: bool, age_ms: u64) -> Candidate<'_> {
+        Candidate {
+            name,
+            dialled,
+            age: Duration::from_millis(age_ms),
+        }
+    }
+
+    #[test]
+    fn crossing_dials_keep_the_connection_of_the_node_that_sorts_first() {
+        // node-a dialled node-b while node-b dialled node-a.
+        // On node-a: its own stays, node-b's inbound is refused.
+        assert!(old_stays(
+            "node-a",
+            conn("node-b", true, 5),
+            conn("node-b", false, 0),
+            WINDOW
+        ));
+        // On node-b: its own gives way to node-a's inbound ...
+        assert!(!old_stays(
+            "node-b",
+            conn("node-a", true, 5),
+            conn("node-a", false, 0),
+            WINDOW
+        ));
+        // ... and node-a's adopted one stays when node-b's dial completes
+        // after it.
+        assert!(old_stays(
+            "node-b",
+            conn("node-a", false, 5),
+            conn("node-a", true, 0),
+            WINDOW
+        ));
+        // On node-a, when node-b's inbound came first and node-a's own dial
+        // completes after it: node-a's own takes the slot.
+        assert!(!old_stays(
+            "node-a",
+            conn("node-b", false, 5),
+            conn("node-b", true, 0),
+            WINDOW
+        ));
+    }
+
+    #[test]
+    fn a_restarted_peer_replaces_the_connection_we_dialled_to_its_old_self() {
+        // Past one handshake, an inbound from the peer means it restarted:
+        // our connection to the crashed process only looks alive.
+        assert!(!old_stays(
+            "node-a",
+            conn("node-b", true, 3_001),
+            conn("node-b", false, 0),
+            WINDOW
+        ));
+        // The same for a connection it had dialled before.
+        assert!(!old_stays(
+            "node-a",
+            conn("node-b", false, 60_000),
+            conn("node-b", false, 0),
+            WINDOW
+        ));
+    }
+
+    #[test]
+    fn another_node_at_a_known_address_does_not_displace_the_one_we_know() {
+        for (old_dialled, new_dialled) in [(true, false), (false, false), (true, true)] {
+            assert!(old_stays(
+                "node-a",
+                conn("node-b", old_dialled, 60_000),
+                conn("node-c", new_dialled, 0),
+                WINDOW
+            ));
+        }
     }
 }
