@@ -12,7 +12,8 @@
 //!   a peer dialled for its own calls to that peer, and the dialler serves
 //!   the peer's calls on it. When both dial at once, both keep the one
 //!   dialled by the node whose name sorts first; the dialler of the other
-//!   closes it once no stream is open on it.
+//!   closes it once no stream is open on it. A connection from the peer
+//!   arriving later (it restarted) replaces the one we had.
 //! - TLS 1.3 only, both sides present a certificate of the cluster CA, and
 //!   ALPN `quorate/1` gates the protocol version (`tls`).
 //! - A CA signature is not an identity: the first stream of every
