@@ -576,7 +576,7 @@ impl Inner {
             }
         }
         if let Some(old) = cached.replace(new.clone()) {
-            if old.dialled && old.conn.stable_id() != new.conn.stable_id() {
+            if old.conn.stable_id() != new.conn.stable_id() {
                 tokio::spawn(retire(old, self.opts.rpc_timeout));
             }
         }
@@ -594,24 +594,30 @@ impl Inner {
             return;
         }
         let slot = lock(&self.peers).get(&peer).cloned();
+        let mut dropped = false;
         if let Some(slot) = slot {
             let mut cached = lock(&slot.conn);
             // Only this connection: a concurrent caller may already have
-            // dialled a fresh one.
+            // dialled a fresh one (and retired this one).
             if cached
                 .as_ref()
                 .is_some_and(|c| c.conn.stable_id() == pc.conn.stable_id())
             {
                 *cached = None;
+                dropped = true;
             }
         }
         // A slow answer (a heartbeat with a tight deadline on a loaded
         // machine) does not prove the connection dead: new calls dial afresh,
-        // but calls still in flight on it may finish, and QUIC's idle timeout
-        // ends it if the peer is really gone. Other failures mean it is dead.
+        // but calls still in flight on it may finish. Both nodes serve each
+        // other's calls on it, so neither lets go of it by itself and
+        // keep-alives would hold it open for ever: it is closed once no
+        // stream is open on it. Other failures mean it is dead.
         if !matches!(e, TransportError::Timeout { .. }) {
             pc.conn
                 .close(CLOSE_EVICTED, b"an RPC failed; dropping the connection");
+        } else if dropped {
+            tokio::spawn(retire(pc.clone(), self.opts.rpc_timeout));
         }
         tracing::debug!(peer = %peer, node = %pc.name, error = %e, "dropped the connection to a peer");
     }
@@ -679,8 +685,8 @@ fn old_stays(me: &str, old: Candidate<'_>, new: Candidate<'_>, race_window: Dura
     }
 }
 
-/// Closes a connection we dialled that another one replaced, once no
-/// stream is open on it (an upload may take a while).
+/// Closes a connection that another one replaced, or that a timed-out call
+/// gave up, once no stream is open on it (an upload may take a while).
 async fn retire(pc: PeerConn, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
@@ -694,10 +700,10 @@ async fn retire(pc: PeerConn, every: Duration) {
 }
 
 fn close_duplicate(pc: &PeerConn) {
-    tracing::debug!(node = %pc.name, "closed a duplicate connection to a peer");
+    tracing::debug!(node = %pc.name, "closed a connection to a peer that is no longer used");
     pc.conn.close(
         CLOSE_DUPLICATE,
-        b"another connection to this node is in use",
+        b"another connection to this node replaces this one",
     );
 }
 

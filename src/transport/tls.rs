@@ -31,8 +31,9 @@ pub(super) const CLOSE_MISBEHAVING: VarInt = VarInt::from_u32(4);
 /// Connection close code: this node serves its maximum of incoming
 /// connections already.
 pub(super) const CLOSE_BUSY: VarInt = VarInt::from_u32(5);
-/// Connection close code: both nodes dialled each other; the other
-/// connection carries the traffic of the pair.
+/// Connection close code: another connection carries the traffic of the
+/// pair (both nodes dialled each other, the peer restarted, or a call timed
+/// out and a new one was dialled).
 pub(super) const CLOSE_DUPLICATE: VarInt = VarInt::from_u32(6);
 
 /// SNI sent when dialling an address whose node name is not known yet; the

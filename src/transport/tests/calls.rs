@@ -499,3 +499,41 @@ async fn echo_both_ways(a: &Node, b: &Node) {
         assert_eq!(got.await.unwrap(), echo_answer("node-a", "node-b", "ba"));
     }
 }
+
+/// Both nodes serve each other's calls on their connection, so neither
+/// lets go of it by itself: one given up after a timed-out call is closed
+/// once no stream is open on it, instead of living on keep-alives for ever.
+#[tokio::test]
+async fn a_connection_given_up_after_a_timeout_is_closed_once_idle() {
+    let p = pki();
+    let a = node(&p, "mine", "node-a").await;
+    let b = node(&p, "mine", "node-b").await;
+    echo_both_ways(&a, &b).await;
+    let err =
+        a.t.call_timeout(
+            b.addr(),
+            None,
+            SLOW,
+            Bytes::new(),
+            Duration::from_millis(200),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
+    // The next call dials afresh; node-b takes that one for its calls too.
+    echo_both_ways(&a, &b).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.t.connection_count() > 1 || b.t.connection_count() > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the given-up connection is still open: {} on node-a, {} on node-b",
+            a.t.connection_count(),
+            b.t.connection_count()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    echo_both_ways(&a, &b).await;
+    assert_eq!(a.t.connection_count(), 1);
+    a.t.close().await;
+    b.t.close().await;
+}
