@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::Node;
 use crate::order::{network, NodeId, NodeInfo};
 use crate::transport::{
-    ChunkStream, PeerIdentity, RpcFailure, RpcHandler, Transport, TransportOptions,
+    ChunkStream, PeerIdentity, RpcFailure, RpcHandler, SessionReceiver, SessionSender, Transport,
+    TransportOptions,
 };
 
 /// Node-level request kinds (Raft's own are in `order::network::kind`).
@@ -114,6 +115,17 @@ impl RpcHandler for Node {
             .serve_snapshot(&peer, &header, chunks)
             .await
             .map_err(RpcFailure::new)
+    }
+
+    async fn handle_session(
+        &self,
+        peer: PeerIdentity,
+        kind: u8,
+        _header: Bytes,
+        messages: SessionReceiver,
+        replies: SessionSender,
+    ) {
+        self.seq.serve_session(&peer, kind, messages, replies).await
     }
 }
 

@@ -726,6 +726,34 @@ impl Sequencer {
     /// Answer a request from a peer: Raft RPCs, snapshots, forwarded
     /// write-sets, read indexes. The peer's certificate-verified name must
     /// match the member id it speaks for.
+    /// A session from a peer: append-entries from the leader, pipelined.
+    pub async fn serve_session(
+        &self,
+        peer: &PeerIdentity,
+        kind: u8,
+        messages: crate::transport::SessionReceiver,
+        replies: crate::transport::SessionSender,
+    ) {
+        if kind != network::kind::APPEND_STREAM {
+            return replies.fail(&format!("unknown session kind {kind}")).await;
+        }
+        network::serve_append_session(
+            &self.raft(),
+            &self.fence,
+            &peer.node_name,
+            |claimed| self.check_identity(peer, claimed),
+            |id| self.is_member(id),
+            || {
+                let ms = self.started.elapsed().as_millis() as u64;
+                self.last_leader_contact_ms
+                    .store(ms.max(1), Ordering::Relaxed);
+            },
+            messages,
+            replies,
+        )
+        .await
+    }
+
     pub async fn serve_peer(
         &self,
         peer: &PeerIdentity,

@@ -24,6 +24,7 @@ use super::frame::{
     expect_frame, note_finished, write_frame, FrameError, FrameType, Hello, WireError,
     HELLO_MAX_BYTES,
 };
+use super::session::{SessionReceiver, SessionSender};
 use super::tls::{
     check_hello, classify, negotiated_alpn, peer_certificate, quic_configs, shown, CLOSE_DUPLICATE,
     CLOSE_EVICTED, CLOSE_REFUSED, CLOSE_SHUTDOWN, UNKNOWN_PEER_SNI,
@@ -330,6 +331,46 @@ impl Transport {
         self.inner.evict_on_failure(peer, &pc, &result);
         self.inner.count_received(&result);
         result
+    }
+
+    /// Opens a session with `peer` on a fresh stream: `header` goes with the
+    /// opening frame, then messages flow each way in order (see
+    /// `session`). Dialling and opening are bounded by `rpc_timeout`; the
+    /// session itself is not, its user decides how long an answer may take.
+    pub async fn open_session(
+        &self,
+        peer: SocketAddr,
+        expected_name: Option<&str>,
+        kind: u8,
+        header: Bytes,
+    ) -> Result<(SessionSender, SessionReceiver), TransportError> {
+        let max = self.inner.opts.max_frame_bytes;
+        check_size(peer, 1 + header.len(), max)?;
+        let step = self.inner.opts.rpc_timeout;
+        let deadline = Instant::now() + step;
+        let pc = match tokio::time::timeout_at(deadline, self.connection(peer, expected_name)).await
+        {
+            Ok(pc) => pc?,
+            Err(_) => return Err(not_connected(peer, step)),
+        };
+        let open = pc.stream_open();
+        let opening = async {
+            let (mut send, recv) = pc.conn.open_bi().await.map_err(|e| classify(peer, e))?;
+            write_frame(&mut send, FrameType::Session, &[kind], header, max)
+                .await
+                .map_err(|e| wire_error(peer, e))?;
+            Ok((send, recv))
+        };
+        let result = match tokio::time::timeout_at(deadline, opening).await {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::Timeout { peer, after: step }),
+        };
+        self.inner.evict_on_failure(peer, &pc, &result);
+        let (send, recv) = result?;
+        Ok((
+            SessionSender::new(send, peer, max, Some(open)),
+            SessionReceiver::new(recv, peer, max, self.inner.clone(), None),
+        ))
     }
 
     /// Closes every connection (peers see "shutting down") and stops the

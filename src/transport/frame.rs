@@ -7,7 +7,10 @@
 //! - an RPC: `Request` (RPC kind byte + body), answered by `Response`,
 //!   `Failure` (the handler's message) or `Rejected` (our frame was bad);
 //! - an upload: `UploadHeader` (RPC kind byte + header), `Chunk`s, `End`
-//!   (the total byte count), answered like an RPC.
+//!   (the total byte count), answered like an RPC;
+//! - a session: `Session` (RPC kind byte + header), then `Message`s each
+//!   way, in order, until each side finishes its half; the handler may end
+//!   its half with a `Failure` instead.
 //!
 //! The length is checked against the limit before anything is allocated,
 //! so a peer cannot make us reserve more than one frame's worth per stream.
@@ -41,6 +44,8 @@ pub(super) enum FrameType {
     Response = 6,
     Failure = 7,
     Rejected = 8,
+    Session = 9,
+    Message = 10,
 }
 
 impl FrameType {
@@ -54,6 +59,8 @@ impl FrameType {
             6 => FrameType::Response,
             7 => FrameType::Failure,
             8 => FrameType::Rejected,
+            9 => FrameType::Session,
+            10 => FrameType::Message,
             _ => return None,
         })
     }
@@ -68,6 +75,8 @@ impl FrameType {
             FrameType::Response => "response",
             FrameType::Failure => "failure",
             FrameType::Rejected => "rejected",
+            FrameType::Session => "session",
+            FrameType::Message => "message",
         }
     }
 }
@@ -79,7 +88,8 @@ pub(super) struct Frame {
 }
 
 impl Frame {
-    /// Splits the RPC kind byte off a `Request` or `UploadHeader` payload.
+    /// Splits the RPC kind byte off a `Request`, `UploadHeader` or
+    /// `Session` payload.
     pub(super) fn kind_and_body(&self) -> Result<(u8, Bytes), FrameError> {
         match self.payload.first() {
             Some(&kind) => Ok((kind, self.payload.slice(1..))),

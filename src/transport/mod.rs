@@ -27,6 +27,9 @@
 //!   its connection closed ([`RpcFailure::malformed`]). Snapshots and SST go
 //!   as a header, bounded chunks and an end frame, pulled by the handler
 //!   from a [`ChunkStream`].
+//! - A session ([`Transport::open_session`]) is one stream carrying
+//!   messages each way in order for as long as both keep it open: Raft's
+//!   pipelined replication runs on one per follower.
 //! - At most `max_incoming_connections` incoming connections are served;
 //!   more are refused before their handshake (logged every 10 s at most).
 
@@ -34,6 +37,7 @@ mod chunks;
 mod endpoint;
 mod frame;
 mod server;
+mod session;
 mod tls;
 
 #[cfg(test)]
@@ -49,6 +53,7 @@ use bytes::Bytes;
 pub use chunks::{ChunkError, ChunkStream};
 pub use endpoint::Transport;
 pub use frame::FrameError;
+pub use session::{SessionReceiver, SessionSender};
 
 /// The ALPN protocol name: a peer of another wire version fails the TLS
 /// handshake instead of misreading our frames.
@@ -212,6 +217,25 @@ pub trait RpcHandler: Send + Sync + 'static {
         header: Bytes,
         chunks: ChunkStream,
     ) -> impl Future<Output = Result<Bytes, RpcFailure>> + Send;
+
+    /// A session: `messages` from the peer, in order, and `replies` to it,
+    /// until either side finishes. A node that serves no session of this
+    /// kind refuses it.
+    fn handle_session(
+        &self,
+        peer: PeerIdentity,
+        kind: u8,
+        header: Bytes,
+        messages: SessionReceiver,
+        replies: SessionSender,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (peer, header, messages);
+        async move {
+            replies
+                .fail(&format!("this node serves no sessions of kind {kind}"))
+                .await
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

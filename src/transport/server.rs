@@ -1,5 +1,5 @@
 //! The listening side: accepts connections, checks the dialler's Hello,
-//! and answers each stream (an RPC or an upload) in its own task.
+//! and answers each stream (an RPC, an upload or a session) in its own task.
 //!
 //! Whatever a peer sends, the worst outcome is that its stream or its
 //! connection is closed with a reason: bad frames get a `Rejected` answer,
@@ -21,6 +21,7 @@ use super::frame::{
     decode_end, expect_frame, note_finished, read_frame, write_frame, FrameType, Hello, WireError,
     HELLO_MAX_BYTES,
 };
+use super::session::{SessionReceiver, SessionSender};
 use super::tls::{
     check_hello, negotiated_alpn, peer_certificate, CLOSE_MISBEHAVING, CLOSE_REFUSED,
 };
@@ -295,19 +296,28 @@ async fn serve_stream<H: RpcHandler>(
     };
     inner.count(first.payload.len());
     let (kind, body) = match first.ty {
-        FrameType::Request | FrameType::UploadHeader => match first.kind_and_body() {
-            Ok(kb) => kb,
-            Err(e) => {
-                strikes.strike(&e.to_string());
-                return reject(&peer, &mut send, &mut recv, &e.to_string(), max).await;
+        FrameType::Request | FrameType::UploadHeader | FrameType::Session => {
+            match first.kind_and_body() {
+                Ok(kb) => kb,
+                Err(e) => {
+                    strikes.strike(&e.to_string());
+                    return reject(&peer, &mut send, &mut recv, &e.to_string(), max).await;
+                }
             }
-        },
+        }
         _ => {
-            let e = first.unexpected("a request or an upload header");
+            let e = first.unexpected("a request, an upload header or a session");
             strikes.strike(&e.to_string());
             return reject(&peer, &mut send, &mut recv, &e.to_string(), max).await;
         }
     };
+    if first.ty == FrameType::Session {
+        let messages = SessionReceiver::new(recv, peer.addr, max, inner.clone(), Some(strikes));
+        let replies = SessionSender::new(send, peer.addr, max, None);
+        return handler
+            .handle_session(peer, kind, body, messages, replies)
+            .await;
+    }
     let answer = if first.ty == FrameType::Request {
         note_finished(&mut recv);
         // A caller that gives up (timeout) stops reading: the handler's

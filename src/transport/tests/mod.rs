@@ -4,6 +4,7 @@
 
 mod calls;
 mod refusals;
+mod sessions;
 mod uploads;
 
 use std::net::SocketAddr;
@@ -124,6 +125,45 @@ impl RpcHandler for TestHandler {
         };
         let _ = self.uploads.send(Upload { header, result });
         answer
+    }
+
+    /// ECHO sessions answer each message with the header, the message and
+    /// its number, and finish after the peer did; other kinds are refused
+    /// (the trait's default).
+    async fn handle_session(
+        &self,
+        peer: PeerIdentity,
+        kind: u8,
+        header: Bytes,
+        mut messages: SessionReceiver,
+        mut replies: SessionSender,
+    ) {
+        if kind != ECHO {
+            return replies
+                .fail(&format!("{} serves no sessions of kind {kind}", self.name))
+                .await;
+        }
+        let mut n = 0u32;
+        loop {
+            match messages.next().await {
+                Ok(Some(m)) => {
+                    n += 1;
+                    let mut out = format!(
+                        "{} to {} #{n} {}: ",
+                        self.name,
+                        peer.node_name,
+                        String::from_utf8_lossy(&header)
+                    )
+                    .into_bytes();
+                    out.extend_from_slice(&m);
+                    if replies.send(Bytes::from(out)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return replies.finish(),
+                Err(e) => return replies.fail(&e.to_string()).await,
+            }
+        }
     }
 }
 
