@@ -318,7 +318,7 @@ fn replication_connections_are_bounded_and_a_junk_sending_peer_is_disconnected()
             .expect("hello with a valid certificate");
         let mut rejected = 0;
         for n in 0..30u8 {
-            match exchange(&conn, &frame(9, &[n])).await {
+            match exchange(&conn, &frame(99, &[n])).await {
                 Ok(answer) => {
                     let (ty, _) = parse_answer(&answer).expect("an answer frame");
                     assert_eq!(ty, raw_peer::REJECTED);

@@ -214,7 +214,7 @@ fn garbage_on_the_replication_port_is_refused_and_the_cluster_keeps_serving() {
             junk(11, 500),
             vec![0xff, 0xff, 0xff, 0xff],
             vec![0, 0, 0, 1, 1],
-            frame(9, b"unknown type"),
+            frame(99, b"unknown type"),
             frame(1, b"a second hello"),
             {
                 let mut f = frame(2, &[1]);
@@ -231,6 +231,10 @@ fn garbage_on_the_replication_port_is_refused_and_the_cluster_keeps_serving() {
             cases.push(frame(2, &body));
             cases.push(frame(2, &[kind]));
             cases.push(frame(3, &body));
+            // A session of this kind whose first message is junk.
+            let mut session = frame(9, &[kind]);
+            session.extend_from_slice(&frame(10, &junk(u64::from(kind) + 200, 64)));
+            cases.push(session);
         }
         for (n, bytes) in cases.iter().enumerate() {
             if let Some(reason) = conn.close_reason() {
