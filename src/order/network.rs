@@ -378,13 +378,21 @@ struct AppendPipe {
     conn: Connection,
     peer: SocketAddr,
     received: tokio::sync::mpsc::Receiver<Received>,
-    /// Deadlines of the requests sent and not answered yet, oldest first.
-    deadlines: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<tokio::time::Instant>>>,
+    /// Deadline and patience of each request sent and not answered yet,
+    /// oldest first.
+    owed: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Owed>>>,
     sent: std::sync::Arc<tokio::sync::Notify>,
     /// Requests that may be unanswered at once.
     window: std::sync::Arc<tokio::sync::Semaphore>,
     _tasks: AbortOnDrop,
     ended: bool,
+}
+
+/// An answer the member owes: by when, after how long a wait.
+#[derive(Clone, Copy)]
+struct Owed {
+    deadline: tokio::time::Instant,
+    patience: std::time::Duration,
 }
 
 /// Stops the session's tasks when openraft drops the response stream (a
@@ -463,10 +471,13 @@ impl AppendPipe {
                             return;
                         }
                     };
-                    let deadline =
-                        tokio::time::Instant::now() + append_patience(&option, body.len());
+                    let patience = append_patience(&option, body.len());
+                    let owed = Owed {
+                        deadline: tokio::time::Instant::now() + patience,
+                        patience,
+                    };
                     if let Ok(mut d) = deadlines.lock() {
-                        d.push_back(deadline);
+                        d.push_back(owed);
                     }
                     sent.notify_one();
                     if let Err(e) = sender.send(body).await {
@@ -481,7 +492,7 @@ impl AppendPipe {
             conn,
             peer,
             received,
-            deadlines,
+            owed: deadlines,
             sent,
             window,
             _tasks: AbortOnDrop(vec![reader.abort_handle(), writer.abort_handle()]),
@@ -489,8 +500,8 @@ impl AppendPipe {
         }
     }
 
-    fn oldest_deadline(&self) -> Option<tokio::time::Instant> {
-        self.deadlines.lock().ok().and_then(|d| d.front().copied())
+    fn oldest_owed(&self) -> Option<Owed> {
+        self.owed.lock().ok().and_then(|d| d.front().copied())
     }
 
     /// The next answer; `None` when the session is over.
@@ -499,19 +510,18 @@ impl AppendPipe {
             return None;
         }
         let got = loop {
-            match self.oldest_deadline() {
-                Some(deadline) => match tokio::time::timeout_at(deadline, self.received.recv())
-                    .await
-                {
-                    Ok(got) => break got,
-                    Err(_) => {
-                        let after = deadline.saturating_duration_since(tokio::time::Instant::now());
-                        break Some(Err(crate::transport::TransportError::Timeout {
-                            peer: self.peer,
-                            after: after.max(APPEND_PATIENCE),
-                        }));
+            match self.oldest_owed() {
+                Some(owed) => {
+                    match tokio::time::timeout_at(owed.deadline, self.received.recv()).await {
+                        Ok(got) => break got,
+                        Err(_) => {
+                            break Some(Err(crate::transport::TransportError::Timeout {
+                                peer: self.peer,
+                                after: owed.patience,
+                            }))
+                        }
                     }
-                },
+                }
                 // Nothing owed: wait for an answer (the end) or a request.
                 None => tokio::select! {
                     got = self.received.recv() => break got,
@@ -525,7 +535,7 @@ impl AppendPipe {
                 return None;
             }
             Some(Ok(None)) => {
-                if self.oldest_deadline().is_none() {
+                if self.oldest_owed().is_none() {
                     self.ended = true;
                     return None;
                 }
@@ -535,11 +545,10 @@ impl AppendPipe {
                 )))
             }
             Some(Ok(Some(body))) => {
-                if let Ok(mut d) = self.deadlines.lock() {
+                if let Ok(mut d) = self.owed.lock() {
                     d.pop_front();
                 }
                 self.window.add_permits(1);
-                {}
                 match decode::<Reply<openraft::raft::StreamAppendResult<TypeConfig>>>(&body) {
                     Ok(reply) => self.conn.unwrap_reply(reply).map_err(unreachable),
                     Err(e) => Err(RPCError::Network(NetworkError::new(&Msg(e)))),
@@ -687,6 +696,27 @@ impl RaftNetworkV2<TypeConfig> for Connection {
     }
 }
 
+/// The judgement every stamped Raft message from a peer gets: its stamp
+/// first (a message of another incarnation or cluster never reaches
+/// openraft), then the member it claims to be against its certificate
+/// name. `Ok(Err(refusal))` is an answer for the caller; `Err` a failure.
+fn judge<T>(
+    fence: &Fence,
+    caller: &str,
+    stamp: &Stamp,
+    sender: Option<NodeId>,
+    is_member: impl Fn(NodeId) -> bool,
+    check_sender: impl Fn(NodeId) -> Result<(), String>,
+) -> Result<Result<(), Reply<T>>, String> {
+    if let Err(refusal) = fence.admit(stamp, caller, sender.is_some_and(is_member)) {
+        return Ok(Err(refusal));
+    }
+    if let Some(sender) = sender {
+        check_sender(sender)?;
+    }
+    Ok(Ok(()))
+}
+
 /// Answer one incoming Raft RPC: the sender's stamp is judged first (a
 /// message of another incarnation or cluster never reaches openraft), then
 /// the member it claims to be is checked against its certificate name.
@@ -708,12 +738,10 @@ pub async fn serve_rpc(
         ($req:expr, $sender:expr, $call:expr) => {{
             let (stamp, req) = $req;
             let sender: Option<NodeId> = $sender(&req);
-            if let Err(refusal) = fence.admit::<()>(&stamp, caller, sender.is_some_and(&is_member))
+            if let Err(refusal) =
+                judge::<()>(fence, caller, &stamp, sender, &is_member, &check_sender)?
             {
                 return Ok((encode(&refusal)?, false));
-            }
-            if let Some(sender) = sender {
-                check_sender(sender)?;
             }
             let resp = $call(req).await.map_err(|e| e.to_string())?;
             Ok((encode(&Reply::Ok(resp))?, true))
@@ -781,16 +809,18 @@ pub async fn serve_append_session(
                 Ok(r) => r,
                 Err(e) => return Some(Err(e)),
             };
-            let sender = *req.vote.leader_id().node_id();
-            if let Err(refusal) = fence.admit::<openraft::raft::StreamAppendResult<TypeConfig>>(
-                &stamp,
+            let sender = Some(*req.vote.leader_id().node_id());
+            match judge::<openraft::raft::StreamAppendResult<TypeConfig>>(
+                fence,
                 caller,
-                is_member(sender),
+                &stamp,
+                sender,
+                &is_member,
+                &check_sender,
             ) {
-                return Some(Ok(refusal));
-            }
-            if let Err(e) = check_sender(sender) {
-                return Some(Err(e));
+                Ok(Ok(())) => {}
+                Ok(Err(refusal)) => return Some(Ok(refusal)),
+                Err(e) => return Some(Err(e)),
             }
             seen();
             if requests.send(req).await.is_err() {

@@ -314,17 +314,7 @@ async fn an_abandoned_call_does_not_hold_the_connection() {
     let p = pki();
     let a = node(&p, "mine", "node-a").await;
     let b = node(&p, "mine", "node-b").await;
-    let err =
-        a.t.call_timeout(
-            b.addr(),
-            None,
-            SLOW,
-            Bytes::new(),
-            Duration::from_millis(200),
-        )
-        .await
-        .unwrap_err();
-    assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
+    time_out_a_slow_call(&a, &b).await;
     let got = a.t.call(b.addr(), None, ECHO, Bytes::new()).await.unwrap();
     assert_eq!(got, echo_answer("node-b", "node-a", ""));
     a.t.close().await;
@@ -509,17 +499,7 @@ async fn a_connection_given_up_after_a_timeout_is_closed_once_idle() {
     let a = node(&p, "mine", "node-a").await;
     let b = node(&p, "mine", "node-b").await;
     echo_both_ways(&a, &b).await;
-    let err =
-        a.t.call_timeout(
-            b.addr(),
-            None,
-            SLOW,
-            Bytes::new(),
-            Duration::from_millis(200),
-        )
-        .await
-        .unwrap_err();
-    assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
+    time_out_a_slow_call(&a, &b).await;
     // The next call dials afresh; node-b takes that one for its calls too.
     echo_both_ways(&a, &b).await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -536,4 +516,19 @@ async fn a_connection_given_up_after_a_timeout_is_closed_once_idle() {
     assert_eq!(a.t.connection_count(), 1);
     a.t.close().await;
     b.t.close().await;
+}
+
+/// A call from `a` that `b` never answers, given up after 200 ms.
+async fn time_out_a_slow_call(a: &Node, b: &Node) {
+    let err =
+        a.t.call_timeout(
+            b.addr(),
+            None,
+            SLOW,
+            Bytes::new(),
+            Duration::from_millis(200),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
 }
