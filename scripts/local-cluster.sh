@@ -8,6 +8,7 @@
 #   scripts/local-cluster.sh down
 #   BIN=target/release BASE=/tmp/quorate-cluster
 #   REPLICATION_EXTRA='election_timeout_ms = 300'   # extra [replication] lines
+#   TOP_EXTRA='worker_threads = 2'                   # extra top-level lines
 set -euo pipefail
 BIN=${BIN:-target/release}
 BASE=${BASE:-/tmp/quorate-cluster}
@@ -31,6 +32,7 @@ node_name = "$name"
 data_dir = "$BASE/$name/data"
 runtime_dir = "$BASE/$name/run"
 log_level = "${LOG_LEVEL:-warn}"
+${TOP_EXTRA:-}
 
 [api]
 listen = "127.0.0.1:$((4000 + i))"

@@ -1114,4 +1114,136 @@ mod tests {
             prop_assert!(decode::<AppendEntriesRequest<TypeConfig>>(&bytes[..n]).is_err());
         }
     }
+
+    /// A member of a build before sessions (a rolling upgrade): it answers
+    /// unary appends, and rejects the session frame as unknown.
+    struct OlderMember {
+        appends: std::sync::atomic::AtomicUsize,
+    }
+
+    impl crate::transport::RpcHandler for OlderMember {
+        async fn handle(
+            &self,
+            _peer: crate::transport::PeerIdentity,
+            kind: u8,
+            body: bytes::Bytes,
+        ) -> Result<bytes::Bytes, crate::transport::RpcFailure> {
+            if kind != kind::APPEND {
+                return Err(crate::transport::RpcFailure::new(format!(
+                    "unknown kind {kind}"
+                )));
+            }
+            decode::<(Stamp, AppendEntriesRequest<TypeConfig>)>(&body)
+                .map_err(crate::transport::RpcFailure::new)?;
+            self.appends
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let ok: Reply<AppendEntriesResponse<TypeConfig>> =
+                Reply::Ok(AppendEntriesResponse::Success);
+            encode(&ok).map_err(crate::transport::RpcFailure::new)
+        }
+
+        async fn handle_stream(
+            &self,
+            _peer: crate::transport::PeerIdentity,
+            kind: u8,
+            _header: bytes::Bytes,
+            _chunks: crate::transport::ChunkStream,
+        ) -> Result<bytes::Bytes, crate::transport::RpcFailure> {
+            Err(crate::transport::RpcFailure::new(format!(
+                "unknown upload kind {kind}"
+            )))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_member_that_rejects_sessions_gets_one_request_at_a_time() {
+        use crate::transport::{Transport, TransportOptions};
+        use futures::StreamExt as _;
+        use std::sync::atomic::Ordering::SeqCst;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, out) = (dir.path().join("ca"), dir.path().join("out"));
+        crate::tls::write_ca(&ca).unwrap();
+        let identity = |name: &str| {
+            crate::tls::write_node_cert(name, &[], &ca, &out).unwrap();
+            crate::tls::load_node_identity(
+                &ca.join("ca.pem"),
+                &out.join(format!("{name}.pem")),
+                &out.join(format!("{name}.key")),
+            )
+            .unwrap()
+        };
+        let local = "127.0.0.1:0".parse().unwrap();
+        let leader = Transport::bind(
+            local,
+            identity("node-a"),
+            TransportOptions::new("c", "node-a"),
+        )
+        .await
+        .unwrap();
+        let older = Transport::bind(
+            local,
+            identity("node-b"),
+            TransportOptions {
+                serve_sessions: false,
+                ..TransportOptions::new("c", "node-b")
+            },
+        )
+        .await
+        .unwrap();
+        let member = std::sync::Arc::new(OlderMember {
+            appends: Default::default(),
+        });
+        let _serving = older.serve(member.clone());
+
+        let store = crate::store::Store::open_in_memory(crate::store::StoreOptions {
+            read_connections: 1,
+            max_writeset_bytes: 1 << 20,
+            cert_window: 1000,
+        })
+        .unwrap();
+        let fence = Fence::new(
+            std::sync::Arc::new(store),
+            None,
+            "node-a",
+            &leader.local_addr().to_string(),
+            dir.path(),
+            None,
+        );
+        let mut network = RaftNetwork::new(Some(leader.clone()), Default::default(), fence);
+        let info = NodeInfo {
+            name: "node-b".into(),
+            repl_addr: older.local_addr().to_string(),
+            api_addr: String::new(),
+            arbitrator: false,
+        };
+        let mut conn = network.new_client(2, &info).await;
+        let option = RPCOption::new(std::time::Duration::from_secs(2));
+
+        // The session is refused: that round fails like an unreachable
+        // member, and the member is remembered.
+        let input = futures::stream::iter(vec![append_request()]);
+        let mut answers = conn.stream_append(input, option.clone()).await.unwrap();
+        let first = answers.next().await.expect("an answer or an error");
+        assert!(first.is_err(), "a rejected session must fail the round");
+        drop(answers);
+        assert!(conn.sessions_refused());
+        assert_eq!(member.appends.load(SeqCst), 0);
+
+        // openraft's next round goes request by request, each on its own stream.
+        let input = futures::stream::iter(vec![append_request(), append_request()]);
+        let answers: Vec<_> = conn
+            .stream_append(input, option)
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        assert_eq!(answers.len(), 2);
+        for a in &answers {
+            assert!(matches!(a, Ok(Ok(_))), "{a:?}");
+        }
+        assert_eq!(member.appends.load(SeqCst), 2);
+        // A new connection object for the same member keeps the fallback.
+        assert!(network.new_client(2, &info).await.sessions_refused());
+    }
 }

@@ -90,6 +90,11 @@ pub struct TransportOptions {
     /// Malformed frames a peer may send within [`BAD_FRAME_WINDOW`] before
     /// its whole connection is closed (not only the bad streams).
     pub max_bad_frames: u32,
+    /// `false` answers a session frame as builds before sessions did: as
+    /// an unexpected frame (`Rejected`). Only tests set it, to stand in for
+    /// an older peer during a rolling upgrade.
+    #[doc(hidden)]
+    pub serve_sessions: bool,
 }
 
 /// The window [`TransportOptions::max_bad_frames`] counts within.
@@ -109,6 +114,7 @@ impl TransportOptions {
             max_frame_bytes: 64 * 1024 * 1024,
             max_incoming_connections: 64,
             max_bad_frames: 8,
+            serve_sessions: true,
         }
     }
 

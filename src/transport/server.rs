@@ -295,21 +295,23 @@ async fn serve_stream<H: RpcHandler>(
         }
     };
     inner.count(first.payload.len());
-    let (kind, body) = match first.ty {
-        FrameType::Request | FrameType::UploadHeader | FrameType::Session => {
-            match first.kind_and_body() {
-                Ok(kb) => kb,
-                Err(e) => {
-                    strikes.strike(&e.to_string());
-                    return reject(&peer, &mut send, &mut recv, &e.to_string(), max).await;
-                }
+    let serves_it = match first.ty {
+        FrameType::Request | FrameType::UploadHeader => true,
+        FrameType::Session => inner.opts.serve_sessions,
+        _ => false,
+    };
+    let (kind, body) = if serves_it {
+        match first.kind_and_body() {
+            Ok(kb) => kb,
+            Err(e) => {
+                strikes.strike(&e.to_string());
+                return reject(&peer, &mut send, &mut recv, &e.to_string(), max).await;
             }
         }
-        _ => {
-            let e = first.unexpected("a request, an upload header or a session");
-            strikes.strike(&e.to_string());
-            return reject(&peer, &mut send, &mut recv, &e.to_string(), max).await;
-        }
+    } else {
+        let e = first.unexpected("a request, an upload header or a session");
+        strikes.strike(&e.to_string());
+        return reject(&peer, &mut send, &mut recv, &e.to_string(), max).await;
     };
     if first.ty == FrameType::Session {
         let messages = SessionReceiver::new(recv, peer.addr, max, inner.clone(), Some(strikes));
