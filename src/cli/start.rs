@@ -32,6 +32,10 @@ pub const SETTLE: Duration = Duration::from_secs(3);
 
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 const POLL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Status requests cut off in a row (the daemon closed the connection)
+/// before the CLI reports the cut itself: a daemon on its way out is gone
+/// by the next poll, and its exit is the better report.
+const BROKEN_ANSWERS_TOLERATED: u32 = 3;
 /// Log lines shown when a started daemon dies.
 const LOG_TAIL_LINES: usize = 20;
 
@@ -267,8 +271,18 @@ async fn wait_for_node(
     let deadline = Instant::now() + ctx.wait;
     let mut last: Option<ClusterStatus> = None;
     let mut non_primary_since: Option<Instant> = None;
+    let mut broken_in_a_row = 0;
     loop {
-        match admin::request(&socket, Command::Status, POLL_TIMEOUT).await {
+        let answer = admin::request(&socket, Command::Status, POLL_TIMEOUT).await;
+        if matches!(
+            answer,
+            Err(AdminError::Protocol { .. } | AdminError::Io { .. })
+        ) {
+            broken_in_a_row += 1;
+        } else {
+            broken_in_a_row = 0;
+        }
+        match answer {
             Ok(Response::Status(status)) => {
                 let now = Instant::now();
                 let non_primary_for = if status.cluster_status == ComponentStatus::Primary {
@@ -288,6 +302,15 @@ async fn wait_for_node(
             // Not listening yet, or too busy starting to answer.
             Err(AdminError::NotRunning { .. }) => watch.check_alive()?,
             Err(AdminError::Timeout { .. }) => {}
+            // A daemon that refuses to start (a bootstrap refused once it
+            // heard its peers) closes the socket as it exits, maybe in the
+            // middle of an answer: its exit and log say why, not the cut.
+            Err(e @ (AdminError::Protocol { .. } | AdminError::Io { .. })) => {
+                watch.check_alive()?;
+                if broken_in_a_row >= BROKEN_ANSWERS_TOLERATED {
+                    return Err(CliError::Failed(e.into()));
+                }
+            }
             Err(e) => return Err(CliError::Failed(e.into())),
         }
         if Instant::now() >= deadline {
@@ -721,6 +744,43 @@ mod tests {
         assert_eq!(e.to_string().matches("fatal: boom").count(), 1, "{e}");
         let log = std::fs::read_to_string(ctx.config.data_dir.join(LOG_FILE)).unwrap();
         assert_eq!(log.matches("fatal: boom").count(), 2);
+    }
+
+    /// A daemon that refuses to start once it heard its peers closes its
+    /// admin socket as it exits, possibly in the middle of a status answer:
+    /// the CLI reports the exit and the log's reason, not the cut answer.
+    #[tokio::test]
+    async fn a_daemon_that_exits_mid_answer_is_reported_by_its_exit() {
+        let (dir, ctx) = ctx_in();
+        let exe = dir.path().join("fake-quorated");
+        std::fs::write(
+            &exe,
+            "#!/bin/sh\nsleep 0.5\necho 'refused: this node has no data' >&2\nexit 3\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let socket = ctx.config.socket_path();
+        std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        // The first status request is cut off unanswered; then nobody listens.
+        let cut = tokio::spawn(async move {
+            let (conn, _) = listener.accept().await.unwrap();
+            drop(conn);
+        });
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut console = Console {
+            out: &mut out,
+            err: &mut err,
+        };
+        let mut watch = spawn_daemon(&exe, &ctx, true, &mut console).unwrap();
+        let e = wait_for_node(&ctx, &mut console, Goal::Primary, &mut watch)
+            .await
+            .unwrap_err();
+        cut.await.unwrap();
+        assert_eq!(e.exit_code(), EXIT_NOT_RUNNING, "{e}");
+        let message = e.to_string();
+        assert!(message.contains("exit status: 3"), "{message}");
+        assert!(message.contains("this node has no data"), "{message}");
     }
 
     #[tokio::test]
