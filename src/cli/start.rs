@@ -692,29 +692,38 @@ mod tests {
     /// A stand-in for quorated that logs its arguments and its session, then
     /// dies: the CLI must notice and show the log.
     fn fake_quorated(dir: &Path) -> PathBuf {
-        let exe = dir.join("fake-quorated");
-        std::fs::write(
-            &exe,
-            "#!/bin/sh\necho \"args: $*\"\necho \"sid: $(cut -d' ' -f6 /proc/$$/stat) pid: $$\"\necho 'fatal: boom' >&2\nexit 7\n",
+        fake_daemon_script(
+            dir,
+            "echo \"args: $*\"\necho \"sid: $(cut -d' ' -f6 /proc/$$/stat) pid: $$\"\necho 'fatal: boom' >&2\nexit 7",
         )
-        .unwrap();
+    }
+
+    /// An executable shell script `body` in `dir`.
+    fn fake_daemon_script(dir: &Path, body: &str) -> PathBuf {
+        let exe = dir.join("fake-quorated");
+        std::fs::write(&exe, format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
         exe
+    }
+
+    /// Starts `exe` in bootstrap mode and waits for a Primary node, which
+    /// must not come: the error, and what the CLI said on stderr.
+    async fn bootstrap_fails(exe: &Path, ctx: &Ctx, out: &mut Vec<u8>) -> (CliError, String) {
+        let mut err = Vec::new();
+        let mut console = Console { out, err: &mut err };
+        let mut watch = spawn_daemon(exe, ctx, true, &mut console).unwrap();
+        let e = wait_for_node(ctx, &mut console, Goal::Primary, &mut watch)
+            .await
+            .unwrap_err();
+        (e, String::from_utf8(err).unwrap())
     }
 
     #[tokio::test]
     async fn a_started_daemon_that_dies_is_reported_with_its_log() {
         let (dir, ctx) = ctx_in();
         let exe = fake_quorated(dir.path());
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let mut console = Console {
-            out: &mut out,
-            err: &mut err,
-        };
-        let mut watch = spawn_daemon(&exe, &ctx, true, &mut console).unwrap();
-        let e = wait_for_node(&ctx, &mut console, Goal::Primary, &mut watch)
-            .await
-            .unwrap_err();
+        let mut out = Vec::new();
+        let (e, err) = bootstrap_fails(&exe, &ctx, &mut out).await;
         assert_eq!(e.exit_code(), EXIT_NOT_RUNNING, "{e}");
         let message = e.to_string();
         assert!(message.contains("exit status: 7"), "{message}");
@@ -728,9 +737,7 @@ mod tests {
         let sid_line = message.lines().find(|l| l.starts_with("sid:")).unwrap();
         let words: Vec<&str> = sid_line.split_whitespace().collect();
         assert_eq!(words[1], words[3], "{sid_line}");
-        assert!(String::from_utf8(err)
-            .unwrap()
-            .contains("started quorated in bootstrap mode"));
+        assert!(err.contains("started quorated in bootstrap mode"), "{err}");
 
         // A second start appends; the report shows only the new run.
         let mut console = Console {
@@ -752,13 +759,10 @@ mod tests {
     #[tokio::test]
     async fn a_daemon_that_exits_mid_answer_is_reported_by_its_exit() {
         let (dir, ctx) = ctx_in();
-        let exe = dir.path().join("fake-quorated");
-        std::fs::write(
-            &exe,
-            "#!/bin/sh\nsleep 0.5\necho 'refused: this node has no data' >&2\nexit 3\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = fake_daemon_script(
+            dir.path(),
+            "sleep 0.5\necho 'refused: this node has no data' >&2\nexit 3",
+        );
         let socket = ctx.config.socket_path();
         std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
         let listener = tokio::net::UnixListener::bind(&socket).unwrap();
@@ -767,15 +771,7 @@ mod tests {
             let (conn, _) = listener.accept().await.unwrap();
             drop(conn);
         });
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let mut console = Console {
-            out: &mut out,
-            err: &mut err,
-        };
-        let mut watch = spawn_daemon(&exe, &ctx, true, &mut console).unwrap();
-        let e = wait_for_node(&ctx, &mut console, Goal::Primary, &mut watch)
-            .await
-            .unwrap_err();
+        let (e, _) = bootstrap_fails(&exe, &ctx, &mut Vec::new()).await;
         cut.await.unwrap();
         assert_eq!(e.exit_code(), EXIT_NOT_RUNNING, "{e}");
         let message = e.to_string();
