@@ -723,9 +723,6 @@ impl Sequencer {
         }
     }
 
-    /// Answer a request from a peer: Raft RPCs, snapshots, forwarded
-    /// write-sets, read indexes. The peer's certificate-verified name must
-    /// match the member id it speaks for.
     /// A session from a peer: append-entries from the leader, pipelined.
     pub async fn serve_session(
         &self,
@@ -743,17 +740,24 @@ impl Sequencer {
             &peer.node_name,
             |claimed| self.check_identity(peer, claimed),
             |id| self.is_member(id),
-            || {
-                let ms = self.started.elapsed().as_millis() as u64;
-                self.last_leader_contact_ms
-                    .store(ms.max(1), Ordering::Relaxed);
-            },
+            || self.note_leader_contact(),
             messages,
             replies,
         )
         .await
     }
 
+    /// A leader's append passed the stamp and sender checks: it still
+    /// leads this node (the quorum check reads this).
+    fn note_leader_contact(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_leader_contact_ms
+            .store(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// Answer a request from a peer: Raft RPCs, snapshots, forwarded
+    /// write-sets, read indexes. The peer's certificate-verified name must
+    /// match the member id it speaks for.
     pub async fn serve_peer(
         &self,
         peer: &PeerIdentity,
@@ -781,9 +785,7 @@ impl Sequencer {
                 )
                 .await?;
                 if k == network::kind::APPEND && reply.1 {
-                    let ms = self.started.elapsed().as_millis() as u64;
-                    self.last_leader_contact_ms
-                        .store(ms.max(1), Ordering::Relaxed);
+                    self.note_leader_contact();
                 }
                 Ok(reply.0)
             }

@@ -1161,18 +1161,9 @@ mod tests {
         use futures::StreamExt as _;
         use std::sync::atomic::Ordering::SeqCst;
 
+        let p = crate::transport::tests::pki();
+        let identity = |name| crate::transport::tests::identity(&p, name);
         let dir = tempfile::tempdir().unwrap();
-        let (ca, out) = (dir.path().join("ca"), dir.path().join("out"));
-        crate::tls::write_ca(&ca).unwrap();
-        let identity = |name: &str| {
-            crate::tls::write_node_cert(name, &[], &ca, &out).unwrap();
-            crate::tls::load_node_identity(
-                &ca.join("ca.pem"),
-                &out.join(format!("{name}.pem")),
-                &out.join(format!("{name}.key")),
-            )
-            .unwrap()
-        };
         let local = "127.0.0.1:0".parse().unwrap();
         let leader = Transport::bind(
             local,

@@ -40,8 +40,9 @@ mod server;
 mod session;
 mod tls;
 
+/// Also the certificate harness of other modules' transport tests.
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::future::Future;
 use std::io;

@@ -479,7 +479,7 @@ async fn reject(
 }
 
 /// `message` cut to at most `max` bytes, on a character boundary.
-fn truncated(mut message: String, max: usize) -> Bytes {
+pub(super) fn truncated(mut message: String, max: usize) -> Bytes {
     if message.len() > max {
         let mut end = max;
         while !message.is_char_boundary(end) {

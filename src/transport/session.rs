@@ -15,7 +15,7 @@ use quinn::{RecvStream, SendStream};
 
 use super::endpoint::{wire_error, ActiveStream, Inner};
 use super::frame::{read_frame, write_frame, FrameError, FrameType, WireError};
-use super::server::Strikes;
+use super::server::{truncated, Strikes};
 use super::TransportError;
 
 /// The sending half of a session.
@@ -68,15 +68,7 @@ impl SessionSender {
     /// Ends this half with a refusal: the peer's receiver fails with it
     /// after the messages sent before.
     pub async fn fail(mut self, message: &str) {
-        let mut text = message.to_string();
-        if text.len() > self.max {
-            let mut end = self.max;
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text.truncate(end);
-        }
-        let body = Bytes::from(text);
+        let body = truncated(message.to_string(), self.max);
         if write_frame(&mut self.send, FrameType::Failure, &[], body, self.max)
             .await
             .is_ok()

@@ -25,13 +25,13 @@ pub(super) const SNAPSHOT: u8 = 9;
 pub(super) const MAX_FRAME: usize = 1024 * 1024;
 pub(super) const RPC_TIMEOUT: Duration = Duration::from_millis(800);
 
-pub(super) struct Pki {
+pub(crate) struct Pki {
     _dir: tempfile::TempDir,
     ca_dir: PathBuf,
     out: PathBuf,
 }
 
-pub(super) fn pki() -> Pki {
+pub(crate) fn pki() -> Pki {
     let dir = tempfile::tempdir().unwrap();
     let ca_dir = dir.path().join("ca");
     let out = dir.path().join("out");
@@ -44,7 +44,7 @@ pub(super) fn pki() -> Pki {
 }
 
 /// The node's certificate, made on first use.
-pub(super) fn identity(p: &Pki, name: &str) -> NodeIdentity {
+pub(crate) fn identity(p: &Pki, name: &str) -> NodeIdentity {
     let cert = p.out.join(format!("{name}.pem"));
     let key = p.out.join(format!("{name}.key"));
     if !cert.exists() {
@@ -129,7 +129,7 @@ impl RpcHandler for TestHandler {
 
     /// ECHO sessions answer each message with the header, the message and
     /// its number, and finish after the peer did; other kinds are refused
-    /// (the trait's default).
+    /// with a reason naming this node.
     async fn handle_session(
         &self,
         peer: PeerIdentity,
