@@ -12,6 +12,8 @@ of an older build). Every round runs, for each DIR in turn, on a fresh local
 - one client on the leader (node-1) and one on a follower (node-2);
 - the nodes' CPU time per committed transaction under that load (user +
   system from /proc, summed over the three processes);
+- UDP datagrams sent per committed transaction under that load (the
+  whole machine's, from /proc/net/snmp: QUIC between the nodes);
 - the idle RSS of each node before the load.
 
 With `--warmup 40` the measured run follows 40 s of writes: the steady state
@@ -19,7 +21,8 @@ of a node that has been up for a while (full certification window, WAL at
 its working size), which a fresh 12 s run never reaches.
 
 This machine's speed changes from minute to minute: compare builds within a
-round, not across rounds, and take several rounds.
+round, not across rounds, and take several rounds (an even number: every
+other round runs the builds in reverse order).
 """
 import argparse, json, os, subprocess, sys, time
 
@@ -45,6 +48,13 @@ def cpu_ticks():
             fields = f.read().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total
+
+
+def udp_datagrams_sent():
+    """The machine's UDP datagrams sent so far (QUIC between the nodes)."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Udp:")]
+    return int(rows[1][rows[0].index("OutDatagrams")])
 
 
 def rss_mb():
@@ -79,9 +89,9 @@ def measure(bindir, seconds, warmup, rows, clients):
         rss = rss_mb()
         if warmup > 0:
             bench(bindir, NODES, 16, warmup, True, rows)
-        t0 = cpu_ticks()
+        t0, u0 = cpu_ticks(), udp_datagrams_sent()
         many = bench(bindir, NODES, clients, seconds, warmup == 0, rows)
-        ticks = cpu_ticks() - t0
+        ticks, datagrams = cpu_ticks() - t0, udp_datagrams_sent() - u0
         leader = bench(bindir, "127.0.0.1:4001", 1, max(4, seconds * 2 // 3), False, rows)
         follower = bench(bindir, "127.0.0.1:4002", 1, max(4, seconds * 2 // 3), False, rows)
     finally:
@@ -90,6 +100,7 @@ def measure(bindir, seconds, warmup, rows, clients):
     return (f"{clients} clients {many['tps']:7.0f} tps p50 {many['p50_ms']:5.2f} p95 {many['p95_ms']:5.2f} "
             f"p99 {many['p99_ms']:6.2f} max {many['max_ms']:6.1f} ms | 1 client p50 leader {leader['p50_ms']:.3f} "
             f"follower {follower['p50_ms']:.3f} ms | CPU/txn {cpu_us:4.0f} us | "
+            f"UDP datagrams/txn {datagrams / max(1, many['transactions']):.2f} | "
             f"idle RSS {max(rss):.0f} MB")
 
 
@@ -113,7 +124,10 @@ def main():
             if not os.access(f"{d}/{b}", os.X_OK):
                 sys.exit(f"{d}/{b}: not an executable (build with cargo build --release)")
     for r in range(1, args.rounds + 1):
-        for d in args.dirs:
+        # Every other round in reverse (A B, B A, ...): the machine drifts
+        # within a round too, and the build measured second would otherwise
+        # always see the later, often slower, minutes.
+        for d in (args.dirs if r % 2 else list(reversed(args.dirs))):
             print(f"round {r} {d}: {measure(d, args.duration, args.warmup, args.rows, args.clients)}",
                   flush=True)
 

@@ -115,6 +115,16 @@ pub(super) fn quic_configs(
     })
 }
 
+/// Ack-eliciting packets a peer may take before it must acknowledge them.
+/// quinn's default (1) acknowledges every other packet, mostly in packets
+/// of their own: replication is many small messages, so on the 16-client
+/// benchmark 8 took UDP datagrams from 3.3 to 2.5 per transaction and the
+/// nodes' CPU per transaction down ~8 % (four ABBA pairs). An ACK still
+/// rides on any packet going the other way, comes within the peer's
+/// `max_ack_delay` (25 ms), and comes at once on a packet out of order, so
+/// loss is still found by the packets after it.
+const ACK_ELICITING_THRESHOLD: u32 = 8;
+
 fn transport_config(opts: &TransportOptions) -> Result<quinn::TransportConfig, TransportError> {
     let mut t = quinn::TransportConfig::default();
     let idle = IdleTimeout::try_from(opts.idle_timeout)
@@ -125,6 +135,9 @@ fn transport_config(opts: &TransportOptions) -> Result<quinn::TransportConfig, T
     // default of 100 is tight for a leader replicating and forwarding.
     t.max_concurrent_bidi_streams(VarInt::from_u32(256));
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
+    let mut ack = quinn::AckFrequencyConfig::default();
+    ack.ack_eliciting_threshold(VarInt::from_u32(ACK_ELICITING_THRESHOLD));
+    t.ack_frequency_config(Some(ack));
     Ok(t)
 }
 
