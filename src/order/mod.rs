@@ -13,6 +13,7 @@ pub mod log_store;
 pub mod network;
 pub mod propose;
 pub mod recover;
+mod shared_ask;
 pub mod state_machine;
 pub mod types;
 
@@ -128,6 +129,9 @@ pub struct Sequencer {
     /// Held while Raft is being replaced (a forced bootstrap, a restart
     /// after a storage fault), so that two never interleave.
     restarting: tokio::sync::Mutex<()>,
+    /// The causal wait's question to the leader, shared by the writes of
+    /// one turn (see `shared_ask`).
+    commit_index_ask: shared_ask::SharedAsk<Result<Option<u64>, String>>,
 }
 
 /// Transport kinds of the node-level requests between members.
@@ -270,6 +274,7 @@ impl Sequencer {
             storage_fault: std::sync::Mutex::new(None),
             stopping: std::sync::atomic::AtomicBool::new(false),
             restarting: tokio::sync::Mutex::new(()),
+            commit_index_ask: shared_ask::SharedAsk::default(),
         })
     }
 
@@ -1046,8 +1051,16 @@ impl Sequencer {
         let target = if m.current_leader == Some(self.node_id) {
             m.local_committed.as_ref().map(|l| l.index)
         } else {
-            self.ask_leader(peer_kind::COMMIT_INDEX, "what is committed")
-                .await?
+            let ask = || async {
+                self.ask_leader(peer_kind::COMMIT_INDEX, "what is committed")
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            match self.commit_index_ask.get(ask).await {
+                Some(answer) => answer,
+                None => ask().await,
+            }
+            .map_err(SubmitError::NotPrimary)?
         };
         match target {
             Some(index) => self.wait_applied(index, Duration::from_secs(10)).await,
