@@ -116,16 +116,20 @@ mod tests {
         }
     }
 
+    /// A write's causal wait, as a task of its own.
+    fn caller(
+        shared: &Arc<SharedAsk<u64>>,
+        leader: &Arc<Leader>,
+    ) -> tokio::task::JoinHandle<Option<u64>> {
+        let (shared, leader) = (shared.clone(), leader.clone());
+        tokio::spawn(async move { shared.get(|| leader.ask()).await })
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn callers_of_one_turn_share_one_question() {
         let shared = Arc::new(SharedAsk::default());
         let leader = Arc::new(Leader::default());
-        let callers: Vec<_> = (0..5)
-            .map(|_| {
-                let (shared, leader) = (shared.clone(), leader.clone());
-                tokio::spawn(async move { shared.get(|| leader.ask()).await })
-            })
-            .collect();
+        let callers: Vec<_> = (0..5).map(|_| caller(&shared, &leader)).collect();
         for c in callers {
             assert_eq!(c.await.unwrap(), Some(1));
         }
@@ -142,19 +146,13 @@ mod tests {
             hold: Some(hold.clone()),
             ..Leader::default()
         });
-        let early = {
-            let (shared, leader) = (shared.clone(), leader.clone());
-            tokio::spawn(async move { shared.get(|| leader.ask()).await })
-        };
+        let early = caller(&shared, &leader);
         while leader.asked.load(Ordering::SeqCst) == 0 {
             tokio::task::yield_now().await;
         }
         // The first question is out and unanswered: a new caller must not
         // take its answer, which may predate it.
-        let late = {
-            let (shared, leader) = (shared.clone(), leader.clone());
-            tokio::spawn(async move { shared.get(|| leader.ask()).await })
-        };
+        let late = caller(&shared, &leader);
         while leader.asked.load(Ordering::SeqCst) == 1 {
             tokio::task::yield_now().await;
         }
@@ -170,14 +168,8 @@ mod tests {
             hold: Some(Arc::new(Notify::new())), // never answers
             ..Leader::default()
         });
-        let first = {
-            let (shared, leader) = (shared.clone(), leader.clone());
-            tokio::spawn(async move { shared.get(|| leader.ask()).await })
-        };
-        let joined = {
-            let (shared, leader) = (shared.clone(), leader.clone());
-            tokio::spawn(async move { shared.get(|| leader.ask()).await })
-        };
+        let first = caller(&shared, &leader);
+        let joined = caller(&shared, &leader);
         while leader.asked.load(Ordering::SeqCst) == 0 {
             tokio::task::yield_now().await;
         }
