@@ -28,6 +28,13 @@ impl<T> Default for SharedAsk<T> {
     }
 }
 
+impl<T> SharedAsk<T> {
+    fn lock(&self) -> MutexGuard<'_, Vec<oneshot::Sender<T>>> {
+        // Nothing panics while it is held; a poisoned list is still whole.
+        self.batch.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl<T: Clone> SharedAsk<T> {
     /// The answer of an `ask` sent after this call began: this caller's own,
     /// or that of a caller of the same turn. `None` when that caller gave up
@@ -57,11 +64,6 @@ impl<T: Clone> SharedAsk<T> {
         }
         rx.await.ok()
     }
-
-    fn lock(&self) -> MutexGuard<'_, Vec<oneshot::Sender<T>>> {
-        // Nothing panics while it is held; a poisoned list is still whole.
-        self.batch.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 /// The first caller's hold on the batch until it sends the question. If
@@ -75,16 +77,14 @@ struct Collecting<'a, T> {
 impl<T> Collecting<'_, T> {
     fn close(&mut self) -> Vec<oneshot::Sender<T>> {
         self.done = true;
-        std::mem::take(&mut *self.shared.batch.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut *self.shared.lock())
     }
 }
 
 impl<T> Drop for Collecting<'_, T> {
     fn drop(&mut self) {
         if !self.done {
-            drop(std::mem::take(
-                &mut *self.shared.batch.lock().unwrap_or_else(|e| e.into_inner()),
-            ));
+            self.shared.lock().clear();
         }
     }
 }
