@@ -545,11 +545,9 @@ impl Sequencer {
         if let Some(leader) = self.other_leader() {
             // Straight to the leader: asking the local Raft first only
             // comes back with "forward to the leader".
-            if let Err(e) = self.forward_write(Some(&leader), &ws, timeout).await {
-                self.waiters.forget(trx_id);
-                return Err(e);
-            }
-            return self.await_verdict(trx_id, verdict, timeout).await;
+            return self
+                .forward_and_await(Some(&leader), &ws, verdict, timeout)
+                .await;
         }
         let submitted = tokio::time::timeout(timeout, self.proposer.propose(ws.clone())).await;
         match submitted {
@@ -562,10 +560,9 @@ impl Sequencer {
             }
             Ok(propose::Proposed::NotLeader(leader)) => {
                 // Not the leader: hand the write-set to the one that is.
-                if let Err(e) = self.forward_write(leader.as_ref(), &ws, timeout).await {
-                    self.waiters.forget(trx_id);
-                    return Err(e);
-                }
+                return self
+                    .forward_and_await(leader.as_ref(), &ws, verdict, timeout)
+                    .await;
             }
             Ok(propose::Proposed::Failed(e)) => {
                 self.waiters.forget(trx_id);
@@ -589,6 +586,45 @@ impl Sequencer {
             }
             _ => None,
         }
+    }
+
+    /// Forward `ws` to the leader and wait until this node applied it.
+    /// The client is answered as soon as this node's own apply gives the
+    /// verdict, whether or not the leader's answer to the forward came yet:
+    /// the verdict is the final word (the leader only answers once it has
+    /// applied the write-set, and this node applies the same log). A
+    /// forward that fails before the verdict came is reported as before.
+    async fn forward_and_await(
+        &self,
+        leader: Option<&NodeInfo>,
+        ws: &WriteSet,
+        mut verdict: tokio::sync::oneshot::Receiver<ApplyOutcome>,
+        timeout: Duration,
+    ) -> Result<ApplyOutcome, SubmitError> {
+        let trx_id = ws.trx_id;
+        let forwarded = self.forward_write(leader, ws, timeout);
+        tokio::pin!(forwarded);
+        tokio::select! {
+            biased;
+            applied = &mut verdict => match applied {
+                Ok(outcome) => return Ok(outcome),
+                // The waiter was dropped: the forward still says whether
+                // the write-set was ordered.
+                Err(_) => {
+                    forwarded.await?;
+                    return Err(SubmitError::Unknown(
+                        "ordered, but this node did not apply it in time".into(),
+                    ));
+                }
+            },
+            sent = &mut forwarded => {
+                if let Err(e) = sent {
+                    self.waiters.forget(trx_id);
+                    return Err(e);
+                }
+            }
+        }
+        self.await_verdict(trx_id, verdict, timeout).await
     }
 
     async fn await_verdict(
