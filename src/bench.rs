@@ -50,9 +50,13 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', required = true)]
     pub nodes: Vec<String>,
     /// `update`: update random rows of a prepared table; `insert`: insert
-    /// new rows with ids that never collide.
+    /// new rows with ids that never collide; `read`: read random rows of
+    /// the update table (`/db/query` at `--level`).
     #[arg(long, value_enum, default_value_t = Workload::Update)]
     pub workload: Workload,
+    /// Read consistency of the `read` workload (rqlite's `level`).
+    #[arg(long, value_enum, default_value_t = ReadLevel::Weak)]
+    pub level: ReadLevel,
     /// Rows in the update table.
     #[arg(long, default_value_t = 10_000)]
     pub rows: u64,
@@ -74,6 +78,7 @@ pub struct BenchArgs {
 pub enum Workload {
     Update,
     Insert,
+    Read,
 }
 
 impl Workload {
@@ -81,6 +86,25 @@ impl Workload {
         match self {
             Workload::Update => "update",
             Workload::Insert => "insert",
+            Workload::Read => "read",
+        }
+    }
+}
+
+/// The `level` a `read` workload asks for (see docs/API.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReadLevel {
+    None,
+    Weak,
+    Linearizable,
+}
+
+impl ReadLevel {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadLevel::None => "none",
+            ReadLevel::Weak => "weak",
+            ReadLevel::Linearizable => "linearizable",
         }
     }
 }
@@ -91,6 +115,8 @@ pub struct BenchOptions {
     /// `HOST:PORT` or `http://HOST:PORT`.
     pub nodes: Vec<String>,
     pub workload: Workload,
+    /// What the `read` workload asks for.
+    pub level: ReadLevel,
     pub rows: u64,
     pub clients: usize,
     pub duration: Duration,
@@ -105,6 +131,7 @@ impl From<BenchArgs> for BenchOptions {
         BenchOptions {
             nodes: args.nodes,
             workload: args.workload,
+            level: args.level,
             rows: args.rows,
             clients: args.clients,
             duration: args.duration,
@@ -314,7 +341,7 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, BenchError> {
     let targets = opts
         .nodes
         .iter()
-        .map(|n| Target::parse(n))
+        .map(|n| Target::parse(n, opts.level))
         .collect::<Result<Vec<_>, _>>()?;
     let first = &targets[0];
     if opts.prepare {
@@ -375,8 +402,8 @@ fn validate(opts: &BenchOptions) -> Result<(), BenchError> {
     if opts.duration.is_zero() {
         return invalid("--duration must be positive");
     }
-    if opts.workload == Workload::Update && opts.rows == 0 {
-        return invalid("--rows must be at least 1 for the update workload");
+    if opts.workload != Workload::Insert && opts.rows == 0 {
+        return invalid("--rows must be at least 1 for the update and read workloads");
     }
     Ok(())
 }
@@ -398,16 +425,18 @@ async fn report_progress(every: Duration, start: Instant, committed: Arc<AtomicU
     }
 }
 
-/// One node's `/db/execute` endpoint.
+/// One node's `/db/execute` and `/db/query` endpoints.
 #[derive(Debug, Clone)]
 struct Target {
     name: String,
     execute: Uri,
     execute_tx: Uri,
+    /// At the level the run reads with.
+    query: Uri,
 }
 
 impl Target {
-    fn parse(addr: &str) -> Result<Self, BenchError> {
+    fn parse(addr: &str, level: ReadLevel) -> Result<Self, BenchError> {
         let bad = |reason: &str| BenchError::BadAddress {
             addr: addr.to_string(),
             reason: reason.to_string(),
@@ -429,6 +458,7 @@ impl Target {
             name: host_port.to_string(),
             execute: uri("/db/execute")?,
             execute_tx: uri("/db/execute?transaction")?,
+            query: uri(&format!("/db/query?level={}", level.name()))?,
         })
     }
 }
@@ -525,7 +555,7 @@ async fn prepare(target: &Target, opts: &BenchOptions) -> Result<(), BenchError>
         }
     };
     let (table, create) = match opts.workload {
-        Workload::Update => (
+        Workload::Update | Workload::Read => (
             "bench_update",
             "CREATE TABLE bench_update(id INTEGER PRIMARY KEY, k INTEGER NOT NULL, \
              c TEXT NOT NULL, pad TEXT NOT NULL)",
@@ -609,7 +639,15 @@ impl Worker {
         let mut stats = ClientStats::default();
         let mut counter = 0u64;
         while Instant::now() < self.deadline {
+            let uri = match self.workload {
+                Workload::Read => &self.target.query,
+                Workload::Update | Workload::Insert => &self.target.execute,
+            };
             let body = match self.workload {
+                Workload::Read => json!([[
+                    "SELECT c FROM bench_update WHERE id=?",
+                    rng.gen_range(1..=self.rows),
+                ]]),
                 Workload::Update => json!([[
                     "UPDATE bench_update SET c=? WHERE id=?",
                     random_text(&mut rng, C_LEN),
@@ -628,8 +666,7 @@ impl Worker {
             };
             let limit = self.deadline.saturating_duration_since(Instant::now()) + REQUEST_GRACE;
             let started = Instant::now();
-            let sent =
-                tokio::time::timeout(limit, post(&client, &self.target.execute, &body)).await;
+            let sent = tokio::time::timeout(limit, post(&client, uri, &body)).await;
             let latency = started.elapsed();
             match sent {
                 Ok(Ok((status, bytes))) => match classify(status, &bytes) {
@@ -796,20 +833,25 @@ mod tests {
 
     #[test]
     fn targets_and_options_are_checked() {
-        let t = Target::parse("10.0.0.1:4001").unwrap();
+        let t = Target::parse("10.0.0.1:4001", ReadLevel::Weak).unwrap();
         assert_eq!(t.execute.to_string(), "http://10.0.0.1:4001/db/execute");
-        let t = Target::parse("http://node-a:4001/").unwrap();
+        let t = Target::parse("http://node-a:4001/", ReadLevel::Linearizable).unwrap();
         assert_eq!(
             t.execute_tx.to_string(),
             "http://node-a:4001/db/execute?transaction"
         );
-        assert!(Target::parse("https://a:1").is_err());
-        assert!(Target::parse("a:1/x").is_err());
-        assert!(Target::parse("").is_err());
+        assert_eq!(
+            t.query.to_string(),
+            "http://node-a:4001/db/query?level=linearizable"
+        );
+        assert!(Target::parse("https://a:1", ReadLevel::Weak).is_err());
+        assert!(Target::parse("a:1/x", ReadLevel::Weak).is_err());
+        assert!(Target::parse("", ReadLevel::Weak).is_err());
 
         let opts = BenchOptions {
             nodes: vec!["a:1".into()],
             workload: Workload::Update,
+            level: ReadLevel::Weak,
             rows: 10,
             clients: 1,
             duration: Duration::from_secs(1),
@@ -847,6 +889,7 @@ mod tests {
         let report = run(BenchOptions {
             nodes: vec![a.addr.to_string(), format!("http://{}", b.addr)],
             workload: Workload::Update,
+            level: ReadLevel::Weak,
             rows: 1_500,
             clients: 4,
             duration: ms(800),
@@ -904,6 +947,7 @@ mod tests {
         let report = run(BenchOptions {
             nodes: vec![s.addr.to_string()],
             workload: Workload::Insert,
+            level: ReadLevel::Weak,
             rows: 10,
             clients: 3,
             duration: ms(300),
@@ -939,6 +983,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn read_run_queries_random_rows_at_the_level_asked() {
+        let s = spawn_server(FakeBackend::new(), ApiOptions::default()).await;
+        let report = run(BenchOptions {
+            nodes: vec![s.addr.to_string()],
+            workload: Workload::Read,
+            level: ReadLevel::Linearizable,
+            rows: 50,
+            clients: 2,
+            duration: ms(300),
+            prepare: true,
+            progress_every: None,
+        })
+        .await
+        .unwrap();
+        assert!(report.transactions > 0, "{report:?}");
+        assert_eq!(report.errors, 0, "{report:?}");
+        assert_eq!(report.workload.name(), "read");
+        // Prepared like the update workload, then only reads.
+        let executes = s.backend.executes.lock().unwrap();
+        assert_eq!(
+            executes[0].statements[0].sql,
+            "DROP TABLE IF EXISTS bench_update"
+        );
+        assert_eq!(executes.len(), 2, "create, then one fill batch; no writes");
+        let queries = s.backend.queries.lock().unwrap();
+        assert_eq!(queries.len() as u64, report.transactions);
+        for q in queries.iter() {
+            assert_eq!(q.level, crate::api::ReadLevel::Linearizable);
+            assert_eq!(q.statements[0].sql, "SELECT c FROM bench_update WHERE id=?");
+            assert!(matches!(&q.statements[0].params,
+                Params::Positional(p) if matches!(p[0], SqlValue::Integer(id) if (1..=50).contains(&id))));
+        }
+    }
+
+    #[tokio::test]
     async fn unreachable_node_is_counted_as_errors() {
         // Bind and drop to get a port nobody listens on.
         let addr = {
@@ -948,6 +1027,7 @@ mod tests {
         let report = run(BenchOptions {
             nodes: vec![addr.to_string()],
             workload: Workload::Update,
+            level: ReadLevel::Weak,
             rows: 10,
             clients: 1,
             duration: ms(200),
@@ -962,6 +1042,7 @@ mod tests {
         let err = run(BenchOptions {
             nodes: vec![addr.to_string()],
             workload: Workload::Update,
+            level: ReadLevel::Weak,
             rows: 10,
             clients: 1,
             duration: ms(200),
