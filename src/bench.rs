@@ -708,6 +708,21 @@ mod tests {
         Duration::from_millis(v)
     }
 
+    /// A run of `workload` against `nodes` with the defaults the tests
+    /// share; each test overrides what it is about.
+    fn options(nodes: Vec<String>, workload: Workload) -> BenchOptions {
+        BenchOptions {
+            nodes,
+            workload,
+            level: ReadLevel::Weak,
+            rows: 10,
+            clients: 1,
+            duration: ms(300),
+            prepare: true,
+            progress_every: None,
+        }
+    }
+
     #[test]
     fn percentiles_are_nearest_rank() {
         let mut samples: Vec<Duration> = (1..=100).rev().map(ms).collect();
@@ -849,14 +864,9 @@ mod tests {
         assert!(Target::parse("", ReadLevel::Weak).is_err());
 
         let opts = BenchOptions {
-            nodes: vec!["a:1".into()],
-            workload: Workload::Update,
-            level: ReadLevel::Weak,
-            rows: 10,
-            clients: 1,
             duration: Duration::from_secs(1),
             prepare: false,
-            progress_every: None,
+            ..options(vec!["a:1".into()], Workload::Update)
         };
         assert!(validate(&opts).is_ok());
         assert!(validate(&BenchOptions {
@@ -887,14 +897,13 @@ mod tests {
         let b = spawn_server(FakeBackend::new(), ApiOptions::default()).await;
         b.backend.cert_fail_every.store(4, Ordering::SeqCst);
         let report = run(BenchOptions {
-            nodes: vec![a.addr.to_string(), format!("http://{}", b.addr)],
-            workload: Workload::Update,
-            level: ReadLevel::Weak,
             rows: 1_500,
             clients: 4,
             duration: ms(800),
-            prepare: true,
-            progress_every: None,
+            ..options(
+                vec![a.addr.to_string(), format!("http://{}", b.addr)],
+                Workload::Update,
+            )
         })
         .await
         .unwrap();
@@ -945,14 +954,8 @@ mod tests {
     async fn insert_run_uses_unique_ids() {
         let s = spawn_server(FakeBackend::new(), ApiOptions::default()).await;
         let report = run(BenchOptions {
-            nodes: vec![s.addr.to_string()],
-            workload: Workload::Insert,
-            level: ReadLevel::Weak,
-            rows: 10,
             clients: 3,
-            duration: ms(300),
-            prepare: true,
-            progress_every: None,
+            ..options(vec![s.addr.to_string()], Workload::Insert)
         })
         .await
         .unwrap();
@@ -986,14 +989,10 @@ mod tests {
     async fn read_run_queries_random_rows_at_the_level_asked() {
         let s = spawn_server(FakeBackend::new(), ApiOptions::default()).await;
         let report = run(BenchOptions {
-            nodes: vec![s.addr.to_string()],
-            workload: Workload::Read,
             level: ReadLevel::Linearizable,
             rows: 50,
             clients: 2,
-            duration: ms(300),
-            prepare: true,
-            progress_every: None,
+            ..options(vec![s.addr.to_string()], Workload::Read)
         })
         .await
         .unwrap();
@@ -1025,14 +1024,9 @@ mod tests {
             l.local_addr().unwrap()
         };
         let report = run(BenchOptions {
-            nodes: vec![addr.to_string()],
-            workload: Workload::Update,
-            level: ReadLevel::Weak,
-            rows: 10,
-            clients: 1,
             duration: ms(200),
             prepare: false,
-            progress_every: None,
+            ..options(vec![addr.to_string()], Workload::Update)
         })
         .await
         .unwrap();
@@ -1040,14 +1034,8 @@ mod tests {
         assert!(report.errors > 0);
         assert!(report.first_error.is_some());
         let err = run(BenchOptions {
-            nodes: vec![addr.to_string()],
-            workload: Workload::Update,
-            level: ReadLevel::Weak,
-            rows: 10,
-            clients: 1,
             duration: ms(200),
-            prepare: true,
-            progress_every: None,
+            ..options(vec![addr.to_string()], Workload::Update)
         })
         .await
         .unwrap_err();
