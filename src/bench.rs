@@ -639,29 +639,34 @@ impl Worker {
         let mut stats = ClientStats::default();
         let mut counter = 0u64;
         while Instant::now() < self.deadline {
-            let uri = match self.workload {
-                Workload::Read => &self.target.query,
-                Workload::Update | Workload::Insert => &self.target.execute,
-            };
-            let body = match self.workload {
-                Workload::Read => json!([[
-                    "SELECT c FROM bench_update WHERE id=?",
-                    rng.gen_range(1..=self.rows),
-                ]]),
-                Workload::Update => json!([[
-                    "UPDATE bench_update SET c=? WHERE id=?",
-                    random_text(&mut rng, C_LEN),
-                    rng.gen_range(1..=self.rows),
-                ]]),
+            let (uri, body) = match self.workload {
+                Workload::Read => (
+                    &self.target.query,
+                    json!([[
+                        "SELECT c FROM bench_update WHERE id=?",
+                        rng.gen_range(1..=self.rows),
+                    ]]),
+                ),
+                Workload::Update => (
+                    &self.target.execute,
+                    json!([[
+                        "UPDATE bench_update SET c=? WHERE id=?",
+                        random_text(&mut rng, C_LEN),
+                        rng.gen_range(1..=self.rows),
+                    ]]),
+                ),
                 Workload::Insert => {
                     counter += 1;
-                    json!([[
-                        "INSERT INTO bench_insert(id, k, c, pad) VALUES(?, ?, ?, ?)",
-                        self.index as u64 * INSERT_ID_STRIDE + counter,
-                        rng.gen_range(1..=self.rows.max(1)),
-                        random_text(&mut rng, C_LEN),
-                        random_text(&mut rng, PAD_LEN),
-                    ]])
+                    (
+                        &self.target.execute,
+                        json!([[
+                            "INSERT INTO bench_insert(id, k, c, pad) VALUES(?, ?, ?, ?)",
+                            self.index as u64 * INSERT_ID_STRIDE + counter,
+                            rng.gen_range(1..=self.rows.max(1)),
+                            random_text(&mut rng, C_LEN),
+                            random_text(&mut rng, PAD_LEN),
+                        ]]),
+                    )
                 }
             };
             let limit = self.deadline.saturating_duration_since(Instant::now()) + REQUEST_GRACE;
