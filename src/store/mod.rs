@@ -621,6 +621,65 @@ pub(crate) mod testutil {
         assert!(dump(&s, "t").is_empty());
     }
 
+    /// Page-cache misses of a connection so far (SQLITE_DBSTATUS_CACHE_MISS).
+    fn cache_misses(conn: &Connection) -> i32 {
+        let (mut current, mut highwater) = (0, 0);
+        // SAFETY: a live connection handle and two valid out-pointers.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_db_status(
+                conn.handle(),
+                rusqlite::ffi::SQLITE_DBSTATUS_CACHE_MISS,
+                &mut current,
+                &mut highwater,
+                0,
+            )
+        };
+        assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
+        current
+    }
+
+    #[test]
+    fn capture_reads_no_page_back_after_an_apply() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let s = open(dir.path());
+        let ddl = capture_ws(
+            &s,
+            &[st("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER)")],
+            1,
+        );
+        apply_one(&s, &ddl);
+        let fill = capture_ws(
+            &s,
+            &[st(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) \
+                  INSERT INTO t SELECT i, 0 FROM n",
+            )],
+            2,
+        );
+        apply_one(&s, &fill);
+        let update = |id: i64| {
+            stp(
+                "UPDATE t SET v = v + 1 WHERE id = ?",
+                vec![SqlValue::Integer(id)],
+            )
+        };
+        // Warm: the statement compiled, the row's pages read once.
+        apply_one(&s, &capture_ws(&s, &[update(1500)], 3));
+        for trx in 4..8 {
+            let before = cache_misses(&s.try_lock_writer().unwrap().capture);
+            let ws = capture_ws(&s, &[update(1500)], trx);
+            let after = cache_misses(&s.try_lock_writer().unwrap().capture);
+            // With a cache of its own, the capture connection would find it
+            // emptied by the apply's commit and read root, interior and
+            // leaf pages back from the file.
+            assert_eq!(
+                after, before,
+                "capture {trx} after an apply missed the cache"
+            );
+            apply_one(&s, &ws);
+        }
+    }
+
     pub fn opts() -> StoreOptions {
         StoreOptions {
             read_connections: 2,
