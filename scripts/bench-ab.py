@@ -11,7 +11,9 @@ of an older build). Every round runs, for each DIR in turn, on a fresh local
   `--clients N`);
 - one client on the leader (node-1) and one on a follower (node-2);
 - the nodes' CPU time per committed transaction under that load (user +
-  system from /proc, summed over the three processes);
+  system from /proc, summed over the three processes), and under the one
+  client on the leader (no batching: the cost of a whole replication round
+  per write);
 - UDP datagrams sent per committed transaction under that load (the
   whole machine's, from /proc/net/snmp: QUIC between the nodes);
 - the idle RSS of each node before the load.
@@ -92,14 +94,17 @@ def measure(bindir, seconds, warmup, rows, clients):
         t0, u0 = cpu_ticks(), udp_datagrams_sent()
         many = bench(bindir, NODES, clients, seconds, warmup == 0, rows)
         ticks, datagrams = cpu_ticks() - t0, udp_datagrams_sent() - u0
+        t1 = cpu_ticks()
         leader = bench(bindir, "127.0.0.1:4001", 1, max(4, seconds * 2 // 3), False, rows)
+        ticks_one = cpu_ticks() - t1
         follower = bench(bindir, "127.0.0.1:4002", 1, max(4, seconds * 2 // 3), False, rows)
     finally:
         cluster(bindir, "down")
     cpu_us = ticks / TICK * 1e6 / max(1, many["transactions"])
+    cpu_one_us = ticks_one / TICK * 1e6 / max(1, leader["transactions"])
     return (f"{clients} clients {many['tps']:7.0f} tps p50 {many['p50_ms']:5.2f} p95 {many['p95_ms']:5.2f} "
             f"p99 {many['p99_ms']:6.2f} max {many['max_ms']:6.1f} ms | 1 client p50 leader {leader['p50_ms']:.3f} "
-            f"follower {follower['p50_ms']:.3f} ms | CPU/txn {cpu_us:4.0f} us | "
+            f"follower {follower['p50_ms']:.3f} ms | CPU/txn {cpu_us:4.0f} us (1 client {cpu_one_us:4.0f}) | "
             f"UDP datagrams/txn {datagrams / max(1, many['transactions']):.2f} | "
             f"idle RSS {max(rss):.0f} MB")
 
