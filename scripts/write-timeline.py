@@ -23,19 +23,17 @@ the most frequent sequences first.
 Needs root (tracepoints) and perf (apt install linux-perf). Nothing else may
 run meanwhile: on two cores every other process shows up in the figures.
 """
-import argparse, collections, os, re, subprocess, sys, tempfile, time
+import argparse, bisect, collections, importlib.util, os, re, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BASE = os.environ.get("BASE", "/tmp/quorate-cluster")
+# The cluster helpers of bench-ab.py (same cluster, same $BASE).
+_spec = importlib.util.spec_from_file_location("bench_ab", os.path.join(HERE, "bench-ab.py"))
+bench_ab = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_ab)
 EVENTS = [f"syscalls:sys_enter_{s}" for s in
           ("pwrite64", "sendmsg", "fdatasync", "recvmmsg", "recvfrom", "writev", "fcntl")]
 EVENTS.append("syscalls:sys_exit_fdatasync")
 LINE = re.compile(r"\s*(.+?)\s+(\d+)/(\d+)\s+([\d.]+):\s+syscalls:sys_(enter|exit)_(\w+):\s*(.*)")
-
-
-def pid_of(node):
-    with open(f"{BASE}/node-{node}/pid") as f:
-        return int(f.read().strip())
 
 
 def log_fd(pid):
@@ -51,9 +49,7 @@ def log_fd(pid):
 
 
 def record(bindir, seconds):
-    env = dict(os.environ, BIN=bindir, BASE=BASE)
-    cluster = [f"{HERE}/local-cluster.sh"]
-    subprocess.run(cluster + ["up", "3"], env=env, check=True, stdout=subprocess.DEVNULL)
+    bench_ab.cluster(bindir, "up")
     try:
         time.sleep(2)
         bench = [f"{bindir}/quorate", "bench", "--nodes", "127.0.0.1:4001", "--clients", "1",
@@ -62,7 +58,7 @@ def record(bindir, seconds):
         load = subprocess.Popen(bench + ["--duration", f"{seconds + 3}s", "--no-prepare"],
                                 stdout=subprocess.DEVNULL)
         time.sleep(1)
-        pids = [pid_of(n) for n in (1, 2, 3)]
+        pids = bench_ab.pids()
         fds = {p: log_fd(p) for p in pids}
         data = tempfile.NamedTemporaryFile(suffix=".perf", delete=False).name
         events = ",".join(EVENTS)
@@ -70,7 +66,7 @@ def record(bindir, seconds):
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         load.wait()
     finally:
-        subprocess.run(cluster + ["down"], env=env, stdout=subprocess.DEVNULL)
+        bench_ab.cluster(bindir, "down")
     out = subprocess.run(["perf", "script", "-i", data, "-F", "comm,tid,pid,time,event,trace"],
                          capture_output=True, text=True, check=True).stdout
     os.unlink(data)
@@ -86,6 +82,11 @@ def parse(text, pids):
             events.append((float(t), int(pid), edge, call, args))
     events.sort()
     return events
+
+
+def first(events, matches):
+    """The time of the first of `events` that `matches`, or None."""
+    return next((e[0] for e in events if matches(e)), None)
 
 
 def quartiles(values):
@@ -109,6 +110,7 @@ def main():
     def is_log_write(e, pid):
         return e[1] == pid and e[3] == "pwrite64" and e[4].startswith(fds[pid])
 
+    times = [e[0] for e in events]
     requests = [e for e in events if e[1] == leader and e[3] == "recvfrom"]
     phases = collections.defaultdict(list)
     sequences = collections.Counter()
@@ -116,10 +118,10 @@ def main():
               "fcntl": "F", "writev": "W", "recvfrom": "H"}
     for i, request in enumerate(requests[:-1]):
         t0, t1 = request[0], requests[i + 1][0]
-        window = [e for e in events if t0 <= e[0] < t1]
+        window = events[bisect.bisect_left(times, t0):bisect.bisect_left(times, t1)]
         mine = [e for e in window if e[1] == leader]
-        log = next((e[0] for e in mine if is_log_write(e, leader)), None)
-        reply = next((e[0] for e in mine if e[3] == "writev"), None)
+        log = first(mine, lambda e: is_log_write(e, leader))
+        reply = first(mine, lambda e: e[3] == "writev")
         if log is None or reply is None:
             continue
         locks = [e[0] for e in mine if e[3] == "fcntl"]
@@ -132,18 +134,18 @@ def main():
         phases["leader: capture starts"].append(at(before[0]) if before else None)
         phases["leader: capture ends"].append(at(before[-1]) if before else None)
         phases["leader: log write"].append(at(log))
-        phases["leader: first send"].append(at(next((e[0] for e in mine if e[3] == "sendmsg" and e[0] > log), None)))
-        phases["leader: fsync starts"].append(at(next((e[0] for e in mine if e[3] == "fdatasync" and e[2] == "enter"), None)))
-        phases["leader: fsync ends"].append(at(next((e[0] for e in mine if e[3] == "fdatasync" and e[2] == "exit"), None)))
+        phases["leader: first send"].append(at(first(mine, lambda e: e[3] == "sendmsg" and e[0] > log)))
+        phases["leader: fsync starts"].append(at(first(mine, lambda e: e[3] == "fdatasync" and e[2] == "enter")))
+        phases["leader: fsync ends"].append(at(first(mine, lambda e: e[3] == "fdatasync" and e[2] == "exit")))
         for n, f in enumerate(followers, start=2):
             theirs = [e for e in window if e[1] == f and e[0] > log]
-            synced = next((e[0] for e in theirs if e[3] == "fdatasync" and e[2] == "exit"), None)
-            phases[f"node-{n}: receives"].append(at(next((e[0] for e in theirs if e[3] == "recvmmsg"), None)))
-            phases[f"node-{n}: log write"].append(at(next((e[0] for e in theirs if is_log_write(e, f)), None)))
-            phases[f"node-{n}: fsync starts"].append(at(next((e[0] for e in theirs if e[3] == "fdatasync" and e[2] == "enter"), None)))
+            synced = first(theirs, lambda e: e[3] == "fdatasync" and e[2] == "exit")
+            phases[f"node-{n}: receives"].append(at(first(theirs, lambda e: e[3] == "recvmmsg")))
+            phases[f"node-{n}: log write"].append(at(first(theirs, lambda e: is_log_write(e, f))))
+            phases[f"node-{n}: fsync starts"].append(at(first(theirs, lambda e: e[3] == "fdatasync" and e[2] == "enter")))
             phases[f"node-{n}: fsync ends"].append(at(synced))
             phases[f"node-{n}: acknowledges"].append(
-                at(next((e[0] for e in theirs if e[3] == "sendmsg" and synced is not None and e[0] > synced), None)))
+                at(first(theirs, lambda e: e[3] == "sendmsg" and synced is not None and e[0] > synced)))
         phases["leader: apply starts"].append(at(after[0]) if after else None)
         phases["leader: apply ends"].append(at(after[-1]) if after else None)
         phases["leader: reply"].append(at(reply))
