@@ -67,6 +67,9 @@ pub struct ReplicationConfig {
     /// A node that has not heard from a majority for this long is non-Primary.
     pub primary_timeout_ms: u64,
     pub retry_autocommit: u32,
+    /// Whether a write first waits for what the cluster committed before it
+    /// (the causal wait, Galera's `wsrep_sync_wait` for writes).
+    pub sync_wait_writes: bool,
     pub max_writeset_bytes: usize,
     /// Seqnos a write-set's snapshot may lag behind and still certify.
     pub cert_window: i64,
@@ -160,6 +163,7 @@ impl Default for ReplicationConfig {
             election_timeout_ms: 250,
             primary_timeout_ms: 500,
             retry_autocommit: 1,
+            sync_wait_writes: true,
             max_writeset_bytes: 16 * 1024 * 1024,
             cert_window: 100_000,
             commit_timeout_ms: 10_000,
@@ -349,7 +353,7 @@ const fn doc(
 
 const SECTIONS: [&str; 4] = ["replication", "api", "tls", "storage"];
 
-static KEYS: [ConfigKeyDoc; 40] = [
+static KEYS: [ConfigKeyDoc; 41] = [
     doc("cluster_name", "\"quorate\"", "\"quorate\"", Kind::Text,
         "a name of letters, digits, '.', '_' and '-', at most 63 characters, like \"mail-gw\"",
         "Name of the cluster. Peers with another cluster_name are refused, so two clusters on \
@@ -423,6 +427,15 @@ static KEYS: [ConfigKeyDoc; 40] = [
         "a whole number like 1",
         "How many times the node retries a single-statement write that failed certification \
          before reporting the conflict to the client (Galera's wsrep_retry_autocommit)."),
+    doc("replication.sync_wait_writes", "true", "true", Kind::Bool, "true or false",
+        "Before it runs a write, the node waits until it has applied everything the cluster \
+         committed before the write arrived (Galera's wsrep_sync_wait for writes), so a client \
+         that sends each request to another node builds on its own earlier writes. On a \
+         follower this asks the leader first: one round trip per write, about a fifth of a \
+         follower's write time under load. false runs the write on what the node has applied, \
+         as Galera does by default (wsrep_sync_wait = 0): rows changed elsewhere meanwhile \
+         still fail certification (and are retried), but a write that depends on a change \
+         made through another node a moment ago may not see it. Reads choose with level."),
     doc("replication.max_writeset_bytes", "16777216", "16777216", USIZE,
         "a size in bytes of at least 1024, like 16777216",
         "Largest write-set, in bytes. A larger transaction is refused before it is replicated."),
@@ -1277,7 +1290,7 @@ key  = "/etc/quorate/tls/node-a.key"
             e,
             "unknown key `foo` in [replication] of /etc/quorate/quorate.toml (line 4); expected \
              one of: listen, advertise, peers, heartbeat_ms, election_timeout_ms, \
-             primary_timeout_ms, retry_autocommit, max_writeset_bytes, cert_window, \
+             primary_timeout_ms, retry_autocommit, sync_wait_writes, max_writeset_bytes, cert_window, \
              flow_control_limit, commit_timeout_ms, connect_timeout_ms, rpc_timeout_ms, \
              keep_alive_ms, idle_timeout_ms, max_peer_connections"
         );

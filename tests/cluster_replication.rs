@@ -72,3 +72,85 @@ fn three_nodes_accept_writes_everywhere_and_converge() {
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["results"][0]["values"][0][0], 1600);
 }
+
+fn sync_waits(node: &common::TestNode) -> u64 {
+    let text = node
+        .agent
+        .get(&node.url("/metrics"))
+        .call()
+        .expect("GET /metrics")
+        .into_string()
+        .expect("metrics body");
+    text.lines()
+        .find_map(|l| l.strip_prefix("quorate_sync_waits_total "))
+        .unwrap_or_else(|| panic!("{}: no quorate_sync_waits_total in /metrics", node.name))
+        .trim()
+        .parse()
+        .expect("a whole number")
+}
+
+/// `replication.sync_wait_writes`: with the default, a write sent to one
+/// node right after another node acknowledged a CREATE TABLE finds the
+/// table, and each write first waits for the cluster (counted in
+/// `quorate_sync_waits_total`); a node configured without it runs its
+/// writes at once, never waits, and its writes replicate all the same.
+#[test]
+fn writes_wait_for_the_cluster_unless_sync_wait_writes_is_off() {
+    let c = Cluster::new(3, "");
+    let no_wait = &c.nodes[2];
+    let text = std::fs::read_to_string(&no_wait.config_path).expect("config");
+    assert!(text.contains("[replication]\n"), "{text}");
+    std::fs::write(
+        &no_wait.config_path,
+        text.replacen(
+            "[replication]\n",
+            "[replication]\nsync_wait_writes = false\n",
+            1,
+        ),
+    )
+    .expect("config");
+    let c = c.start_configured();
+    let (creator, waiter, no_wait) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+    assert_eq!(sync_waits(waiter), 0);
+
+    for i in 0..10 {
+        creator.execute_ok(json!([format!(
+            "CREATE TABLE t{i}(id INTEGER PRIMARY KEY, v TEXT)"
+        )]));
+        let resp = waiter.execute_ok(json!([[
+            format!("INSERT INTO t{i}(id, v) VALUES(1, ?)"),
+            "from node-2"
+        ]]));
+        assert_eq!(resp["results"][0]["rows_affected"], 1, "{resp}");
+    }
+    assert!(
+        sync_waits(waiter) >= 10,
+        "node-2 waited {} times for 10 writes",
+        sync_waits(waiter)
+    );
+
+    c.wait_synced(&[0, 1, 2], Duration::from_secs(20));
+    for i in 0..10 {
+        let resp = no_wait.execute_ok(json!([[
+            format!("INSERT INTO t{i}(id, v) VALUES(2, ?)"),
+            "from node-3"
+        ]]));
+        assert_eq!(resp["results"][0]["rows_affected"], 1, "{resp}");
+    }
+    assert_eq!(
+        sync_waits(no_wait),
+        0,
+        "node-3 waited although sync_wait_writes = false"
+    );
+    for i in 0..10 {
+        c.wait_converged(&[0, 1, 2], &format!("t{i}"), Duration::from_secs(20));
+        for node in &c.nodes {
+            assert_eq!(
+                node.scalar(&format!("SELECT COUNT(*) FROM t{i}")),
+                2,
+                "{}",
+                node.name
+            );
+        }
+    }
+}

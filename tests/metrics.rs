@@ -136,6 +136,7 @@ fn metrics_parse_and_carry_the_cluster_figures() {
         ("quorate_proposed_writesets_total", "counter"),
         ("quorate_forward_requests_total", "counter"),
         ("quorate_forwarded_writesets_total", "counter"),
+        ("quorate_sync_waits_total", "counter"),
     ];
     let mut proposed_everywhere = 0.0;
     let mut leaders = 0;

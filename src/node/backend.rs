@@ -153,6 +153,7 @@ impl Node {
         if !self.is_primary() {
             return Err(ApiError::NotPrimary(self.not_primary_text()));
         }
+        self.counters.sync_waits.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(self.primary_timeout(), self.seq.causal_barrier()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::debug!("sync wait skipped: {e}"),
@@ -239,7 +240,11 @@ enum Attempt {
 impl Backend for Node {
     async fn execute(&self, req: ExecuteRequest) -> Result<ExecuteResponse, ApiError> {
         self.refuse_if_arbitrator()?;
-        self.sync_wait().await?;
+        if self.config.replication.sync_wait_writes {
+            self.sync_wait().await?;
+        } else if !self.is_primary() {
+            return Err(ApiError::NotPrimary(self.not_primary_text()));
+        }
         // Galera's wsrep_retry_autocommit: only a lone statement is retried,
         // a multi-statement transaction goes back to the client.
         let retries = if req.statements.len() == 1 {

@@ -60,6 +60,8 @@ pub struct ClientCounters {
     pub replicated_bytes: AtomicU64,
     pub commits: AtomicU64,
     pub outcome_unknown: AtomicU64,
+    /// Causal waits (`sync_wait`) before writes and weak reads.
+    pub sync_waits: AtomicU64,
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
@@ -302,6 +304,13 @@ impl Node {
             "quorate_outcome_unknown_total",
             "Client transactions whose outcome this node could not learn.",
             c.outcome_unknown.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "quorate_sync_waits_total",
+            "Writes and weak reads that first waited for what the cluster had committed \
+             (replication.sync_wait_writes, level=weak).",
+            c.sync_waits.load(Ordering::Relaxed),
         );
         c.commit_latency.render(
             &mut out,
