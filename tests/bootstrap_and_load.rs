@@ -89,13 +89,7 @@ fn bootstrap_via_cli_then_concurrent_load_and_status() {
     assert_eq!(status["wsrep_cluster_status"], "Primary", "{status}");
 
     // Prometheus metrics carry the same figures.
-    let metrics = node
-        .agent
-        .get(&node.url("/metrics"))
-        .call()
-        .expect("metrics")
-        .into_string()
-        .unwrap();
+    let metrics = node.metrics_text();
     for line in [
         "quorate_cluster_size 1",
         "quorate_last_committed 5001",

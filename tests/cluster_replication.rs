@@ -73,20 +73,8 @@ fn three_nodes_accept_writes_everywhere_and_converge() {
     assert_eq!(body["results"][0]["values"][0][0], 1600);
 }
 
-fn sync_waits(node: &common::TestNode) -> u64 {
-    let text = node
-        .agent
-        .get(&node.url("/metrics"))
-        .call()
-        .expect("GET /metrics")
-        .into_string()
-        .expect("metrics body");
-    text.lines()
-        .find_map(|l| l.strip_prefix("quorate_sync_waits_total "))
-        .unwrap_or_else(|| panic!("{}: no quorate_sync_waits_total in /metrics", node.name))
-        .trim()
-        .parse()
-        .expect("a whole number")
+fn sync_waits(node: &common::TestNode) -> f64 {
+    node.metric("quorate_sync_waits_total")
 }
 
 /// `replication.sync_wait_writes`: with the default, a write sent to one
@@ -111,7 +99,7 @@ fn writes_wait_for_the_cluster_unless_sync_wait_writes_is_off() {
     .expect("config");
     let c = c.start_configured();
     let (creator, waiter, no_wait) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
-    assert_eq!(sync_waits(waiter), 0);
+    assert_eq!(sync_waits(waiter), 0.0);
 
     for i in 0..10 {
         creator.execute_ok(json!([format!(
@@ -124,7 +112,7 @@ fn writes_wait_for_the_cluster_unless_sync_wait_writes_is_off() {
         assert_eq!(resp["results"][0]["rows_affected"], 1, "{resp}");
     }
     assert!(
-        sync_waits(waiter) >= 10,
+        sync_waits(waiter) >= 10.0,
         "node-2 waited {} times for 10 writes",
         sync_waits(waiter)
     );
@@ -139,7 +127,7 @@ fn writes_wait_for_the_cluster_unless_sync_wait_writes_is_off() {
     }
     assert_eq!(
         sync_waits(no_wait),
-        0,
+        0.0,
         "node-3 waited although sync_wait_writes = false"
     );
     for i in 0..10 {

@@ -9,18 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::cluster::Cluster;
-use common::TestNode;
 use prometheus_parse::{LineInfo, Scrape, Value};
 use serde_json::json;
-
-fn metrics_text(node: &TestNode) -> String {
-    node.agent
-        .get(&node.url("/metrics"))
-        .call()
-        .expect("GET /metrics")
-        .into_string()
-        .expect("metrics body")
-}
 
 /// Parses strictly: the parser skips lines it does not understand, so each
 /// line is checked on its own first.
@@ -141,7 +131,7 @@ fn metrics_parse_and_carry_the_cluster_figures() {
     let mut proposed_everywhere = 0.0;
     let mut leaders = 0;
     for (i, node) in c.nodes.iter().enumerate() {
-        let text = metrics_text(node);
+        let text = node.metrics_text();
         let types = families(&text);
         for (name, ty) in expected {
             assert_eq!(
@@ -267,7 +257,7 @@ fn metrics_parse_and_carry_the_cluster_figures() {
                 node.name
             );
             std::thread::sleep(Duration::from_millis(100));
-            scrape = parse(&metrics_text(node));
+            scrape = parse(&node.metrics_text());
         }
     }
     assert_eq!(leaders, 1, "exactly one node reports member lag");

@@ -80,21 +80,7 @@ fn a_joiner_refuses_a_snapshot_over_its_limit_with_a_clear_error() {
 
     // The donor shows the size of what it tries to send, the joiner what it
     // took before cutting it off.
-    let metric = |i: usize, name: &str| -> f64 {
-        let text = c.nodes[i]
-            .agent
-            .get(&c.nodes[i].url("/metrics"))
-            .call()
-            .unwrap()
-            .into_string()
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("no {name} in /metrics"))
-            .trim()
-            .parse()
-            .unwrap()
-    };
+    let metric = |i: usize, name: &str| c.nodes[i].metric(name);
     assert!(metric(0, "quorate_sst_donor_total_bytes") > LIMIT as f64);
     assert!(metric(0, "quorate_sst_donor_sent_bytes") > 0.0);
     let got = metric(1, "quorate_sst_joiner_received_bytes");

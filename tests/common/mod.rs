@@ -201,6 +201,28 @@ impl TestNode {
         format!("http://{}:{}{}", self.api_host, self.api_port, path)
     }
 
+    /// `GET /metrics`: the Prometheus text exposition.
+    pub fn metrics_text(&self) -> String {
+        self.agent
+            .get(&self.url("/metrics"))
+            .call()
+            .unwrap_or_else(|e| panic!("GET /metrics from {}: {e}", self.name))
+            .into_string()
+            .unwrap_or_else(|e| panic!("/metrics of {}: {e}", self.name))
+    }
+
+    /// The value of an unlabelled metric in `/metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics_text();
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{}: no {name} in /metrics", self.name));
+        line.trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{}: {name} {line}: {e}", self.name))
+    }
+
     /// POST a JSON body; returns (HTTP status, JSON body).
     pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         match self.agent.post(&self.url(path)).send_json(body.clone()) {
