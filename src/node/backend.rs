@@ -132,6 +132,14 @@ impl Node {
         }
     }
 
+    /// `503 not_primary` outside the primary component.
+    fn refuse_unless_primary(&self) -> Result<(), ApiError> {
+        if !self.is_primary() {
+            return Err(ApiError::NotPrimary(self.not_primary_text()));
+        }
+        Ok(())
+    }
+
     fn refuse_if_arbitrator(&self) -> Result<(), ApiError> {
         if self.is_arbitrator() {
             return Err(ApiError::NotPrimary(ARBITRATOR.into()));
@@ -150,9 +158,7 @@ impl Node {
     /// it would without the wait; a write is still certified, so staleness
     /// costs at worst a retryable conflict.
     async fn sync_wait(&self) -> Result<(), ApiError> {
-        if !self.is_primary() {
-            return Err(ApiError::NotPrimary(self.not_primary_text()));
-        }
+        self.refuse_unless_primary()?;
         self.counters.sync_waits.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(self.primary_timeout(), self.seq.causal_barrier()).await {
             Ok(Ok(())) => {}
@@ -242,8 +248,8 @@ impl Backend for Node {
         self.refuse_if_arbitrator()?;
         if self.config.replication.sync_wait_writes {
             self.sync_wait().await?;
-        } else if !self.is_primary() {
-            return Err(ApiError::NotPrimary(self.not_primary_text()));
+        } else {
+            self.refuse_unless_primary()?;
         }
         // Galera's wsrep_retry_autocommit: only a lone statement is retried,
         // a multi-statement transaction goes back to the client.
@@ -287,9 +293,7 @@ impl Backend for Node {
             // waits for the cluster's committed position first.
             ReadLevel::Weak => self.sync_wait().await?,
             ReadLevel::Linearizable | ReadLevel::Strong => {
-                if !self.is_primary() {
-                    return Err(ApiError::NotPrimary(self.not_primary_text()));
-                }
+                self.refuse_unless_primary()?;
                 self.seq
                     .linearizable_barrier()
                     .await
