@@ -435,7 +435,8 @@ static KEYS: [ConfigKeyDoc; 41] = [
          follower's write time under load. false runs the write on what the node has applied, \
          as Galera does by default (wsrep_sync_wait = 0): rows changed elsewhere meanwhile \
          still fail certification (and are retried), but a write that depends on a change \
-         made through another node a moment ago may not see it. Reads choose with level."),
+         made through another node a moment ago may not see it. Reads choose with level. \
+         SIGHUP reloads it."),
     doc("replication.max_writeset_bytes", "16777216", "16777216", USIZE,
         "a size in bytes of at least 1024, like 16777216",
         "Largest write-set, in bytes. A larger transaction is refused before it is replicated."),

@@ -141,4 +141,31 @@ fn writes_wait_for_the_cluster_unless_sync_wait_writes_is_off() {
             );
         }
     }
+    // SIGHUP turns the wait back on without a restart.
+    let text = std::fs::read_to_string(&no_wait.config_path).expect("config");
+    std::fs::write(
+        &no_wait.config_path,
+        text.replacen("sync_wait_writes = false\n", "", 1),
+    )
+    .expect("config");
+    no_wait.signal(nix::sys::signal::Signal::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !no_wait.log().contains("sync_wait_writes: false -> true") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload of sync_wait_writes in the log:\n{}",
+            common::cluster::tail(&no_wait.log(), 10)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = sync_waits(no_wait);
+    no_wait.execute_ok(json!([[
+        "INSERT INTO t0(id, v) VALUES(3, ?)",
+        "from node-3"
+    ]]));
+    assert_eq!(
+        sync_waits(no_wait),
+        before + 1.0,
+        "node-3 did not wait after SIGHUP turned the wait on"
+    );
 }

@@ -246,7 +246,7 @@ enum Attempt {
 impl Backend for Node {
     async fn execute(&self, req: ExecuteRequest) -> Result<ExecuteResponse, ApiError> {
         self.refuse_if_arbitrator()?;
-        if self.config.replication.sync_wait_writes {
+        if self.sync_wait_writes.load(Ordering::Relaxed) {
             self.sync_wait().await?;
         } else {
             self.refuse_unless_primary()?;

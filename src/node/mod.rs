@@ -87,6 +87,8 @@ pub struct Node {
     running: std::sync::Mutex<Config>,
     /// `replication.primary_timeout_ms` in effect, read on every request.
     primary_timeout_ms: AtomicU64,
+    /// `replication.sync_wait_writes` in effect, read on every write.
+    sync_wait_writes: AtomicBool,
 }
 
 impl Node {
@@ -159,6 +161,7 @@ impl Node {
         let node = Arc::new(Node {
             running: std::sync::Mutex::new(config.clone()),
             primary_timeout_ms: AtomicU64::new(config.replication.primary_timeout_ms),
+            sync_wait_writes: AtomicBool::new(config.replication.sync_wait_writes),
             forced_safe: AtomicBool::new(false),
             config,
             store,

@@ -24,12 +24,13 @@ impl std::fmt::Debug for LogReload {
 /// Keys SIGHUP applies. Every other change needs a restart: the Raft
 /// timings (openraft fixes them when it starts; its runtime switches only
 /// turn heartbeats and elections on or off), the addresses, TLS, storage.
-pub const RELOADABLE: [&str; 5] = [
+pub const RELOADABLE: [&str; 6] = [
     "log_level",
     "leave_on_terminate",
     "skip_leave_on_interrupt",
     "replication.peers",
     "replication.primary_timeout_ms",
+    "replication.sync_wait_writes",
 ];
 
 /// What one SIGHUP did, key by key (`key: old -> new`).
@@ -131,6 +132,12 @@ impl Node {
                         self.primary_timeout_ms.store(ms, Ordering::Relaxed);
                         Ok(())
                     }
+                }
+                "replication.sync_wait_writes" => {
+                    let on = new.replication.sync_wait_writes;
+                    running.replication.sync_wait_writes = on;
+                    self.sync_wait_writes.store(on, Ordering::Relaxed);
+                    Ok(())
                 }
                 _ => Err("not handled".into()),
             };
