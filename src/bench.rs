@@ -174,6 +174,17 @@ impl Latency {
     }
 }
 
+/// The committed transactions of the clients that wrote to one node: a
+/// write on a follower takes more hops than one on the leader (the causal
+/// wait, the forward), and the overall tail is usually theirs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeLatency {
+    /// The node's API address, as given in `--nodes`.
+    pub node: String,
+    pub transactions: u64,
+    pub latency: Latency,
+}
+
 /// The outcome of a run.
 #[derive(Debug, Clone)]
 pub struct BenchReport {
@@ -190,6 +201,8 @@ pub struct BenchReport {
     /// The first error seen, to tell the operator what went wrong.
     pub first_error: Option<String>,
     pub latency: Latency,
+    /// The same per node, in `--nodes` order.
+    pub per_node: Vec<NodeLatency>,
 }
 
 impl BenchReport {
@@ -216,6 +229,13 @@ impl BenchReport {
     /// One line, no trailing newline; the first six keys are the contract.
     pub fn to_json_line(&self) -> String {
         #[derive(Serialize)]
+        struct NodeLine<'a> {
+            node: &'a str,
+            transactions: u64,
+            p50_ms: f64,
+            p99_ms: f64,
+        }
+        #[derive(Serialize)]
         struct Line<'a> {
             tps: f64,
             p50_ms: f64,
@@ -231,6 +251,7 @@ impl BenchReport {
             nodes: usize,
             workload: &'a str,
             duration_s: f64,
+            per_node: Vec<NodeLine<'a>>,
         }
         let line = Line {
             tps: round(self.tps(), 3),
@@ -247,6 +268,16 @@ impl BenchReport {
             nodes: self.nodes,
             workload: self.workload.name(),
             duration_s: round(self.elapsed.as_secs_f64(), 3),
+            per_node: self
+                .per_node
+                .iter()
+                .map(|n| NodeLine {
+                    node: &n.node,
+                    transactions: n.transactions,
+                    p50_ms: round(n.latency.p50_ms, 3),
+                    p99_ms: round(n.latency.p99_ms, 3),
+                })
+                .collect(),
         };
         // Plain numbers and a fixed string: serialization cannot fail.
         serde_json::to_string(&line).unwrap_or_default()
@@ -280,6 +311,15 @@ impl BenchReport {
         ];
         for (name, value) in rows {
             let _ = writeln!(out, "{name:<14} {value}");
+        }
+        if self.per_node.len() > 1 {
+            for n in &self.per_node {
+                let _ = writeln!(
+                    out,
+                    "{:<14} {}: {} transactions, p50 {:.2} ms, p99 {:.2} ms",
+                    "via node", n.node, n.transactions, n.latency.p50_ms, n.latency.p99_ms
+                );
+            }
         }
         if let Some(e) = &self.first_error {
             let _ = writeln!(out, "{:<14} {e}", "first error");
@@ -364,16 +404,29 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, BenchError> {
                 deadline,
                 committed: Arc::clone(&committed),
             };
-            tokio::spawn(worker.run())
+            (index % targets.len(), tokio::spawn(worker.run()))
         })
         .collect();
     let mut total = ClientStats::default();
-    for task in tasks {
+    let mut by_node: Vec<Vec<Duration>> = vec![Vec::new(); targets.len()];
+    for (node, task) in tasks {
         match task.await {
-            Ok(stats) => total.merge(stats),
+            Ok(stats) => {
+                by_node[node].extend_from_slice(&stats.latencies);
+                total.merge(stats);
+            }
             Err(e) => total.record_error(format!("client task failed: {e}")),
         }
     }
+    let per_node = targets
+        .iter()
+        .zip(by_node.iter_mut())
+        .map(|(target, samples)| NodeLatency {
+            node: target.name.clone(),
+            transactions: samples.len() as u64,
+            latency: Latency::from_samples(samples),
+        })
+        .collect();
     let elapsed = start.elapsed();
     if let Some(p) = progress {
         p.abort();
@@ -388,6 +441,7 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, BenchError> {
         errors: total.errors,
         first_error: total.first_error,
         latency: Latency::from_samples(&mut total.latencies),
+        per_node,
     })
 }
 
@@ -780,6 +834,28 @@ mod tests {
                 p99_ms: 9.0,
                 max_ms: 20.125,
             },
+            per_node: vec![
+                NodeLatency {
+                    node: "127.0.0.1:4001".into(),
+                    transactions: 734,
+                    latency: Latency {
+                        p50_ms: 1.25,
+                        p95_ms: 3.0,
+                        p99_ms: 6.5,
+                        max_ms: 10.0,
+                    },
+                },
+                NodeLatency {
+                    node: "127.0.0.1:4002".into(),
+                    transactions: 500,
+                    latency: Latency {
+                        p50_ms: 2.0,
+                        p95_ms: 6.0,
+                        p99_ms: 12.75,
+                        max_ms: 20.125,
+                    },
+                },
+            ],
         }
     }
 
@@ -798,6 +874,9 @@ mod tests {
         assert_eq!(v["attempts"], 1240);
         assert_eq!(v["workload"], "update");
         assert_eq!(v["clients"], 16);
+        assert_eq!(v["per_node"][1]["node"], "127.0.0.1:4002");
+        assert_eq!(v["per_node"][1]["transactions"], 500);
+        assert_eq!(v["per_node"][1]["p99_ms"], 12.75);
     }
 
     #[test]
@@ -813,6 +892,7 @@ mod tests {
             "0.48 %",
             "first error",
             "HTTP 503",
+            "via node       127.0.0.1:4002: 500 transactions, p50 2.00 ms, p99 12.75 ms",
         ] {
             assert!(table.contains(needle), "{needle} missing from\n{table}");
         }
