@@ -149,15 +149,7 @@ fn writes_wait_for_the_cluster_unless_sync_wait_writes_is_off() {
     )
     .expect("config");
     no_wait.signal(nix::sys::signal::Signal::SIGHUP);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !no_wait.log().contains("sync_wait_writes: false -> true") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no reload of sync_wait_writes in the log:\n{}",
-            common::cluster::tail(&no_wait.log(), 10)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    no_wait.wait_log("sync_wait_writes: false -> true", Duration::from_secs(20));
     let before = sync_waits(no_wait);
     no_wait.execute_ok(json!([[
         "INSERT INTO t0(id, v) VALUES(3, ?)",

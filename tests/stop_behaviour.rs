@@ -144,23 +144,6 @@ fn the_sole_member_kept_on_stop_stays_safe_to_bootstrap() {
     );
 }
 
-fn wait_log(node: &TestNode, what: &str, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let log = node.log();
-        if log.contains(what) {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never logged {what:?}; log tail:\n{}",
-            node.name,
-            tail(&log, 30)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
     let mut node = TestNode::new("node-a", "");
@@ -174,7 +157,7 @@ fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
     let good = std::fs::read_to_string(&node.config_path).unwrap();
     std::fs::write(&node.config_path, format!("log_level = 7\n{good}")).unwrap();
     node.signal(Signal::SIGHUP);
-    let log = wait_log(&node, "SIGHUP: cannot reload", Duration::from_secs(20));
+    let log = node.wait_log("SIGHUP: cannot reload", Duration::from_secs(20));
     assert!(log.contains("log_level"), "{}", tail(&log, 5));
 
     let changed = good.replace("node_name = \"node-a\"", "node_name = \"node-z\"");
@@ -184,7 +167,7 @@ fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
     )
     .unwrap();
     node.signal(Signal::SIGHUP);
-    let log = wait_log(&node, "SIGHUP: reloaded", Duration::from_secs(20));
+    let log = node.wait_log("SIGHUP: reloaded", Duration::from_secs(20));
     let applied = log
         .lines()
         .find(|l| l.contains("SIGHUP: reloaded"))
@@ -194,7 +177,7 @@ fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
         applied.contains("log_level: \"info\" -> \"debug\""),
         "{applied}"
     );
-    let restart = wait_log(&node, "needs a restart", Duration::from_secs(20));
+    let restart = node.wait_log("needs a restart", Duration::from_secs(20));
     let restart = restart
         .lines()
         .find(|l| l.contains("needs a restart"))
@@ -210,7 +193,7 @@ fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
 
     // The new level shows: a write now logs at debug.
     node.execute_ok(json!([["INSERT INTO t(id) VALUES(?)", 1]]));
-    wait_log(&node, "DEBUG", Duration::from_secs(20));
+    node.wait_log("DEBUG", Duration::from_secs(20));
     // The node still runs under its old name until restarted.
     let (_, status) = node.get("/status");
     assert_eq!(status["cluster"]["node_name"], "node-a");
@@ -231,12 +214,12 @@ fn sighup_peers_let_a_waiting_node_join() {
     c.nodes[0].start(&["--bootstrap"]);
     c.nodes[0].wait_primary(Duration::from_secs(30));
     c.nodes[1].start(&[]);
-    wait_log(&c.nodes[1], "waits non-Primary", Duration::from_secs(20));
+    c.nodes[1].wait_log("waits non-Primary", Duration::from_secs(20));
     assert_ne!(c.status(1)["cluster"]["cluster_status"], "Primary");
 
     std::fs::write(&path, with_peers).unwrap();
     c.nodes[1].signal(Signal::SIGHUP);
-    let log = wait_log(&c.nodes[1], "SIGHUP: reloaded", Duration::from_secs(20));
+    let log = c.nodes[1].wait_log("SIGHUP: reloaded", Duration::from_secs(20));
     assert!(
         log.contains("replication.peers: [] -> "),
         "{}",

@@ -201,6 +201,24 @@ impl TestNode {
         format!("http://{}:{}{}", self.api_host, self.api_port, path)
     }
 
+    /// Wait until the node's log contains `what`; returns the log.
+    pub fn wait_log(&self, what: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if log.contains(what) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never logged {what:?}; log tail:\n{}",
+                self.name,
+                cluster::tail(&log, 30)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// `GET /metrics`: the Prometheus text exposition.
     pub fn metrics_text(&self) -> String {
         self.agent
